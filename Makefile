@@ -1,0 +1,38 @@
+# Two commands set everything up: `make run` (the study) and `make test` (the test suite).
+# Both create .venv with the pinned dependencies of requirements.txt first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SNAKEMAKE_ARGS ?=
+
+.PHONY: venv run test bench figures lint clean-venv
+
+venv: $(STAMP)
+
+# torch first and alone, pinned: pip then takes the local CPU wheel and never resolves a CUDA build.
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake $(SNAKEMAKE_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
+figures: $(STAMP)
+	$(BIN)/snakemake figures $(SNAKEMAKE_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,23 @@
+# Posterior collapse as automatic spectral pruning: WorldClim 2.1 -> Zarr -> beta-VAE scan -> spectra.
+# Default target: the whole study for the config (laptop preset: config.yaml).
+# Presets: --configfile presets/ci.yaml | presets/paper.yaml. Profiles: profiles/default (used
+# automatically), profiles/slurm (--workflow-profile profiles/slurm).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

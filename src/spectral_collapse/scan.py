@@ -1,0 +1,91 @@
+"""The scan design: the T grid, model identifiers and run labels, derived from the config.
+
+Kept in the library (not in the Snakefile) so that the workflow, the scripts and the tests
+agree on one naming scheme for every run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+FAMILIES = ("linear", "mlp")
+MODEL_ID_PATTERN = r"linear|mlp-d[0-9]+"
+T_LABEL_PATTERN = r"[0-9]\.[0-9]{4}e[+-][0-9]{2}"
+
+
+def t_grid(scan_cfg: Mapping[str, Any]) -> list[float]:
+    """The scan temperatures, descending. `{max, min, per_decade}` gives a log-spaced grid with both
+    ends included (paper: 1 to 1e-6 at 20 per decade = 121 values); `{values: [...]}` is taken as is."""
+    spec = scan_cfg["T"]
+    if "values" in spec:
+        values = sorted({float(v) for v in spec["values"]}, reverse=True)
+    else:
+        hi, lo, per = float(spec["max"]), float(spec["min"]), int(spec["per_decade"])
+        if lo > hi:
+            raise ValueError(f"config key scan.T: min ({lo}) must not exceed max ({hi})")
+        n = int(round(np.log10(hi / lo) * per)) + 1
+        values = [float(v) for v in np.logspace(np.log10(hi), np.log10(lo), n)]
+    labels = [t_label(v) for v in values]
+    if len(set(labels)) != len(labels):
+        raise ValueError("config key scan.T: two T values share a label at 5 significant digits")
+    return values
+
+
+def t_label(T: float) -> str:
+    """The run-directory label of a temperature, e.g. 1.0000e-02 (5 significant digits)."""
+    return f"{T:.4e}"
+
+
+def t_from_label(label: str) -> float:
+    if not re.fullmatch(T_LABEL_PATTERN, label):
+        raise ValueError(f"not a T label: {label!r} (expected e.g. 1.0000e-02)")
+    return float(label)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model family at one depth: `linear`, or `mlp-d4` for a 4-hidden-layer MLP."""
+
+    family: str
+    depth: int  # hidden layers of the MLP encoder and decoder; 0 for the linear family
+
+    @property
+    def model_id(self) -> str:
+        return "linear" if self.family == "linear" else f"mlp-d{self.depth}"
+
+    @classmethod
+    def from_id(cls, model_id: str) -> "ModelSpec":
+        if model_id == "linear":
+            return cls("linear", 0)
+        m = re.fullmatch(r"mlp-d([0-9]+)", model_id)
+        if not m:
+            raise ValueError(f"unknown model id {model_id!r} (expected 'linear' or 'mlp-d<depth>')")
+        return cls("mlp", int(m.group(1)))
+
+
+def model_specs(config: Mapping[str, Any]) -> list[ModelSpec]:
+    """Every (family, depth) the config asks for, in a stable order."""
+    specs = []
+    for family in config["scan"]["families"]:
+        if family == "linear":
+            specs.append(ModelSpec("linear", 0))
+        else:
+            depths = config.get("models", {}).get("mlp", {}).get("depths", [4])
+            specs.extend(ModelSpec("mlp", int(d)) for d in depths)
+    return specs
+
+
+def training_settings(config: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """The training block with the family's overrides (models.<family>.training) applied."""
+    merged = dict(config["training"])
+    merged.update(config.get("models", {}).get(family, {}).get("training", {}))
+    return merged
+
+
+def t_chunks(values: list[float], points_per_job: int) -> list[list[float]]:
+    """Scan points grouped for vectorized ensemble jobs, in grid order."""
+    return [values[i : i + points_per_job] for i in range(0, len(values), points_per_job)]

@@ -1,0 +1,127 @@
+# Stage 5a: tables from the cached run measurements (cheap; never retrains).
+
+
+localrules:
+    pca,
+    collect_scan,
+    spectra,
+    latent_maps,
+    summary,
+    analysis,
+
+
+rule pca:
+    """PCA of the standardized training sample: lambda_k and lambda_k / V."""
+    input:
+        store=STORE,
+    output:
+        pca="results/analysis/pca.parquet",
+    log:
+        "results/logs/analysis/pca.log",
+    benchmark:
+        "results/benchmarks/analysis/pca.tsv"
+    conda:
+        "../../envs/study.yaml"
+    resources:
+        runtime=5,
+        mem_mb=3000,
+    script:
+        "../../scripts/pca.py"
+
+
+rule collect_scan:
+    """One combined dataset of M_k^2(T), R_k(T), D~_K(T) over the scan for one model."""
+    input:
+        unpack(scan_tables),
+    output:
+        latents=f"{ANALYSIS_DIR}/scan_latents.parquet",
+        pruning=f"{ANALYSIS_DIR}/scan_pruning.parquet",
+        runs=f"{ANALYSIS_DIR}/scan_runs.parquet",
+    log:
+        "results/logs/analysis/{model}/collect_scan.log",
+    benchmark:
+        "results/benchmarks/analysis/{model}/collect_scan.tsv"
+    conda:
+        "../../envs/study.yaml"
+    resources:
+        runtime=5,
+        mem_mb=2000,
+    script:
+        "../../scripts/collect_scan.py"
+
+
+rule spectra:
+    """Utility spectrum, collapse thresholds, agreement scores, mean-field exponent, d_eff."""
+    input:
+        latents=f"{ANALYSIS_DIR}/scan_latents.parquet",
+        pruning=f"{ANALYSIS_DIR}/scan_pruning.parquet",
+        runs=f"{ANALYSIS_DIR}/scan_runs.parquet",
+        pca="results/analysis/pca.parquet",
+    output:
+        spectra=f"{ANALYSIS_DIR}/spectra.parquet",
+        d_eff=f"{ANALYSIS_DIR}/d_eff.parquet",
+        summary=f"{ANALYSIS_DIR}/summary.json",
+    params:
+        analysis=config["analysis"],
+    log:
+        "results/logs/analysis/{model}/spectra.log",
+    benchmark:
+        "results/benchmarks/analysis/{model}/spectra.tsv"
+    conda:
+        "../../envs/study.yaml"
+    resources:
+        runtime=5,
+        mem_mb=2000,
+    script:
+        "../../scripts/spectra.py"
+
+
+rule latent_maps:
+    """Leading latent means mu_k(x) on every land cell, and their correlations with the 19 variables."""
+    input:
+        store=STORE,
+        model=map_model,
+    output:
+        maps=f"{ANALYSIS_DIR}/latent_maps.nc",
+        correlations=f"{ANALYSIS_DIR}/latent_correlations.parquet",
+    params:
+        n_latents=config["analysis"].get("n_map_latents", 4),
+    log:
+        "results/logs/analysis/{model}/latent_maps.log",
+    benchmark:
+        "results/benchmarks/analysis/{model}/latent_maps.tsv"
+    conda:
+        "../../envs/study.yaml"
+    resources:
+        runtime=5,
+        mem_mb=4000,
+    script:
+        "../../scripts/latent_maps.py"
+
+
+rule summary:
+    """results/summary.json: every headline number per model, with checksums, config hash, versions."""
+    input:
+        summaries=expand(f"{ANALYSIS_DIR}/summary.json", model=MODELS),
+        verified=VERIFIED,
+        store_report=STORE_REPORT,
+    output:
+        summary="results/summary.json",
+    params:
+        config=config,
+    log:
+        "results/logs/analysis/summary.log",
+    conda:
+        "../../envs/study.yaml"
+    resources:
+        runtime=2,
+        mem_mb=1000,
+    script:
+        "../../scripts/summary.py"
+
+
+rule analysis:
+    """Plain-name target: every table and results/summary.json."""
+    input:
+        "results/summary.json",
+        expand(f"{ANALYSIS_DIR}/latent_correlations.parquet", model=MODELS),

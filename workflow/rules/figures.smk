@@ -1,0 +1,37 @@
+# Stage 5b: seaborn figures from cached tables only (changing a figure never retrains).
+
+
+localrules:
+    figure,
+    figures,
+
+
+rule figure:
+    """One of the five figures of STUDY.md section 5 for one model, as PNG and PDF."""
+    input:
+        unpack(figure_inputs),
+    output:
+        png=report(
+            f"{FIGURE_DIR}/{{figure}}.png",
+            caption="../report/{figure}.rst",
+            category="{model}",
+            subcategory="{figure}",
+        ),
+        pdf=f"{FIGURE_DIR}/{{figure}}.pdf",
+    log:
+        "results/logs/figures/{model}/{figure}.log",
+    benchmark:
+        "results/benchmarks/figures/{model}/{figure}.tsv"
+    conda:
+        "../../envs/study.yaml"
+    resources:
+        runtime=5,
+        mem_mb=2000,
+    script:
+        "../../scripts/plot_{wildcards.figure}.py"
+
+
+rule figures:
+    """Plain-name target: every figure (regenerates from cached tables; retrains nothing)."""
+    input:
+        figure_files(),
