@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run test bench figures lint clean-venv
+.PHONY: venv run test bench figures report lint clean-venv
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ bench: $(STAMP)
 
 figures: $(STAMP)
 	$(BIN)/snakemake figures $(SNAKEMAKE_ARGS)
+
+# The HTML report of every figure with its caption (snakemake --report), from cached results.
+report: figures
+	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -1,0 +1,366 @@
+"""WorldClim 2.1 (10', 19 bioclimatic variables): locate or download, extract safely, verify.
+
+Every later stage trusts these 19 files, so nothing is used until all of them match the pinned
+SHA-256 checksums below; each failure names the file and what to do about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from spectral_collapse.provenance import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+N_BIO = 19
+ARCHIVE_NAME = "wc2.1_10m_bio.zip"
+FOLDER_NAME = "wc2.1_10m_bio"
+OFFICIAL_URL = "https://geodata.ucdavis.edu/climate/worldclim/2_1/base/wc2.1_10m_bio.zip"
+CONFIG_KEY = "data.worldclim_dir"
+ENV_VAR = "WORLDCLIM_DIR"
+
+# Pinned from ../shared/worldclim/wc2.1_10m_bio/SHA256SUMS (sha256sum format), plus each file's size
+# in bytes so that a truncated copy is reported as truncated rather than as a bare mismatch.
+PINNED_SHA256SUMS = """\
+f61633ffac9d44ed220442b3f7171a06f931726668bfbe9d07d53700b257d8cf  wc2.1_10m_bio_1.tif
+b9068d839a0f5973ff171eb230bccf920c00c8a357356a575ecae1736ea9f218  wc2.1_10m_bio_2.tif
+56f380fd589be740d1d122fa86956d147cf1d9126d76cad4f6eef3df4987f75d  wc2.1_10m_bio_3.tif
+a1bacac2f3d645284ee506fdde14226d7c2cafd5997a2af2f802f45e3550ae19  wc2.1_10m_bio_4.tif
+32e02d85868734c32547da70cf9c620f4739a3cf5dbc4f2b751e16ebb2338ae1  wc2.1_10m_bio_5.tif
+7cc728620cba21564bbed19d5fe6268a0ef0bd2578b757a3acf45ef65b8b4007  wc2.1_10m_bio_6.tif
+f43241c128d8f85222e2d971808f19eb8115ce012b8aa23c51aab3797b47fe5d  wc2.1_10m_bio_7.tif
+e74665f9c39a96eabeb0a4153ee5e4591b9d67c7e834970a3ef1a825ae2a6693  wc2.1_10m_bio_8.tif
+1c2be92eb77794d1d52a902815da132e9aa1769a4c74cdcda932d03110ebafa2  wc2.1_10m_bio_9.tif
+cf01e8d20c539310225f9d7af1d9e3492898f0a43c3a2ed243d42fbccbe7dc51  wc2.1_10m_bio_10.tif
+def192615646168f2651ea6ab5873ae2f51f56745de1028493eeac7be2f0b5a0  wc2.1_10m_bio_11.tif
+1e823e951ace0186c6eadd7368b4d0385c8f51cc952282c0f2d640bf7790fea5  wc2.1_10m_bio_12.tif
+ff1e4e0d5c20f543dacf27fba2cdd72af65892ab2031371001396a43ae80a5f9  wc2.1_10m_bio_13.tif
+a759ceb007d02574128148af7f47ab578b18a07e2f5624725d7f222c3c457812  wc2.1_10m_bio_14.tif
+6e16bf2e37752932cdeb2b209d1e06ba1a154ac012c372e56bc98e774cdfa6c6  wc2.1_10m_bio_15.tif
+0db333e89dce4057e23610fd3e3aa12d308b36ea14a3fb718fa513281baf1296  wc2.1_10m_bio_16.tif
+fbbbf68af8a2af5d8ec3c43c5a322e2b7f9bfc128f457274d567f08a72d7b86f  wc2.1_10m_bio_17.tif
+4b1487b7b6e7816d94fc932fad0a8b0968aec0a96268976af35be7378ae33c10  wc2.1_10m_bio_18.tif
+8b9d79e73870ba4dbc1e1c8e1af6ef1c8e56653add3ba2bde60ea5806a96013c  wc2.1_10m_bio_19.tif
+"""
+PINNED_SIZES = {
+    "wc2.1_10m_bio_1.tif": 3790814, "wc2.1_10m_bio_2.tif": 3676841, "wc2.1_10m_bio_3.tif": 3688862,
+    "wc2.1_10m_bio_4.tif": 3765363, "wc2.1_10m_bio_5.tif": 3294017, "wc2.1_10m_bio_6.tif": 3389668,
+    "wc2.1_10m_bio_7.tif": 3488376, "wc2.1_10m_bio_8.tif": 3716591, "wc2.1_10m_bio_9.tif": 3763240,
+    "wc2.1_10m_bio_10.tif": 3665323, "wc2.1_10m_bio_11.tif": 3719101, "wc2.1_10m_bio_12.tif": 1963655,
+    "wc2.1_10m_bio_13.tif": 1513593, "wc2.1_10m_bio_14.tif": 1005665, "wc2.1_10m_bio_15.tif": 3496057,
+    "wc2.1_10m_bio_16.tif": 1745906, "wc2.1_10m_bio_17.tif": 1332407, "wc2.1_10m_bio_18.tif": 1542436,
+    "wc2.1_10m_bio_19.tif": 1584020,
+}
+
+# (short name, long name, units) per layer; units as WorldClim 2.1 ships them (temperatures in degC, not x10).
+BIO_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    ("bio1", "Annual Mean Temperature", "degC"),
+    ("bio2", "Mean Diurnal Range (mean of monthly (max temp - min temp))", "degC"),
+    ("bio3", "Isothermality (bio2/bio7 x 100)", "%"),
+    ("bio4", "Temperature Seasonality (standard deviation x 100)", "degC"),
+    ("bio5", "Max Temperature of Warmest Month", "degC"),
+    ("bio6", "Min Temperature of Coldest Month", "degC"),
+    ("bio7", "Temperature Annual Range (bio5-bio6)", "degC"),
+    ("bio8", "Mean Temperature of Wettest Quarter", "degC"),
+    ("bio9", "Mean Temperature of Driest Quarter", "degC"),
+    ("bio10", "Mean Temperature of Warmest Quarter", "degC"),
+    ("bio11", "Mean Temperature of Coldest Quarter", "degC"),
+    ("bio12", "Annual Precipitation", "mm"),
+    ("bio13", "Precipitation of Wettest Month", "mm"),
+    ("bio14", "Precipitation of Driest Month", "mm"),
+    ("bio15", "Precipitation Seasonality (coefficient of variation)", "%"),
+    ("bio16", "Precipitation of Wettest Quarter", "mm"),
+    ("bio17", "Precipitation of Driest Quarter", "mm"),
+    ("bio18", "Precipitation of Warmest Quarter", "mm"),
+    ("bio19", "Precipitation of Coldest Quarter", "mm"),
+)
+
+
+class WorldClimError(RuntimeError):
+    """Missing, truncated, corrupt or unreachable WorldClim input; the message names the file and the fix."""
+
+
+def bio_filename(index: int) -> str:
+    """File name of layer `index` (1..19) in the official archive."""
+    return f"wc2.1_10m_bio_{index}.tif"
+
+
+BIO_FILES: tuple[str, ...] = tuple(bio_filename(i) for i in range(1, N_BIO + 1))
+
+
+def pinned_checksums() -> dict[str, str]:
+    """The 19 pinned SHA-256 sums, keyed by file name, in layer order."""
+    sums = {}
+    for line in PINNED_SHA256SUMS.splitlines():
+        digest, name = line.split()
+        sums[name] = digest
+    return {name: sums[name] for name in BIO_FILES}
+
+
+# --------------------------------------------------------------------------- local source
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """A local WorldClim copy: `path` is the folder or the zip; `files` are the inputs to track."""
+
+    path: str
+    files: list[str] = field(default_factory=list)
+    kind: str = "folder"  # "folder" | "zip"
+
+
+def resolve_local_source(config_value: str | None, env_value: str | None) -> LocalSource | None:
+    """The local copy named by config `data.worldclim_dir` (wins) or $WORLDCLIM_DIR; None to download.
+
+    Only existence is checked here (this runs when the DAG is parsed); completeness and
+    checksums are verified by the fetch step, which names any missing or bad file.
+    """
+    for value, origin in ((config_value, f"config key {CONFIG_KEY}"), (env_value, f"environment variable {ENV_VAR}")):
+        if value is None or str(value).strip() == "":
+            continue
+        path = Path(str(value)).expanduser().resolve()
+        if not path.exists():
+            raise ValueError(
+                f"{origin} = {value!r}: {path} does not exist. Point it at a folder holding "
+                f"{BIO_FILES[0]} ... {BIO_FILES[-1]} (or at {ARCHIVE_NAME}), or unset it to download "
+                "the official archive."
+            )
+        return _local_source(path)
+    return None
+
+
+def _local_source(path: Path) -> LocalSource:
+    if path.is_file():
+        return LocalSource(str(path), [str(path)], kind="zip")
+    tifs = [path / name for name in BIO_FILES if (path / name).is_file()]
+    if not tifs and (path / ARCHIVE_NAME).is_file():
+        return LocalSource(str(path), [str(path / ARCHIVE_NAME)], kind="zip")
+    return LocalSource(str(path), [str(t) for t in tifs], kind="folder")
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def check_complete(folder: str | os.PathLike) -> None:
+    """Raise if the folder does not hold all 19 GeoTIFFs, naming the missing ones."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WorldClimError(
+            f"WorldClim folder {folder} does not exist or is not a folder. Set {ENV_VAR} or {CONFIG_KEY} "
+            f"to a folder holding {BIO_FILES[0]} ... {BIO_FILES[-1]}."
+        )
+    missing = [name for name in BIO_FILES if not (folder / name).is_file()]
+    if len(missing) == N_BIO:
+        raise WorldClimError(
+            f"WorldClim folder {folder} holds none of the 19 GeoTIFFs ({BIO_FILES[0]} ... {BIO_FILES[-1]}): "
+            f"copy them (or {ARCHIVE_NAME}) there, or point {ENV_VAR} / {CONFIG_KEY} at the right folder."
+        )
+    if missing:
+        raise WorldClimError(
+            f"WorldClim folder {folder} holds {N_BIO - len(missing)} of the 19 GeoTIFFs; missing: "
+            f"{', '.join(missing)}. Restore the missing file(s) from the official archive {OFFICIAL_URL}."
+        )
+
+
+def verify_file(path: str | os.PathLike, expected_sha256: str, expected_size: int | None = None) -> str:
+    """Check one file's size and SHA-256 against the pins; return its digest."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorldClimError(f"{path.name}: missing ({path}). Restore it from the official archive {OFFICIAL_URL}.")
+    size = path.stat().st_size
+    if expected_size is not None and size < expected_size:
+        raise WorldClimError(
+            f"{path.name}: truncated ({size} of {expected_size} bytes) at {path}. "
+            f"Re-copy or re-download it from {OFFICIAL_URL}."
+        )
+    digest = sha256_file(path)
+    if digest != expected_sha256:
+        raise WorldClimError(
+            f"{path.name}: SHA-256 mismatch at {path} (got {digest}, pinned {expected_sha256}; {size} bytes). "
+            f"The file is corrupt or not WorldClim 2.1 10'; replace it with the one from {OFFICIAL_URL}."
+        )
+    return digest
+
+
+def verify_folder(folder: str | os.PathLike) -> dict[str, str]:
+    """Verify all 19 GeoTIFFs in `folder` against the pins; return {file name: sha256}."""
+    check_complete(folder)
+    pins = pinned_checksums()
+    return {name: verify_file(Path(folder) / name, pins[name], PINNED_SIZES.get(name)) for name in BIO_FILES}
+
+
+# --------------------------------------------------------------------------- zip extraction
+
+
+def _member_target(target: Path, member: zipfile.ZipInfo, archive: Path) -> Path:
+    """Where a member would land; refuse absolute paths, `..` escapes and symlinks."""
+    name = member.filename
+    dest = (target / name).resolve()
+    mode = (member.external_attr >> 16) & 0o170000
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or not dest.is_relative_to(target.resolve()):
+        raise WorldClimError(
+            f"{archive.name}: member {name!r} would be written outside the extraction folder {target}; "
+            "refusing to extract. The archive is malformed or malicious; download it again from the official source."
+        )
+    if mode == 0o120000:
+        raise WorldClimError(f"{archive.name}: member {name!r} is a symbolic link; refusing to extract.")
+    return dest
+
+
+def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Extract `archive` into `target` (created atomically) and return the folder holding the 19 tifs.
+
+    Every member is checked before anything is written, so a refused archive leaves nothing behind.
+    """
+    archive, target = Path(archive), Path(target)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise WorldClimError(f"{archive.name}: not a readable zip archive ({exc}). Delete {archive} and download it again.") from exc
+    with zf, atomic_path(target) as tmp:
+        tmp.mkdir(parents=True)
+        members = zf.infolist()
+        for member in members:
+            _member_target(tmp, member, archive)
+        for member in members:
+            dest = _member_target(tmp, member, archive)
+            if member.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    return raster_folder(target)
+
+
+def raster_folder(root: Path) -> Path:
+    """The folder under `root` that holds wc2.1_10m_bio_1.tif (archives may nest one level)."""
+    if (root / BIO_FILES[0]).is_file():
+        return root
+    hits = sorted(root.rglob(BIO_FILES[0]))
+    return hits[0].parent if hits else root
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 2.0,
+    progress: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Path:
+    """Stream `url` to `dest` via `dest.part`, resuming (HTTP Range) or restarting after a dropped connection.
+
+    The final name appears only when the byte count matches Content-Length; after the last failed
+    attempt the partial file is removed and a WorldClimError names the URL and the fix.
+    """
+    import requests
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    if url.startswith("file://"):  # the config schema allows file:// URLs (mirrors, offline tests)
+        return _copy_file_url(url, dest, part)
+    last_error: Exception | None = None
+    for attempt in range(1, retries + 1):
+        try:
+            _download_attempt(requests, url, part, timeout, progress)
+            os.replace(part, dest)
+            return dest
+        except (requests.RequestException, OSError, _IncompleteDownload) as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status is not None and 400 <= status < 500 and status != 429:
+                part.unlink(missing_ok=True)
+                raise WorldClimError(
+                    f"{url} answered HTTP {status}; check config key data.url, or download {ARCHIVE_NAME} "
+                    f"by hand and set {ENV_VAR} (or {CONFIG_KEY}) to it."
+                ) from exc
+            last_error = exc
+            log.warning("download of %s failed (attempt %d/%d): %s", url, attempt, retries, exc)
+            if attempt < retries:
+                sleep(backoff * attempt)
+    part.unlink(missing_ok=True)
+    raise WorldClimError(
+        f"could not download {url} to {dest} after {retries} attempts (last error: {last_error}). "
+        f"Check the network, or download {ARCHIVE_NAME} by hand and set {ENV_VAR} (or {CONFIG_KEY}) to it."
+    )
+
+
+def _copy_file_url(url: str, dest: Path, part: Path) -> Path:
+    """Copy a file:// URL to `dest` via `dest.part`."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    src = Path(url2pathname(urlparse(url).path))
+    if not src.is_file():
+        raise WorldClimError(f"config key data.url = {url!r}: {src} does not exist; fix the URL or unset it.")
+    try:
+        shutil.copyfile(src, part)
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
+
+
+class _IncompleteDownload(Exception):
+    """The server closed the connection before sending Content-Length bytes."""
+
+
+def _download_attempt(requests, url: str, part: Path, timeout: float, progress: bool) -> None:
+    """One attempt: resume from `part` if the server honours Range, else restart from byte 0."""
+    from tqdm.auto import tqdm
+
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with requests.get(url, stream=True, timeout=timeout, headers=headers) as resp:
+        if have and resp.status_code == 416:  # already complete
+            return
+        resp.raise_for_status()
+        resumed = have > 0 and resp.status_code == 206
+        if not resumed:
+            have = 0
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        written = have
+        with open(part, "ab" if resumed else "wb") as out, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, desc=Path(url).name, disable=not progress
+        ) as bar:
+            for chunk in resp.iter_content(chunk_size=1 << 16):
+                out.write(chunk)
+                written += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and written != total:
+            raise _IncompleteDownload(f"received {written} of {total} bytes")
+
+
+# --------------------------------------------------------------------------- the fetch step
+
+
+def fetch(local_source: str | None, url: str, download_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Locate (local folder or zip) or download and extract WorldClim, verify it; return the record
+    written to results/data/worldclim_verified.json (docs/contracts.md section 1)."""
+    download_dir = Path(download_dir)
+    if local_source is not None:
+        src = _local_source(Path(local_source).resolve())
+        if src.kind == "folder":
+            folder, source, origin = Path(src.path), "local", src.path
+        else:
+            folder = safe_extract(src.files[0], download_dir / FOLDER_NAME)
+            source, origin = "local", src.files[0]
+    else:
+        archive = download(url, download_dir / ARCHIVE_NAME, progress=progress)
+        folder = safe_extract(archive, download_dir / FOLDER_NAME)
+        source, origin = "download", url
+    files = verify_folder(folder)
+    return {"raster_dir": str(folder.resolve()), "source": source, "origin": origin, "files": files}
