@@ -1,0 +1,137 @@
+"""Measurements of a trained model (STUDY.md section 2): per-latent table and ranked-pruning curve.
+
+For every ensemble member e and latent k, over an evaluation split:
+mu2 = mean(mu_k^2), s2 = mean(s_k^2), logs2 = mean(log s_k^2), rate R_k = mean KL_k,
+M2 = mu2 / (mu2 + s2), snr = mu2 / s2, rank by M2 (descending, 1-based), active = M2 > threshold.
+Pruning: D_tilde_K = mean ||x - x_hat^(K)||^2 / V for K = 0..L, decoding the posterior means with the
+latents of rank > K set to 0. Totals: D (the loss's distortion, one posterior sample per data point drawn
+with a fixed generator), D_tilde = 2 sigma_dec^2 D / V (the same, normalized like D_tilde_K), R = sum R_k,
+loss = D + beta R, and D_tilde_mean = D_tilde_L (posterior means, every latent kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .vae import VAE
+
+CHUNK = 32768
+NOISE_SEED = 20260522
+
+
+@torch.no_grad()
+def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_threshold: float = 0.1) -> dict[str, np.ndarray]:
+    """All measurements of every member on one split; arrays shaped (E, L), (E, L+1) or (E,)."""
+    model = model.eval()
+    device = model.log_sigma2.device
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not torch.is_tensor(x) else x, device=device)
+    E, L = model.ensemble, model.config.latents
+    n = x.shape[0]
+    gen = torch.Generator(device=device).manual_seed(NOISE_SEED)
+    mu2 = torch.zeros(E, L, dtype=torch.float64, device=device)
+    s2 = torch.zeros_like(mu2)
+    logs2 = torch.zeros_like(mu2)
+    kl = torch.zeros_like(mu2)
+    sq_sample = torch.zeros(E, dtype=torch.float64, device=device)
+    mus = []
+    for start in range(0, n, CHUNK):
+        xb = x[start : start + CHUNK]
+        mu, logvar = model.encode(xb)
+        var = logvar.exp()
+        mu2 += mu.pow(2).sum(1, dtype=torch.float64)
+        s2 += var.sum(1, dtype=torch.float64)
+        logs2 += logvar.sum(1, dtype=torch.float64)
+        kl += (0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(1, dtype=torch.float64)
+        noise = torch.randn(mu.shape, generator=gen, device=device)
+        x_hat = model.decode(mu + var.sqrt() * noise)
+        sq_sample += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
+        mus.append(mu)
+    mu2, s2, logs2, kl = mu2 / n, s2 / n, logs2 / n, kl / n
+    m2 = mu2 / (mu2 + s2)
+    # rank 1 = largest M^2 (stable sort, ties by latent index)
+    order = torch.argsort(-m2, dim=1, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(1, L + 1, device=device).expand(E, L).contiguous())
+    # ranked pruning
+    sq_pruned = torch.zeros(E, L + 1, dtype=torch.float64, device=device)
+    for K in range(L + 1):
+        keep = (rank <= K).to(torch.float32).unsqueeze(1)  # (E, 1, L)
+        for i, start in enumerate(range(0, n, CHUNK)):
+            xb = x[start : start + CHUNK]
+            x_hat = model.decode(mus[i] * keep)
+            sq_pruned[:, K] += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
+    sigma2 = model.sigma2.double()
+    D = sq_sample / n / (2.0 * sigma2)
+    out = {
+        "mu2": mu2, "s2": s2, "logs2": logs2, "rate": kl, "M2": m2, "snr": mu2 / s2, "rank": rank,
+        "active": m2 > active_threshold, "D_tilde_K": sq_pruned / n / V,
+        "D": D, "D_tilde": sq_sample / n / V, "R": kl.sum(1),
+    }
+    out = {k: v.cpu().numpy() for k, v in out.items()}
+    out["D_tilde_mean"] = out["D_tilde_K"][:, -1].copy()
+    out["n"] = np.full(E, n)
+    if model.config.family == "linear":
+        out["w2"] = model.decoder_column_norms().double().cpu().numpy()
+    else:
+        out["w2"] = np.full((E, L), np.nan)
+    return out
+
+
+def measure_tables(
+    model: VAE,
+    splits: Mapping[str, np.ndarray],
+    *,
+    V: float,
+    run_ids: Sequence[str],
+    model_id: str,
+    T: Sequence[float],
+    beta: Sequence[float],
+    seed: int,
+    m2_drift: np.ndarray | None = None,
+    converged: Sequence[bool] | None = None,
+    active_threshold: float = 0.1,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """The latents and pruning tables (contracts.md section 3) and per-member totals per split.
+
+    Returns (latents, pruning, totals) with totals[e][split] = {D, D_tilde, D_tilde_mean, R, loss, n}.
+    """
+    E, L = model.ensemble, model.config.latents
+    family, depth = model.config.family, model.config.depth
+    drift = np.full((E, L), np.nan) if m2_drift is None else np.asarray(m2_drift, dtype=float).reshape(E, L)
+    conv = [False] * E if converged is None else list(converged)
+    lat_rows, prune_frames = [], []
+    totals: list[dict[str, Any]] = [{} for _ in range(E)]
+    for split, x in splits.items():
+        m = measure_split(model, x, V, active_threshold)
+        for e in range(E):
+            ident = {"run_id": run_ids[e], "model": model_id, "family": family, "depth": depth,
+                     "T": float(T[e]), "beta": float(beta[e])}
+            lat_rows.append(pd.DataFrame({
+                **ident, "V": float(V), "seed": int(seed), "split": split,
+                "latent": np.arange(L), "rank": m["rank"][e].astype(np.int64),
+                "mu2": m["mu2"][e], "s2": m["s2"][e], "logs2": m["logs2"][e], "rate": m["rate"][e],
+                "M2": m["M2"][e], "snr": m["snr"][e], "active": m["active"][e].astype(bool),
+                "m2_drift": drift[e], "converged": bool(conv[e]), "w2": m["w2"][e],
+            }))
+            prune_frames.append(pd.DataFrame({
+                **ident, "seed": int(seed), "split": split, "K": np.arange(L + 1),
+                "D_tilde": m["D_tilde_K"][e],
+            }))
+            totals[e][split] = {
+                "D": float(m["D"][e]), "D_tilde": float(m["D_tilde"][e]),
+                "D_tilde_mean": float(m["D_tilde_mean"][e]), "R": float(m["R"][e]),
+                "loss": float(m["D"][e] + beta[e] * m["R"][e]), "n": int(m["n"][e]),
+                "n_active": int(m["active"][e].sum()),
+            }
+    return pd.concat(lat_rows, ignore_index=True), pd.concat(prune_frames, ignore_index=True), totals
+
+
+def write_parquet(df: pd.DataFrame, path) -> None:
+    from .provenance import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)

@@ -1,0 +1,244 @@
+"""Plain ``nn.Module`` beta-VAE encoders/decoders, with an ensemble dimension.
+
+Every module holds ``E`` independent members (a single run is ``E = 1``): weights are shaped
+``(E, in, out)`` and applied with ``torch.baddbmm``, so one forward/backward pass trains several scan
+points at once while their parameters (and, with Adam, their updates) stay independent.
+
+Tensor shapes: data ``x`` is ``(B, d)`` (shared by all members) or ``(E, B, d)``; latents are
+``(E, B, L)``; reconstructions ``(E, B, d)``.
+
+Families (STUDY.md section 3, issue 3):
+
+- ``linear``: ``mu = x C + c``, one input-independent log-variance per latent, ``x_hat = z W + b``.
+- ``mlp``: ``depth`` hidden layers of ``width`` units with SiLU in encoder and decoder, Kaiming init,
+  encoder log-variance bias initialised to ``logvar_bias_init`` (-4).
+
+The decoder variance ``sigma_dec^2`` is a fixed buffer (default) or a learned per-member scalar
+(``learned_variance=True``, parametrised by its log, initialised at ``sigma2``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class VAEConfig:
+    """Hyper-parameters of one (ensemble of) VAE(s); stored in ``model.pt`` as ``hparams``."""
+
+    family: str = "linear"  # linear | mlp
+    n_features: int = 19
+    latents: int = 19
+    depth: int = 0  # hidden layers (mlp only)
+    width: int = 64
+    logvar_bias_init: float = -4.0
+    learned_variance: bool = False
+    sigma2: float = 1.0  # sigma_dec^2 (initial value when learned)
+    ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if self.family not in ("linear", "mlp"):
+            raise ValueError(f"unknown model family {self.family!r} (expected 'linear' or 'mlp')")
+        if self.family == "mlp" and self.depth < 1:
+            raise ValueError("an mlp needs depth >= 1 hidden layers")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], n_features: int = 19, ensemble: int = 1) -> "VAEConfig":
+        """From a Snakemake ``params.settings`` dict (``scan``/``common.smk``'s ``model_settings``)."""
+        family = settings["family"]
+        model = dict(settings.get("model", {}))
+        decoder = dict(settings.get("decoder", {}))
+        default_latents = 19 if family == "linear" else 32
+        return cls(
+            family=family,
+            n_features=n_features,
+            latents=int(model.get("latents", default_latents)),
+            depth=int(settings.get("depth", 0)) if family == "mlp" else 0,
+            width=int(model.get("width", 64)),
+            logvar_bias_init=float(model.get("logvar_bias_init", -4.0)),
+            learned_variance=decoder.get("variance", "fixed") == "learned",
+            sigma2=float(decoder.get("sigma2", 1.0)),
+            ensemble=int(ensemble),
+        )
+
+
+class EnsembleLinear(nn.Module):
+    """``E`` independent affine maps: ``y[e] = x[e] @ weight[e] + bias[e]``."""
+
+    def __init__(self, ensemble: int, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble, n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(ensemble, 1, n_out))
+
+    def reset_parameters(self, nonlinearity: str = "relu") -> None:
+        # Kaiming (He) normal with fan_in = n_in for every member.
+        gain = nn.init.calculate_gain(nonlinearity)
+        std = gain / math.sqrt(self.weight.shape[1])
+        with torch.no_grad():
+            self.weight.normal_(0.0, std)
+            self.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # shared input: (B, in) -> (E, B, in) without a copy
+            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """``depth`` hidden SiLU layers of ``width`` units, then a linear output layer."""
+
+    def __init__(self, ensemble: int, n_in: int, n_out: int, depth: int, width: int) -> None:
+        super().__init__()
+        dims = [n_in] + [width] * depth
+        self.hidden = nn.ModuleList(EnsembleLinear(ensemble, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = EnsembleLinear(ensemble, dims[-1], n_out)
+        self.act = nn.SiLU()
+        for layer in self.hidden:
+            layer.reset_parameters("relu")
+        self.out.reset_parameters("linear")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = self.act(layer(x))
+        return self.out(x)
+
+
+class VAE(nn.Module):
+    """A beta-VAE (ensemble). ``encode`` -> (mu, logvar); ``decode`` -> x_hat; ``sigma2`` -> (E,)."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        E, d, L = config.ensemble, config.n_features, config.latents
+        if config.family == "linear":
+            self.enc_mu = EnsembleLinear(E, d, L)
+            self.enc_mu.reset_parameters("linear")
+            self.enc_logvar = nn.Parameter(torch.full((E, 1, L), float(config.logvar_bias_init)))
+            self.dec = EnsembleLinear(E, L, d)
+            self.dec.reset_parameters("linear")
+        else:
+            # One trunk for mu and logvar: output layer of width 2L, logvar half biased to -4.
+            self.enc = EnsembleMLP(E, d, 2 * L, config.depth, config.width)
+            with torch.no_grad():
+                self.enc.out.bias[..., L:] = float(config.logvar_bias_init)
+            self.dec = EnsembleMLP(E, L, d, config.depth, config.width)
+        log_s2 = torch.full((E,), math.log(config.sigma2))
+        if config.learned_variance:
+            self.log_sigma2 = nn.Parameter(log_s2)
+        else:
+            self.register_buffer("log_sigma2", log_s2)
+
+    @property
+    def ensemble(self) -> int:
+        return self.config.ensemble
+
+    @property
+    def sigma2(self) -> torch.Tensor:
+        return self.log_sigma2.exp()
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.family == "linear":
+            mu = self.enc_mu(x)
+            return mu, self.enc_logvar.expand_as(mu)
+        h = self.enc(x)
+        L = self.config.latents
+        return h[..., :L], h[..., L:]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dec(z)
+
+    def decoder_column_norms(self) -> torch.Tensor:
+        """||w_k||^2 of the linear decoder, shape (E, L) (linear family only)."""
+        if self.config.family != "linear":
+            raise ValueError("decoder column norms are defined for the linear family only")
+        return self.dec.weight.detach().pow(2).sum(-1)
+
+    def member(self, e: int) -> "VAE":
+        """A single-member (E = 1) copy of member ``e``."""
+        cfg = VAEConfig(**{**asdict(self.config), "ensemble": 1})
+        single = VAE(cfg).to(self.log_sigma2.device)
+        state = {k: v[e : e + 1].clone() for k, v in self.state_dict().items()}
+        single.load_state_dict(state)
+        return single
+
+
+def negative_elbo_terms(
+    model: VAE, x: torch.Tensor, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-member (D, R, log-normaliser) batch means, each of shape (E,), STUDY.md section 2.
+
+    D = mean_n ||x - x_hat(z)||^2 / (2 sigma_dec^2): a SUM over the features, with the 1/2.
+    R = mean_n sum_k KL(q(z_k|x) || N(0,1)): a SUM over latents.
+    The third term is (d/2) log sigma_dec^2 (zero gradient when the variance is fixed; needed when it is
+    learned, else sigma_dec^2 would run off). It is not part of D as the study defines it.
+    """
+    mu, logvar = model.encode(x)
+    if noise is None:
+        noise = torch.randn_like(mu)
+    z = mu + torch.exp(0.5 * logvar) * noise
+    x_hat = model.decode(z)
+    sq = (x_hat - x).pow(2).sum(-1).mean(-1)  # (E,)
+    sigma2 = model.sigma2
+    D = sq / (2.0 * sigma2)
+    R = (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum(-1).mean(-1)
+    lognorm = 0.5 * x.shape[-1] * model.log_sigma2
+    return D, R, lognorm
+
+
+def save_trained(path: str | Path, model: VAE, meta: Mapping[str, Any]) -> None:
+    """Write ``model.pt`` = {"state_dict", "hparams", **meta} atomically (meta: T, beta, V, seed, ...)."""
+    from .provenance import atomic_path
+
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "hparams": asdict(model.config),
+        **dict(meta),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict[str, Any]]:
+    """Load ``model.pt``: returns ``(model, meta)`` with the model in eval mode.
+
+    ``meta`` holds everything else stored: T, beta, V, seed (lists for an ensemble), hparams.
+    Encode with ``model.encode(torch.as_tensor(x))`` or the numpy helper ``encode_array``.
+    """
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    model = VAE(VAEConfig(**payload["hparams"]))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, meta
+
+
+@torch.no_grad()
+def encode_array(model: VAE, x: np.ndarray, member: int = 0, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log-variances of one member for a numpy array (n, d): two (n, L) arrays."""
+    device = model.log_sigma2.device
+    mus, logvars = [], []
+    for start in range(0, len(x), chunk):
+        xb = torch.as_tensor(np.asarray(x[start : start + chunk], dtype=np.float32), device=device)
+        mu, logvar = model.encode(xb)
+        mus.append(mu[member].cpu().numpy())
+        logvars.append(logvar[member].cpu().numpy())
+    return np.concatenate(mus), np.concatenate(logvars)
+
+
+@torch.no_grad()
+def decode_array(model: VAE, z: np.ndarray, member: int = 0, chunk: int = 65536) -> np.ndarray:
+    """Decode latent codes (n, L) of one member into (n, d)."""
+    device = model.log_sigma2.device
+    out = []
+    for start in range(0, len(z), chunk):
+        zb = torch.as_tensor(np.asarray(z[start : start + chunk], dtype=np.float32), device=device)
+        full = zb.unsqueeze(0).expand(model.ensemble, -1, -1)
+        out.append(model.decode(full)[member].cpu().numpy())
+    return np.concatenate(out)
