@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run test bench figures report lint clean-venv
+.PHONY: venv run run-ci run-slurm run-paper test bench figures report lint clean-venv
 
 venv: $(STAMP)
 
@@ -21,6 +21,17 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake $(SNAKEMAKE_ARGS)
+
+# The other two presets and the cluster (docs/running.md): the CI preset locally, the laptop preset
+# on SLURM, and the paper's protocol on SLURM (STUDY_SLURM_* variables: see profiles/slurm).
+run-ci: $(STAMP)
+	$(BIN)/snakemake --configfile presets/ci.yaml $(SNAKEMAKE_ARGS)
+
+run-slurm: $(STAMP)
+	$(BIN)/snakemake --workflow-profile profiles/slurm $(SNAKEMAKE_ARGS)
+
+run-paper: $(STAMP)
+	$(BIN)/snakemake --workflow-profile profiles/slurm --configfile presets/paper.yaml $(SNAKEMAKE_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

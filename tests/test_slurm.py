@@ -1,0 +1,229 @@
+"""The cluster path, tested for real: the CI preset through SLURM with profiles/slurm.
+
+A single-node SLURM cluster (Debian's slurm-wlm 22.05 and munge) is installed and started on
+localhost by tests/slurm/cluster.sh, with one GPU declared through gres.conf (File=/dev/null) so
+that `--gpus=1` is scheduled as on a real GPU node while the job itself runs on the CPU. The workflow
+is then submitted exactly as a user would on a cluster:
+
+    snakemake --workflow-profile profiles/slurm --configfile presets/ci.yaml
+
+plus the two status-query flags a cluster without slurmdbd needs. Checked: snakemake succeeds and
+has nothing left to do, results/summary.json and every figure exist, every training job went
+through sbatch with one GPU (scontrol's job records: TresPerJob=gres:gpu:1, the GPU partition,
+COMPLETED), and no local rule (data, analysis, figures) was submitted. The daemons the test started
+are stopped by their PIDs, whatever happens.
+
+Needs root and apt-get (CI has both); on a developer laptop without them the test is skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+PRESET = "presets/ci.yaml"
+# Hard bounds (seconds). The whole test targets < 8 min on 2 cores including the apt install.
+INSTALL_TIMEOUT = 420
+START_TIMEOUT = 120
+WORKFLOW_TIMEOUT = 1200
+# What a workflow run needs from the repository; the run happens in a scratch folder holding
+# links to these, so that results/ and .snakemake/ of the repository are never touched.
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs"]
+FIGURES = ["cascade", "spectra", "meanfield", "truncation", "maps"]
+LOCAL_RULES = [
+    "fetch_worldclim", "build_store", "pca", "collect_scan", "spectra", "latent_maps", "summary", "figure",
+]
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def _skip_reason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "needs Linux (Debian's slurm-wlm)"
+    if os.geteuid() != 0:
+        return "needs root to install and run slurmctld/slurmd/munged (CI runs as root)"
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        return "needs apt-get to install Debian's slurm-wlm and munge"
+    return None
+
+
+def _merged_config() -> dict:
+    """config.yaml with presets/ci.yaml merged over it, the way snakemake's --configfile merges."""
+
+    def merge(base: dict, over: dict) -> dict:
+        out = copy.deepcopy(base)
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = value
+        return out
+
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    return merge(base, yaml.safe_load((REPO / PRESET).read_text()))
+
+
+def _worldclim_dir() -> Path:
+    env = os.environ.get("WORLDCLIM_DIR")
+    folder = Path(env) if env else REPO.parent / "shared" / "worldclim" / "wc2.1_10m_bio"
+    if not (folder / "wc2.1_10m_bio_1.tif").is_file():
+        pytest.fail(f"WorldClim rasters not found in {folder}: set WORLDCLIM_DIR", pytrace=False)
+    return folder.resolve()
+
+
+def _run(args, *, env=None, timeout, cwd=None) -> subprocess.CompletedProcess:
+    # timeout -k: snakemake (and a hung daemon) may ignore SIGTERM; SIGKILL follows 15 s later.
+    return subprocess.run(
+        ["timeout", "-k", "15", str(timeout), *map(str, args)],
+        env=env, cwd=cwd, capture_output=True, text=True,
+    )
+
+
+def _scontrol_jobs(env: dict) -> list[dict[str, str]]:
+    """Every job the test cluster remembers (MinJobAge is an hour), as key=value dicts."""
+    out = _run(["scontrol", "-o", "show", "job"], env=env, timeout=30).stdout
+    jobs = []
+    for line in out.splitlines():
+        fields = {}
+        for token in line.split():
+            key, sep, value = token.partition("=")
+            if sep:
+                fields[key] = value
+        if fields:
+            jobs.append(fields)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    t0 = time.monotonic()
+    proc = _run(["bash", CLUSTER, "install"], timeout=INSTALL_TIMEOUT)
+    assert proc.returncode == 0, f"installing slurm-wlm and munge failed:\n{proc.stdout}\n{proc.stderr}"
+    t_install = time.monotonic() - t0
+
+    cluster_dir = tmp_path_factory.mktemp("slurm")
+    env = dict(os.environ)
+    env["SLURM_CONF"] = str(cluster_dir / "slurm.conf")
+    # The cluster's srun wrapper first on PATH (see cluster.sh: the job step drops SLURM_CONF).
+    env["PATH"] = f"{cluster_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    try:
+        proc = _run(["bash", CLUSTER, "start", cluster_dir], timeout=START_TIMEOUT)
+        if proc.returncode != 0:
+            logs = _run(["bash", CLUSTER, "logs", cluster_dir], timeout=30).stdout
+            pytest.fail(f"starting the test cluster failed:\n{proc.stdout}\n{proc.stderr}\n{logs}", pytrace=False)
+        yield {"dir": cluster_dir, "env": env, "install_s": t_install, "start_s": time.monotonic() - t0 - t_install}
+    finally:
+        # Cancel whatever is still queued or running on this private cluster, then stop exactly the
+        # daemons cluster.sh started (their PIDs are in cluster_dir/pids).
+        _run(["scancel", "--user", str(os.getuid())], env=env, timeout=30)
+        stop = _run(["bash", CLUSTER, "stop", cluster_dir], timeout=120)
+        print(stop.stdout, stop.stderr)
+
+
+def _failure_report(cluster: dict, workdir: Path, proc: subprocess.CompletedProcess | None) -> str:
+    parts = []
+    if proc is not None:
+        out = (proc.stdout + proc.stderr).splitlines()
+        errors = [line for line in out if "error" in line.lower() or "exception" in line.lower()]
+        parts.append(f"snakemake exit code {proc.returncode}; lines mentioning errors:\n" + "\n".join(errors[-60:]))
+    for log in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))[-1:]:
+        parts.append(f"===== {log} (last 80 lines) =====\n" + "\n".join(log.read_text(errors="replace").splitlines()[-80:]))
+    squeue = _run(["squeue", "-o", "%i %j %T %r %k"], env=cluster["env"], timeout=30)
+    parts.append(f"squeue:\n{squeue.stdout}{squeue.stderr}")
+    for log in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))[-6:]:
+        parts.append(f"===== {log} (last 40 lines) =====\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+    parts.append(_run(["bash", CLUSTER, "logs", cluster["dir"]], timeout=30).stdout)
+    return "\n\n".join(parts)
+
+
+def test_ci_preset_through_slurm(slurm_cluster, tmp_path: Path):
+    from spectral_collapse.scan import model_specs, t_chunks, t_grid
+
+    config = _merged_config()
+    models = [spec.model_id for spec in model_specs(config)]
+    n_points = len(t_chunks(t_grid(config["scan"]), int(config["scan"]["points_per_job"])))
+    n_train_jobs = n_points * len(models) * len(config["scan"]["seeds"])
+
+    workdir = tmp_path / "study"
+    workdir.mkdir()
+    for name in WORKFLOW_FILES:
+        (workdir / name).symlink_to(REPO / name)
+
+    env = dict(slurm_cluster["env"])
+    env["WORLDCLIM_DIR"] = str(_worldclim_dir())
+    env["STUDY_SLURM_GPU_PARTITION"] = "gpu"  # the profile's placeholder, set as a user would
+    env.pop("STUDY_SLURM_ACCOUNT", None)      # no accounting daemon: submit without an account
+    command = [
+        SNAKEMAKE,
+        "--workflow-profile", "profiles/slurm",
+        "--configfile", PRESET,
+        # No slurmdbd on the test cluster: sacct fails, so poll squeue (MinJobAge=3600 >= 3 x 5 s).
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "5",
+        # Keep every job's SLURM log: the failure report shows them.
+        "--slurm-keep-successful-logs",
+    ]
+    t0 = time.monotonic()
+    proc = _run(command, env=env, cwd=workdir, timeout=WORKFLOW_TIMEOUT)
+    elapsed = time.monotonic() - t0
+    print(
+        f"SLURM test: apt install/check {slurm_cluster['install_s']:.0f} s, cluster start "
+        f"{slurm_cluster['start_s']:.1f} s, CI preset through SLURM {elapsed:.0f} s "
+        f"({n_train_jobs} training jobs, models {models})"
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"the CI preset failed under SLURM after {elapsed:.0f} s "
+            f"(bound {WORKFLOW_TIMEOUT} s; exit 124, 137 or -9 means it was stopped there)\n"
+            + _failure_report(slurm_cluster, workdir, proc),
+            pytrace=False,
+        )
+
+    # Results: the summary and every figure, and nothing left to do for the same command.
+    summary = workdir / "results" / "summary.json"
+    assert summary.is_file(), "results/summary.json missing\n" + _failure_report(slurm_cluster, workdir, proc)
+    json.loads(summary.read_text())
+    missing = [
+        f"results/figures/{model}/{figure}.{ext}"
+        for model in models for figure in FIGURES for ext in ("png", "pdf")
+        if not (workdir / "results" / "figures" / model / f"{figure}.{ext}").is_file()
+    ]
+    assert not missing, f"figures missing: {missing}"
+    dry = _run([*command, "-n"], env=env, cwd=workdir, timeout=300)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, (
+        f"the workflow is not complete after the SLURM run:\n{dry.stdout[-3000:]}\n{dry.stderr[-3000:]}"
+    )
+
+    # SLURM's own records: what was submitted, with which request, and how it ended.
+    jobs = _scontrol_jobs(env)
+    assert jobs, "scontrol shows no job: nothing went through SLURM\n" + _failure_report(slurm_cluster, workdir, proc)
+    comments = [job.get("Comment", "") for job in jobs]
+    train_jobs = [job for job in jobs if "train" in job.get("Comment", "")]
+    table = "\n".join(
+        f"{j.get('JobId')} {j.get('JobState')} {j.get('Partition')} {j.get('Comment')} "
+        f"TresPerJob={j.get('TresPerJob')} TRES={j.get('TRES')}" for j in jobs
+    )
+    assert len(train_jobs) == n_train_jobs, f"expected {n_train_jobs} training jobs in SLURM, got:\n{table}"
+    for job in train_jobs:
+        assert job.get("JobState") == "COMPLETED", f"training job not COMPLETED:\n{table}"
+        assert "gpu:1" in job.get("TresPerJob", ""), f"training job without the GPU request:\n{table}"
+        assert job.get("Partition") == "gpu", f"training job not on the GPU partition:\n{table}"
+    submitted_local = [c for c in comments for rule in LOCAL_RULES if f"rule_{rule}_" in c or c == f"rule_{rule}"]
+    assert not submitted_local, f"local rules were submitted to SLURM:\n{table}"
+    failed = [job for job in jobs if job.get("JobState") != "COMPLETED"]
+    assert not failed, f"SLURM jobs that did not complete:\n{table}"
