@@ -13,6 +13,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 

@@ -22,21 +22,28 @@ EVAL_CHUNK = 65536  # rows per validation/measurement forward pass
 
 
 class IndexedBatches:
-    """An iterable of ``n_batches`` batches ``data[idx]`` with idx from per-epoch seeded permutations."""
+    """The epoch's ``n_batches`` batches ``data[idx]`` (idx from per-epoch seeded permutations), served in
+    chunks of ``chunk`` consecutive batches, each a ``(chunk, batch_size, d)`` tensor gathered by one
+    indexing op; the LightningModule takes one optimizer step per batch of a chunk (issue 6: the per-batch
+    cost of Lightning's loop is paid once per chunk). Default: the whole epoch (= eval_every updates) in one
+    chunk. The batches and their order are those of one batch per item."""
 
-    def __init__(self, owner: "ArrayDataModule", n_batches: int) -> None:
+    def __init__(self, owner: "ArrayDataModule", n_batches: int, chunk: int | None = None) -> None:
         self.owner = owner
         self.n_batches = int(n_batches)
+        self.chunk = max(1, int(chunk or n_batches))
 
     def __len__(self) -> int:
-        return self.n_batches
+        return -(-self.n_batches // self.chunk)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         owner = self.owner
         data = owner.train_tensor
         idx = owner.epoch_indices(owner.current_epoch(), self.n_batches).to(data.device)
-        for i in range(self.n_batches):
-            yield data[idx[i]]
+        for i in range(0, self.n_batches, self.chunk):
+            rows = idx[i : i + self.chunk]
+            # index_select on the flat row list: the same rows as data[rows], ~9x faster than 2-D advanced indexing
+            yield torch.index_select(data, 0, rows.reshape(-1)).view(*rows.shape, data.shape[1])
 
 
 class ChunkedSplit:

@@ -23,9 +23,75 @@ import torch
 
 from .vae import VAE, VAEConfig, negative_elbo_terms
 
+VAL_BLOCK = 8192  # rows x members per validation forward pass (a 65536-row chunk's activations overflow the caches)
+
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss is NaN or infinite; names the run and the step."""
+
+
+class FusedAdam(torch.optim.Adam):
+    """Adam (``torch.optim.Adam(fused=True)``'s kernel and update rule) over ONE flat parameter buffer.
+
+    For small models the optimizer's per-tensor Python and kernel-launch overhead, not its arithmetic, is most
+    of its cost (issue 6). At construction the given parameters are re-pointed (``p.data``) to views of one
+    contiguous buffer, which is the optimizer's only parameter; each ``step`` gathers the gradients into the
+    buffer's ``.grad`` with one ``cat`` and updates every parameter with one fused Adam call. Adam is
+    elementwise, so this is the same update (lr, betas, eps, bias correction; no weight decay) as separate
+    tensors; members of an ensemble stay independent. Changing ``param_groups[0]["lr"]`` works as usual;
+    the state (``step``, ``exp_avg``, ``exp_avg_sq``) is Adam's, for the flat buffer. Every parameter must
+    get a gradient at every step (true for the VAEs: all parameters enter the loss). Create it after the
+    model is on its device (Lightning's ``configure_optimizers`` is).
+    """
+
+    def __init__(self, params, lr: float) -> None:
+        views = [p for p in params if p.requires_grad]
+        if not views:
+            raise ValueError("FusedAdam: no trainable parameters")
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1) for p in views])
+        offset = 0
+        for p in views:
+            n = p.numel()
+            p.data = flat[offset : offset + n].view_as(p)
+            offset += n
+        flat = torch.nn.Parameter(flat)
+        super().__init__([flat], lr=lr, fused=True)
+        self.flat, self.views = flat, views
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clears the model parameters' gradients (not only the flat buffer's)."""
+        for p in self.views:
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.zero_()
+        self.flat.grad = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad for p in self.views]
+        if any(g is None for g in grads):
+            missing = sum(g is None for g in grads)
+            raise RuntimeError(f"FusedAdam: {missing} parameter(s) without a gradient at this step")
+        self.flat.grad = torch.cat([g.reshape(-1) for g in grads])
+        group = self.param_groups[0]
+        state = self.state[self.flat]
+        if not state or torch.is_tensor(group["lr"]) or group["amsgrad"] or group["weight_decay"] or group["maximize"]:
+            super().step()  # first step: creates the state exactly as Adam(fused=True) does
+            return loss
+        beta1, beta2 = group["betas"]
+        state["step"].add_(1)
+        torch._fused_adam_(
+            [self.flat], [self.flat.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
+            amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
+            maximize=False, grad_scale=None, found_inf=None,
+        )
+        return loss
 
 
 class BetaVAEModule(pl.LightningModule):
@@ -77,13 +143,13 @@ class BetaVAEModule(pl.LightningModule):
         self.converged_at: list[int | None] = [None] * E
         self.resumed_from_step = 0
         self._reset_running()
+        self._params: list[torch.nn.Parameter] = []
 
     # ----------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        # Fused Adam (one kernel for all parameters) where the device supports it: same update rule, less
-        # per-step overhead. Elementwise, so ensemble members stay independent.
+        # Adam over one flat parameter buffer (FusedAdam above): same update rule, one fused kernel call.
         try:
-            return torch.optim.Adam(self.parameters(), lr=self.lr, fused=True)
+            return FusedAdam(self.parameters(), lr=self.lr)
         except (RuntimeError, TypeError, ValueError):  # pragma: no cover - device without fused Adam
             return torch.optim.Adam(self.parameters(), lr=self.lr)
 
@@ -104,28 +170,50 @@ class BetaVAEModule(pl.LightningModule):
     def all_converged(self) -> bool:
         return all(c is not None for c in self.converged_at)
 
-    def terms(self, x: torch.Tensor, noise: torch.Tensor | None = None):
-        D, R, lognorm = negative_elbo_terms(self.vae, x, noise)
+    def terms(self, x: torch.Tensor, noise: torch.Tensor | None = None, encoded=None):
+        D, R, lognorm = negative_elbo_terms(self.vae, x, noise, encoded=encoded)
         loss = D + self.beta * R
         if self.vae.config.learned_variance:
             loss = loss + lognorm
         return loss, D, R
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss_e, _, _ = self.terms(batch)
-        loss = loss_e.sum()
-        if not torch.isfinite(loss):
+    def on_train_epoch_start(self) -> None:
+        self._params = [p for p in self.parameters() if p.requires_grad]
+
+    def training_step(self, chunk: torch.Tensor, batch_idx: int) -> None:
+        """Several updates per call (manual optimization): ``chunk`` is (K, batch, d), K consecutive batches
+        of the epoch's permutation (datamodule.IndexedBatches), so Lightning's per-batch machinery runs once
+        per K updates. Each update: loss of every member, backward of their sum, one Adam step."""
+        if chunk.dim() == 2:
+            chunk = chunk.unsqueeze(0)
+        lopt = self.optimizers()
+        opt = lopt.optimizer
+        start = int(self.trainer.global_step)
+        n = chunk.shape[0]
+        max_steps = self.trainer.max_steps
+        if max_steps is not None and max_steps >= 0:
+            n = min(n, max_steps - start)
+        params = self._params or [p for p in self.parameters() if p.requires_grad]
+        losses = chunk.new_empty((n, self.vae.ensemble))
+        for k in range(n):
+            loss_e, _, _ = self.terms(chunk[k])
+            for p in params:
+                p.grad = None
+            loss_e.sum().backward()
+            lopt._on_before_step()  # Lightning's step counter (trainer.global_step), as LightningOptimizer.step does
+            opt.step()
+            lopt._on_after_step()
+            losses[k] = loss_e.detach()
+        # One finiteness check per chunk (no per-step host sync); the first bad update is named.
+        finite = torch.isfinite(losses).all(dim=1)
+        if not bool(finite.all()):
+            k = int(torch.nonzero(~finite)[0, 0])
             raise NonFiniteLossError(
-                f"run {self.run_name}: non-finite training loss ({loss.item()}) at step {self.trainer.global_step}"
+                f"run {self.run_name}: non-finite training loss ({losses[k].sum().item()}) at step {start + k}"
             )
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt.step()
-        detached = loss_e.detach()
-        self._train_sum = detached if self._train_sum is None else self._train_sum + detached
-        self._train_count += 1
-        return loss
+        total = losses.sum(0)
+        self._train_sum = total if self._train_sum is None else self._train_sum + total
+        self._train_count += n
 
     # ----------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -135,16 +223,21 @@ class BetaVAEModule(pl.LightningModule):
         gen = torch.Generator(device=batch.device).manual_seed(987654 + batch_idx)
         E, L = self.vae.ensemble, self.vae.config.latents
         noise = torch.randn((E, batch.shape[0], L), generator=gen, device=batch.device)
-        mu, logvar = self.vae.encode(batch)
-        loss, D, R = self.terms(batch, noise)
-        n = batch.shape[0]
         acc = self._val
-        acc["n"] += n
-        acc["loss"] = acc["loss"] + loss * n
-        acc["D"] = acc["D"] + D * n
-        acc["R"] = acc["R"] + R * n
-        acc["mu2"] = acc["mu2"] + mu.pow(2).sum(1)
-        acc["s2"] = acc["s2"] + logvar.exp().sum(1)
+        # The chunk's noise is drawn at once (so it does not depend on the block size); the forward pass runs
+        # in cache-sized blocks and encodes each block once (mu, logvar reused by the loss).
+        block = max(1024, VAL_BLOCK // E)  # activations (E, block, width) of about the same size for any E
+        for start in range(0, batch.shape[0], block):
+            xb = batch[start : start + block]
+            mu, logvar = self.vae.encode(xb)
+            loss, D, R = self.terms(xb, noise[:, start : start + block], encoded=(mu, logvar))
+            n = xb.shape[0]
+            acc["n"] += n
+            acc["loss"] = acc["loss"] + loss * n
+            acc["D"] = acc["D"] + D * n
+            acc["R"] = acc["R"] + R * n
+            acc["mu2"] = acc["mu2"] + mu.pow(2).sum(1)
+            acc["s2"] = acc["s2"] + logvar.exp().sum(1)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

@@ -171,7 +171,7 @@ def train(
         max_epochs=-1,
         deterministic=True,
         logger=CSVLogger(save_dir=str(log_dir), name="", version=""),
-        log_every_n_steps=st["eval_every"],
+        log_every_n_steps=1,  # one Lightning batch = one chunk of eval_every updates (issue 6)
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=bool(progress),

@@ -103,6 +103,7 @@ rule summary:
     """results/summary.json: every headline number per model, with checksums, config hash, versions."""
     input:
         summaries=expand(f"{ANALYSIS_DIR}/summary.json", model=MODELS),
+        pca="results/analysis/pca.parquet",
         verified=VERIFIED,
         store_report=STORE_REPORT,
     output:

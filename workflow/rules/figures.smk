@@ -13,7 +13,9 @@ rule figure:
     output:
         png=report(
             f"{FIGURE_DIR}/{{figure}}.png",
-            caption="../report/{figure}.rst",
+            # Snakemake does not expand wildcards in a caption path (9.27): one caption template that
+            # includes workflow/report/<figure>.rst by the job's wildcard.
+            caption="../report/figure.rst",
             category="{model}",
             subcategory="{figure}",
         ),

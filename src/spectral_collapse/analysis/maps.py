@@ -1,0 +1,99 @@
+"""Leading latent means mu_k(x) on every land cell, and their correlations with the 19 variables.
+
+The trained model encodes every land cell of the store (raw values standardized with the store's
+training-sample mean and std). Latents are ranked by M^2 computed on the test-split cells (as in the
+measurements); the leading `n_latents` are kept. Correlations are area-weighted Pearson correlations over all
+land cells (weights: cell area), between mu_k and each raw bioclimatic variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+TEST_CODE = 2
+
+
+def weighted_corr(a: np.ndarray, B: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted Pearson correlation of a (n,) with every column of B (n, m)."""
+    w = np.asarray(w, dtype=np.float64) / np.sum(w)
+    a = np.asarray(a, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    a0 = a - w @ a
+    B0 = B - w @ B
+    cov = w @ (a0[:, None] * B0)
+    return cov / np.sqrt((w @ a0 ** 2) * (w @ B0 ** 2))
+
+
+def signal_fraction(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    """M_k^2 = mean(mu_k^2) / (mean(mu_k^2) + mean(s_k^2)) per latent (STUDY.md section 2)."""
+    mu2 = np.mean(mu.astype(np.float64) ** 2, axis=0)
+    s2 = np.mean(np.exp(logvar.astype(np.float64)), axis=0)
+    return mu2 / (mu2 + s2)
+
+
+def encode_land(store_path: str | Path, model_path: str | Path):
+    """Encode every land cell. Returns (ds_store, land mask, mu (n_land, L), logvar, meta, member)."""
+    from spectral_collapse.store import open_store
+    from spectral_collapse.vae import encode_array, load_trained
+
+    ds = open_store(store_path)
+    land = ds["land_mask"].values.astype(bool)
+    raw = ds["bioclim"].values[:, land].T  # (n_land, 19)
+    mean = ds["mean"].values
+    std = ds["std"].values
+    x = ((raw - mean) / std).astype(np.float32)
+    model, meta = load_trained(model_path)
+    Ts = meta.get("T")
+    member = int(np.argmin(Ts)) if isinstance(Ts, (list, tuple, np.ndarray)) else 0
+    mu, logvar = encode_array(model, x, member=member)
+    return ds, land, raw, mu, logvar, meta, member
+
+
+def latent_maps(store_path: str | Path, model_path: str | Path, n_latents: int = 4):
+    """(maps Dataset, correlations DataFrame) for the leading n_latents latents of a trained model."""
+    ds, land, raw, mu, logvar, meta, member = encode_land(store_path, model_path)
+    split = ds["split"].values[land]
+    test = split == TEST_CODE
+    M2 = signal_fraction(mu[test], logvar[test]) if test.any() else signal_fraction(mu, logvar)
+    order = np.argsort(-M2, kind="stable")[: int(n_latents)]
+    area = ds["cell_area"].values[land]
+    grid = np.full((len(order),) + land.shape, np.nan, dtype=np.float32)
+    for i, j in enumerate(order):
+        grid[i][land] = mu[:, j]
+    pick = lambda v: (v[member] if isinstance(v, (list, tuple)) else v)  # noqa: E731
+    ranks = np.arange(1, len(order) + 1)
+    maps = xr.Dataset(
+        {"mu": (("rank", "lat", "lon"), grid, {"long_name": "posterior mean of the latent", "units": "1"})},
+        coords={
+            "rank": ("rank", ranks, {"long_name": "rank by M^2 on the test split (1 = largest)"}),
+            "latent": ("rank", order.astype(np.int32), {"long_name": "latent index in the model"}),
+            "M2": ("rank", M2[order], {"long_name": "signal fraction M^2 on the test split"}),
+            "lat": ds["lat"].values, "lon": ds["lon"].values,
+        },
+        attrs={"model_path": str(model_path), "T": float(pick(meta.get("T", np.nan))),
+               "seed": int(pick(meta.get("seed", -1))), "member": member,
+               "comment": "every land cell encoded (standardized with the store's training mean and std)"},
+    )
+    names = ds["variable"].values.astype(str)
+    long_names = ds["long_name"].values.astype(str) if "long_name" in ds.coords else names
+    units = ds["units"].values.astype(str) if "units" in ds.coords else np.array([""] * len(names))
+    rows = []
+    for i, j in enumerate(order):
+        r = weighted_corr(mu[:, j], raw, area)
+        for v in range(len(names)):
+            rows.append({"rank": i + 1, "latent": int(j), "M2": float(M2[j]), "variable": names[v],
+                         "long_name": long_names[v], "units": units[v], "r": float(r[v])})
+    ds.close()
+    return maps, pd.DataFrame(rows)
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
+    """NetCDF (scipy engine: NETCDF3 64-bit, no extra dependency), written atomically."""
+    from spectral_collapse.provenance import atomic_path
+
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="scipy", format="NETCDF3_64BIT")

@@ -1,0 +1,277 @@
+"""Everything the study reports for one model, per seed and pooled over seeds, and the combined summary.
+
+`analyse_model` turns the scan tables of one model (contracts.md section 4) and the PCA table into
+`spectra.parquet`, `d_eff.parquet` and the model's `summary.json` (keys: docs/summary_keys.md).
+Seed -1 in the tables means "all seeds pooled" (every converged scan point of every seed in one fit);
+the per-seed rows give the spread across seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .agreement import log_identity_r2, rank_agreement, relative_error
+from .d_eff import DEFAULT_EPS, POWERLAW_RANKS, d_eff, pca_distortion, powerlaw_fit
+from .spectrum import converged_run_ids, eval_split, utility_spectrum
+from .thresholds import RATE_WINDOW, fit_m2_threshold, fit_rate_threshold, meanfield_exponent
+
+POOLED = -1
+MAX_M2_DRIFT = 0.05  # |dM^2/d log(updates)| at the end of training above which a point is not at equilibrium
+TOP_RANKS = 5  # ranks over which the linear family's threshold error against PCA is summarised
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy -> Python, tuples -> lists, keys -> str."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray, pd.Series)):
+        return [_clean(v) for v in list(obj)]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _one_group(lat: pd.DataFrame, prn: pd.DataFrame, run_ids: set, family: str, lam: np.ndarray,
+               cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """Spectrum, thresholds and headline numbers of one set of scan points (one seed, or pooled)."""
+    spec = utility_spectrum(prn, run_ids)
+    fit_rows = lat[lat["run_id"].isin(run_ids)]
+    by_rank = {k: g for k, g in fit_rows.groupby("rank")}
+    T_c, T_c_m2, n_fit = [], [], []
+    for k, dD in zip(spec["k"], spec["dD"]):
+        g = by_rank.get(k)
+        if g is None:
+            T_c.append(np.nan), T_c_m2.append(np.nan), n_fit.append(0)
+            continue
+        tc, n = fit_rate_threshold(g["T"].to_numpy(float), g["rate"].to_numpy(float), dD, RATE_WINDOW)
+        T_c.append(tc)
+        n_fit.append(n)
+        if family == "linear":
+            ref = tc if np.isfinite(tc) else dD
+            T_c_m2.append(fit_m2_threshold(g["T"].to_numpy(float), g["M2"].to_numpy(float), ref)[0])
+        else:
+            T_c_m2.append(np.nan)
+    spec["T_c"] = T_c
+    spec["T_c_m2"] = T_c_m2
+    spec["n_fit"] = np.asarray(n_fit, dtype=int)
+    spec["lambda_over_V"] = [lam[k - 1] if k - 1 < len(lam) else np.nan for k in spec["k"]]
+    spec["rel_err_pca"] = relative_error(spec["T_c"], spec["lambda_over_V"]) if family == "linear" else np.nan
+
+    T_c_arr = spec["T_c"].to_numpy(float)
+    dD_arr = spec["dD"].to_numpy(float)
+    usable = np.isfinite(T_c_arr) & (T_c_arr > 0) & np.isfinite(dD_arr) & (dD_arr > 0)
+    tc_map = dict(zip(spec["k"], T_c_arr))
+    # The mean-field law is a law of equilibrium M^2: points whose M^2 was still moving at the end of
+    # training (critical slowing down next to a threshold, even in a run that met its loss tolerance)
+    # are left out of the exponent fit.
+    max_drift = float(cfg.get("max_m2_drift", MAX_M2_DRIFT))
+    drift = fit_rows["m2_drift"].to_numpy(float) if "m2_drift" in fit_rows else np.zeros(len(fit_rows))
+    settled = ~(drift > max_drift)  # NaN drift counts as settled
+    mf_rows = fit_rows[settled]
+    mf = meanfield_exponent(mf_rows["T"].to_numpy(float), mf_rows["M2"].to_numpy(float),
+                            mf_rows["rank"].map(tc_map).to_numpy(float), group=mf_rows["rank"].to_numpy(),
+                            window=tuple(cfg.get("meanfield_window", (0.05, 0.5))))
+    mf["max_m2_drift"] = max_drift
+    mf["n_drifting_excluded"] = int((~settled).sum())
+    best = np.concatenate([[_best_D0(prn, run_ids)], spec["best_D"].to_numpy(float)])
+    eps = cfg.get("d_eff_eps", DEFAULT_EPS)
+    ranks = tuple(cfg.get("powerlaw_ranks", POWERLAW_RANKS))
+    # The model's curve flattens past the last rank ever active in the scan (a floor set by the coldest T):
+    # fit only up to the last rank with a threshold.
+    resolved = spec["k"].to_numpy()[usable]
+    ranks = (ranks[0], min(ranks[1], int(resolved.max()) if len(resolved) else 0))
+    headline = {
+        "identity_r2": log_identity_r2(T_c_arr[usable], dD_arr[usable]),
+        "identity_r2_ranks": int(usable.sum()),
+        "rank_agreement": rank_agreement(np.where(usable, T_c_arr, np.nan), np.where(usable, dD_arr, np.nan)),
+        "meanfield": mf,
+        "powerlaw": powerlaw_fit(np.arange(len(best)), best, ranks),
+        "d_eff": d_eff(best, eps),
+        "best_D0": float(best[0]),
+    }
+    if family == "linear":
+        err = spec["rel_err_pca"].to_numpy(float)[:TOP_RANKS]
+        headline["pca_relative_error_top5_max"] = float(np.nanmax(err)) if np.isfinite(err).any() else np.nan
+        err_m2 = relative_error(spec["T_c_m2"], spec["lambda_over_V"])[:TOP_RANKS]
+        headline["pca_relative_error_m2_top5_max"] = (
+            float(np.nanmax(err_m2)) if np.isfinite(err_m2).any() else np.nan)
+    return spec, headline
+
+
+def _pca_check(latents, pruning, conv, lam, cfg, pooled, head) -> dict:
+    """Linear family: thresholds against lambda_k / V on the data the PCA was computed from.
+
+    The PCA is of the training sample, and the held-out spatial blocks have a different covariance (their
+    variance along PC k differs by tens of percent), which shifts the rate curves measured on the test
+    split by 1/2 (a_k - 1) nats. When the run tables hold a `train` split the comparison uses it;
+    otherwise it falls back to the test-split numbers (and says so).
+    """
+    if "split" in latents and (latents["split"] == "train").any() and (pruning["split"] == "train").any():
+        lat_tr = latents[latents["split"] == "train"]
+        prn_tr = pruning[pruning["split"] == "train"]
+        spec, h = _one_group(lat_tr, prn_tr, conv & set(lat_tr["run_id"]), "linear", lam, cfg)
+        split = "train"
+    else:
+        spec, h = pooled, head
+        split = "test"
+    return {"split": split, "T_c": spec["T_c"].tolist(), "T_c_m2": spec["T_c_m2"].tolist(),
+            "relative_error": spec["rel_err_pca"].tolist(),
+            "relative_error_top5_max": h["pca_relative_error_top5_max"],
+            "relative_error_m2_top5_max": h["pca_relative_error_m2_top5_max"],
+            "meanfield_exponent": h["meanfield"]["exponent"], "meanfield_stderr": h["meanfield"]["stderr"]}
+
+
+def _best_D0(prn: pd.DataFrame, run_ids: set) -> float:
+    rows = prn[(prn["K"] == 0) & prn["run_id"].isin(run_ids)]["D_tilde"]
+    return float(rows.min()) if len(rows) else float("nan")
+
+
+def _spread(values: list[float]) -> dict:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    return {"n": int(len(v)), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame,
+                  cfg: Mapping[str, Any], model_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """spectra table, d_eff table and the summary dict of one model (see module docstring)."""
+    lat = eval_split(latents)
+    prn = eval_split(pruning)
+    family = str(lat["family"].iloc[0]) if "family" in lat else ("linear" if model_id == "linear" else "mlp")
+    depth = int(lat["depth"].iloc[0]) if "depth" in lat else 0
+    lam = pca.sort_values("k")["lambda_over_V"].to_numpy(float)
+
+    conv = converged_run_ids(lat)
+    all_ids = set(lat["run_id"].unique())
+    fallback = not conv
+    if fallback:
+        warnings.warn(f"{model_id}: no scan point converged; fitting on all points (flagged in the summary)")
+        conv = all_ids
+    seeds = sorted(int(s) for s in lat["seed"].unique())
+    groups = [(POOLED, conv)]
+    if len(seeds) > 1:
+        seed_of = lat.groupby("run_id")["seed"].first()
+        groups += [(s, {r for r in conv if int(seed_of[r]) == s}) for s in seeds]
+
+    spectra, d_rows, heads = [], [], {}
+    for seed, ids in groups:
+        if not ids:
+            continue
+        spec, head = _one_group(lat, prn, ids, family, lam, cfg)
+        spec.insert(0, "seed", seed)
+        spectra.append(spec)
+        heads[seed] = head
+        d_rows += [{"source": model_id, "seed": seed, "eps": e, "d_eff": v} for e, v in head["d_eff"].items()]
+    eps = cfg.get("d_eff_eps", DEFAULT_EPS)
+    pca_curve = pca_distortion(lam)
+    d_pca = d_eff(pca_curve, eps)
+    d_rows += [{"source": "pca", "seed": POOLED, "eps": e, "d_eff": v} for e, v in d_pca.items()]
+    spectra_df = pd.concat(spectra, ignore_index=True)
+    d_eff_df = pd.DataFrame(d_rows).astype({"seed": int, "eps": float, "d_eff": float})
+
+    pooled = spectra_df[spectra_df["seed"] == POOLED]
+    head = heads[POOLED]
+    run_conv = runs.set_index("run_id")["converged"].astype(bool) if "run_id" in runs else pd.Series(dtype=bool)
+    T_grid = sorted({float(t) for t in runs["T"]}, reverse=True) if "T" in runs else sorted(
+        {float(t) for t in lat["T"]}, reverse=True)
+    unconverged = runs[~runs["converged"].astype(bool)] if "converged" in runs else runs.iloc[:0]
+    summary: dict[str, Any] = {
+        "model": model_id,
+        "family": family,
+        "depth": depth,
+        "split": "test",
+        "n_latents": int(lat["latent"].nunique()) if "latent" in lat else int(lat["rank"].max()),
+        "seeds": seeds,
+        "T_grid": T_grid,
+        "runs": {
+            "total": int(len(run_conv)) if len(run_conv) else int(len(all_ids)),
+            "converged": int(run_conv.sum()) if len(run_conv) else int(len(conv)),
+            "unconverged": int((~run_conv).sum()) if len(run_conv) else 0,
+            "unconverged_points": [{"T": float(r["T"]), "seed": int(r["seed"])} for _, r in unconverged.iterrows()],
+            "fits_use_unconverged": bool(fallback),
+        },
+        "rank": pooled["k"].tolist(),
+        "lambda_over_V": pooled["lambda_over_V"].tolist(),
+        "T_c": pooled["T_c"].tolist(),
+        "dD": pooled["dD"].tolist(),
+        "best_D": pooled["best_D"].tolist(),
+        "best_D0": head["best_D0"],
+        "threshold_fit": {
+            "model": "R_k(T) = [-1/2 log(T/T_c,k)]_+ (slope fixed), least squares in log T_c,k",
+            "window_T_over_dD": list(RATE_WINDOW),
+            "n_points": pooled["n_fit"].tolist(),
+        },
+        "identity_r2": head["identity_r2"],
+        "identity_r2_ranks": head["identity_r2_ranks"],
+        "rank_agreement": head["rank_agreement"],
+        "meanfield": {**head["meanfield"], "thresholds": "rate fit T_c,k",
+                      "fit": "log M_k^2 = a + b log(1 - T/T_c,k), pooled over ranks; stderr = max(OLS, bootstrap over ranks)"},
+        "powerlaw": {"model": head["powerlaw"], "pca": powerlaw_fit(np.arange(len(pca_curve)), pca_curve,
+                                                                     tuple(cfg.get("powerlaw_ranks", POWERLAW_RANKS)))},
+        "d_eff": {"eps": [float(e) for e in eps], "model": [head["d_eff"][float(e)] for e in eps],
+                  "pca": [d_pca[float(e)] for e in eps]},
+    }
+    if family == "linear":
+        summary["T_c_m2"] = pooled["T_c_m2"].tolist()
+        summary["pca_relative_error"] = pooled["rel_err_pca"].tolist()
+        summary["pca_relative_error_top5_max"] = head["pca_relative_error_top5_max"]
+        summary["pca_relative_error_m2_top5_max"] = head["pca_relative_error_m2_top5_max"]
+    if family == "linear":
+        summary["pca_check"] = _pca_check(latents, pruning, conv, lam, cfg, pooled, head)
+    if len(heads) > 2:  # pooled + at least two seeds
+        per = {s: h for s, h in heads.items() if s != POOLED}
+        scalars = {
+            "identity_r2": lambda h: h["identity_r2"],
+            "rank_agreement": lambda h: h["rank_agreement"],
+            "meanfield_exponent": lambda h: h["meanfield"]["exponent"],
+            "powerlaw_exponent": lambda h: h["powerlaw"]["exponent"],
+        }
+        if family == "linear":
+            scalars["pca_relative_error_top5_max"] = lambda h: h["pca_relative_error_top5_max"]
+        spread = {name: {**_spread([f(h) for h in per.values()]), "per_seed": {s: f(h) for s, h in per.items()}}
+                  for name, f in scalars.items()}
+        per_seed = spectra_df[spectra_df["seed"] != POOLED]
+        for col in ("T_c", "dD"):
+            g = per_seed.groupby("k")[col]
+            spread[col] = {"mean": g.mean().tolist(), "std": g.std(ddof=1).tolist(),
+                           "min": g.min().tolist(), "max": g.max().tolist()}
+        for e in eps:
+            spread[f"d_eff_{float(e):g}"] = _spread([h["d_eff"][float(e)] for h in per.values()])
+        summary["seed_spread"] = spread
+    return spectra_df, d_eff_df, _clean(summary)
+
+
+def combine_summaries(models: Mapping[str, dict], pca: pd.DataFrame, verified: Mapping[str, Any],
+                      store_report: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+    """results/summary.json: every model's summary plus PCA, data checksums, config hash, versions."""
+    from spectral_collapse.provenance import config_hash, package_versions
+
+    pca = pca.sort_values("k")
+    return _clean({
+        "schema": "spectral-collapse summary v1 (docs/summary_keys.md)",
+        "models": dict(models),
+        "pca": {"k": pca["k"].tolist(), "lambda": pca["lambda"].tolist(),
+                "lambda_over_V": pca["lambda_over_V"].tolist(), "V": float(pca["V"].iloc[0])},
+        "data": {
+            "files_sha256": dict(verified.get("files", {})),
+            "source": verified.get("source"),
+            "origin": verified.get("origin"),
+            "store": {k: store_report[k] for k in ("n_land", "n_train", "n_blocks", "V", "blocks", "cells")
+                      if k in store_report},
+        },
+        "config_hash": config_hash(dict(config)),
+        "package_versions": package_versions(),
+    })

@@ -1,0 +1,79 @@
+"""Figure 3, the mean-field law: M_k^2 against 1 - T/T_c,k (log-log, slope-1 reference), and the rate
+curves rescaled by dD~_k collapsing onto [-1/2 log(T/dD~_k)]_+."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .style import T_LABEL, apply_style, hollow_legend_handle, panel_label, rank_colorbar, rank_colors, scatter_converged
+from .tables import pooled, test_rows
+
+
+def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, model: str):
+    apply_style()
+    lat = test_rows(latents)
+    p = pooled(spectra)
+    ok = np.isfinite(p["T_c"].to_numpy(float)) & (p["dD"].to_numpy(float) > 0)
+    ranks = p.loc[ok, "k"].to_numpy()
+    n = int(ranks.max()) if len(ranks) else 1
+    colors = rank_colors(n)
+    tc = dict(zip(p["k"], p["T_c"]))
+    dd = dict(zip(p["k"], p["dD"]))
+    mf = summary.get("meanfield", {}) or {}
+    window = mf.get("window") or [0.05, 0.5]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 4.8))
+
+    max_drift = mf.get("max_m2_drift")
+    for k in ranks:
+        rows = lat[lat["rank"] == k]
+        x = 1.0 - rows["T"].to_numpy(float) / tc[k]
+        y = rows["M2"].to_numpy(float)
+        sel = (x > 0) & (y > 0)
+        used = rows["converged"].to_numpy(bool)
+        if max_drift is not None and "m2_drift" in rows:
+            used = used & ~(rows["m2_drift"].to_numpy(float) > max_drift)  # M^2 still moving: excluded
+        scatter_converged(a, x[sel], y[sel], used[sel], colors[k - 1], size=16)
+    xs = np.logspace(-3, 0, 50)
+    a.plot(xs, xs, color="0.2", ls="--", lw=1.0, label=r"slope 1: $M^2 = 1 - T/T_c$")
+    if mf.get("exponent") is not None:
+        b_, a0 = mf["exponent"], mf.get("intercept") or 0.0
+        xw = np.logspace(np.log10(window[0]), np.log10(window[1]), 20)
+        a.plot(xw, np.exp(a0) * xw ** b_, color="C3", lw=2.0,
+               label=f"fit in window: slope {b_:.2f} $\\pm$ {mf.get('stderr') or float('nan'):.2f}")
+    else:
+        a.text(0.04, 0.96, f"exponent fit: too few converged points\nin the window ({mf.get('n_points', 0)})",
+               transform=a.transAxes, va="top", fontsize=9.5, color="C3")
+    a.axvspan(window[0], window[1], color="C3", alpha=0.08, lw=0)
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlim(1e-3, 1.2)
+    a.set_ylim(1e-3, 1.5)
+    a.set_xlabel(r"distance to threshold $1 - T/T_{c,k}$")
+    a.set_ylabel(r"signal fraction $M_k^2$")
+    a.set_title("Mean-field law")
+    handles, _ = a.get_legend_handles_labels()
+    handles.append(hollow_legend_handle("excluded: run not converged\nor $M^2$ still drifting"))
+    a.legend(handles=handles, loc="lower right", fontsize=9)
+    panel_label(a, "a")
+
+    for k in ranks:
+        rows = lat[lat["rank"] == k]
+        u = rows["T"].to_numpy(float) / dd[k]
+        scatter_converged(b, u, rows["rate"].to_numpy(float), rows["converged"].to_numpy(bool), colors[k - 1], size=16)
+    us = np.logspace(-4, 1, 200)
+    b.plot(us, np.clip(-0.5 * np.log(us), 0, None), color="0.2", ls="--", lw=1.2,
+           label=r"$[-\frac{1}{2}\log(T/\Delta\tilde D_k)]_+$")
+    b.axvspan(1e-2, 1.0, color="C0", alpha=0.06, lw=0, label="threshold-fit window")
+    b.set_xscale("log")
+    b.set_xlim(1e-4, 10)
+    b.set_ylim(-0.1, max(0.5 * np.log(1e4) + 0.3, 1.0))
+    b.set_xlabel(r"rescaled temperature $T / \Delta\tilde D_k$   (" + T_LABEL + ")")
+    b.set_ylabel(r"rate $R_k$ (nats)")
+    b.set_title("Rate curves rescaled by the utility")
+    b.legend(loc="upper right", fontsize=9)
+    rank_colorbar(fig, b, n)
+    panel_label(b, "b")
+    fig.suptitle(f"{model}: mean-field collapse (test split)", y=1.02)
+    return fig

@@ -1,0 +1,54 @@
+"""Draw one of the five figures from its cached input files (used by scripts/plot_*.py and the tests)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+FIGURES = ("cascade", "spectra", "meanfield", "truncation", "maps")
+log = logging.getLogger("figure")
+
+
+def draw(figure: str, inputs: Mapping[str, str | Path], model: str, active_threshold: float = 0.1):
+    """The matplotlib Figure of `figure` for `model` from the named input files (figure_inputs in common.smk)."""
+    read = lambda name: pd.read_parquet(inputs[name])  # noqa: E731
+    if figure == "maps":
+        import xarray as xr
+
+        from .maps import plot_maps
+
+        with xr.open_dataset(inputs["maps"], engine="scipy") as maps:
+            return plot_maps(maps.load(), read("correlations"), model)
+    summary = json.loads(Path(inputs["summary"]).read_text())
+    if figure == "cascade":
+        from .cascade import plot_cascade
+
+        return plot_cascade(read("latents"), read("spectra"), read("pca"), model, active_threshold)
+    if figure == "spectra":
+        from .spectra import plot_spectra
+
+        return plot_spectra(read("spectra"), summary, model)
+    if figure == "meanfield":
+        from .meanfield import plot_meanfield
+
+        return plot_meanfield(read("latents"), read("spectra"), summary, model)
+    if figure == "truncation":
+        from .truncation import plot_truncation
+
+        return plot_truncation(read("pruning"), read("latents"), read("spectra"), read("pca"), summary, model)
+    raise ValueError(f"unknown figure {figure!r} (expected one of {FIGURES})")
+
+
+def render(figure: str, inputs: Mapping[str, str | Path], png: str | Path, pdf: str | Path | None, model: str,
+           active_threshold: float = 0.1) -> None:
+    from .style import save_figure
+
+    start = time.perf_counter()
+    fig = draw(figure, inputs, model, active_threshold)
+    save_figure(fig, png, pdf)
+    log.info("%s/%s drawn in %.2f s", model, figure, time.perf_counter() - start)

@@ -1,0 +1,80 @@
+"""Figure 2, the spectra: T_c,k, dD~_k and lambda_k/V by rank, and log dD~_k against log T_c,k."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .style import apply_style, panel_label, rank_colorbar, rank_colors
+from .tables import POOLED, pooled
+
+
+def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
+    apply_style()
+    p = pooled(spectra)
+    seeds = spectra[spectra["seed"] != POOLED]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 4.8), gridspec_kw={"width_ratios": [1.25, 1]})
+
+    k = p["k"].to_numpy()
+    series = [("lambda_over_V", r"PCA $\lambda_k / V$", "0.35", "-", "^"),
+              ("dD", r"utility $\Delta\tilde D_k$", "C0", "none", "s"),
+              ("T_c", r"threshold $T_{c,k}$ (rate fit)", "C3", "none", "o")]
+    if "T_c_m2" in p and np.isfinite(p["T_c_m2"].to_numpy(float)).any():
+        series.append(("T_c_m2", r"threshold from $M^2 = 1 - T/T_c$", "C1", "none", "x"))
+    for col, label, color, ls, marker in series:
+        y = p[col].to_numpy(float)
+        # > 1e-9: a numerically zero eigenvalue (bio7 = bio5 - bio6 exactly) would only stretch the axis
+        ok = np.isfinite(y) & (y > 1e-9)
+        a.plot(k[ok], y[ok], ls=ls, marker=marker, color=color, label=label, ms=4.5 if col == "T_c" else 7,
+               mfc="none" if marker in "s^" else color, lw=1.0)
+        if len(seeds) and col in ("dD", "T_c"):
+            ys = seeds[col].to_numpy(float)
+            oks = np.isfinite(ys) & (ys > 0)
+            a.scatter(seeds["k"].to_numpy()[oks], ys[oks], s=6, color=color, alpha=0.35, zorder=1)
+    if "T_min" in summary or summary.get("T_grid"):
+        t_min = min(summary["T_grid"])
+        a.axhline(t_min, color="0.5", ls=":", lw=1.0)
+        a.text(k.max(), t_min, "coldest scan point ", color="0.4", fontsize=8.5, ha="right", va="bottom")
+    a.set_yscale("log")
+    a.set_xlabel("rank $k$ (latents ranked by $M^2$)")
+    a.set_ylabel(r"value in units of $T$ (fraction of $V$)")
+    a.set_title("Spectra by rank")
+    a.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    a.legend(fontsize=9, loc="lower left")
+    panel_label(a, "a")
+
+    tc, dd = p["T_c"].to_numpy(float), p["dD"].to_numpy(float)
+    ok = np.isfinite(tc) & np.isfinite(dd) & (tc > 0) & (dd > 0)
+    n = int(k[ok].max()) if ok.any() else 1
+    colors = rank_colors(n)
+    b.scatter(tc[ok], dd[ok], c=[colors[i - 1] for i in k[ok]], s=40, edgecolors="0.2", linewidths=0.5, zorder=3)
+    if ok.any():
+        lo = min(tc[ok].min(), dd[ok].min()) / 2
+        hi = max(tc[ok].max(), dd[ok].max()) * 2
+        if hi / lo < 100:  # at least two decades, so that the log axes carry decade ticks
+            mid = np.sqrt(hi * lo)
+            lo, hi = mid / 10, mid * 10
+        b.plot([lo, hi], [lo, hi], color="0.3", ls="--", lw=1.0, label="identity $\\Delta\\tilde D_k = T_{c,k}$")
+        b.set_xlim(lo, hi)
+        b.set_ylim(lo, hi)
+    b.set_xscale("log")
+    b.set_yscale("log")
+    b.set_aspect("equal")
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (b.xaxis, b.yaxis):
+        axis.set_minor_formatter(NullFormatter())
+    r2 = summary.get("identity_r2")
+    agree = summary.get("rank_agreement")
+    text = f"identity $R^2$ = {r2:.3f}" if r2 is not None else "identity $R^2$: n/a"
+    text += f"\norders agree on the first {agree} ranks" if agree is not None else ""
+    b.text(0.04, 0.96, text, transform=b.transAxes, va="top", fontsize=10)
+    b.set_xlabel(r"collapse threshold $T_{c,k}$")
+    b.set_ylabel(r"utility $\Delta\tilde D_k$")
+    b.set_title("Utility against threshold")
+    b.legend(loc="lower right", fontsize=9)
+    rank_colorbar(fig, b, n)
+    panel_label(b, "b")
+    fig.suptitle(f"{model}: collapse thresholds, utilities and the PCA spectrum (test split)", y=1.02)
+    return fig

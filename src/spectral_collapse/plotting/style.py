@@ -1,0 +1,80 @@
+"""Shared figure style: readable in print, axes in T = beta sigma_dec^2 / V, PNG and PDF output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+T_LABEL = r"temperature $T = \beta\,\sigma_{\mathrm{dec}}^2 / V$"
+RANK_CMAP = "viridis"        # rank 1 dark purple, high ranks green-yellow (never pale yellow)
+PNG_DPI = 150
+MARKER_SIZE = 22
+
+
+def apply_style() -> None:
+    """Seaborn 'ticks' on a white background, fonts sized for a printed page at the saved width."""
+    sns.set_theme(context="paper", style="ticks", font_scale=1.25, rc={
+        "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6,
+        "legend.frameon": False, "savefig.bbox": "tight", "savefig.pad_inches": 0.05,
+        "pdf.fonttype": 42, "ps.fonttype": 42, "axes.titleweight": "bold",
+        "lines.linewidth": 1.5,
+    })
+
+
+def rank_colors(n: int) -> list:
+    """One colour per rank 1..n, from a perceptually uniform map that prints in grey scale."""
+    cmap = plt.get_cmap(RANK_CMAP)
+    return [cmap(0.88 * i / max(n - 1, 1)) for i in range(n)]
+
+
+def rank_colorbar(fig, ax, n: int, label: str = "rank $k$ (by $M^2$)", start: int = 1) -> None:
+    """A discrete colourbar standing in for a legend of n rank colours (values start..start+n-1)."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    cmap = ListedColormap(rank_colors(n))
+    norm = BoundaryNorm(np.arange(start - 0.5, start + n + 0.5), n)
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    last = start + n - 1
+    ticks = np.arange(start, last + 1) if n <= 12 else np.unique(np.r_[start, np.arange(5, last + 1, 5), last])
+    cb = fig.colorbar(sm, ax=ax, ticks=ticks, fraction=0.05, pad=0.02)
+    cb.set_label(label)
+    cb.ax.invert_yaxis()  # rank 1 at the top, like a ranked list
+
+
+def scatter_converged(ax, x, y, converged, color, label=None, marker="o", size=MARKER_SIZE, zorder=3):
+    """Converged points filled, unconverged points hollow (same colour)."""
+    x, y, c = np.asarray(x), np.asarray(y), np.asarray(converged, dtype=bool)
+    if c.any():
+        ax.scatter(x[c], y[c], s=size, color=color, marker=marker, label=label, zorder=zorder, linewidths=0.6)
+    if (~c).any():
+        ax.scatter(x[~c], y[~c], s=size * 1.3, facecolors="none", edgecolors=[color], marker=marker,
+                   zorder=zorder, linewidths=1.0)
+
+
+def hollow_legend_handle(label: str = "run not converged (excluded from fits)"):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="0.3",
+                  markersize=6, label=label)
+
+
+def save_figure(fig, png: str | Path, pdf: str | Path | None = None) -> None:
+    """Save PNG (and PDF) atomically; close the figure."""
+    from spectral_collapse.provenance import atomic_path
+
+    for path, kw in ((png, {"dpi": PNG_DPI}), (pdf, {})):
+        if path is None:
+            continue
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kw)
+    plt.close(fig)
+
+
+def panel_label(ax, letter: str) -> None:
+    ax.text(-0.12, 1.04, letter, transform=ax.transAxes, fontsize=14, fontweight="bold", va="bottom")

@@ -1,0 +1,82 @@
+"""Figure 4, truncation: D~_K against T for each K; the best D~_K against K with PCA and the power-law
+fits; the d_eff(eps) table."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from spectral_collapse.analysis.d_eff import pca_distortion
+
+from .style import T_LABEL, apply_style, hollow_legend_handle, panel_label, rank_colorbar, rank_colors, scatter_converged
+from .tables import converged_flags, pooled, test_rows
+
+
+def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame,
+                    summary: dict, model: str):
+    apply_style()
+    prn = test_rows(pruning).copy()
+    prn["converged"] = converged_flags(test_rows(latents), prn["run_id"])
+    p = pooled(spectra)
+    fig = plt.figure(figsize=(15.0, 4.8))
+    gs = fig.add_gridspec(1, 3, width_ratios=[1.15, 1, 0.55], wspace=0.55)
+    a, b, c = fig.add_subplot(gs[0]), fig.add_subplot(gs[1]), fig.add_subplot(gs[2])
+
+    K_max = int(prn["K"].max())
+    colors = rank_colors(K_max + 1)
+    mean = prn.groupby(["K", "T"], as_index=False)["D_tilde"].mean()  # every scan point; hollow = unconverged
+    for K in range(K_max + 1):
+        m = mean[mean["K"] == K].sort_values("T")
+        a.plot(m["T"], m["D_tilde"], color=colors[K], lw=1.2)
+        rows = prn[(prn["K"] == K) & ~prn["converged"]]
+        scatter_converged(a, rows["T"], rows["D_tilde"], rows["converged"], colors[K], size=12)
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlabel(T_LABEL)
+    a.set_ylabel(r"distortion $\tilde D_K$ (first $K$ ranks kept)")
+    a.set_title(r"Truncation curves $\tilde D_K(T)$")
+    if not prn["converged"].all():
+        a.legend(handles=[hollow_legend_handle("not converged")], loc="lower right", fontsize=9)
+    rank_colorbar(fig, a, K_max + 1, label="ranks kept $K$", start=0)
+    panel_label(a, "a")
+
+    lam = pca.sort_values("k")["lambda_over_V"].to_numpy(float)
+    pca_curve = pca_distortion(lam)
+    Ks = np.arange(len(pca_curve))
+    b.plot(Ks[:-1], pca_curve[:-1], "-", color="0.35", marker="^", ms=5, mfc="none", label=r"PCA $\sum_{k>K}\lambda_k/V$")
+    best = np.r_[summary.get("best_D0") or np.nan, p["best_D"].to_numpy(float)]
+    Kb = np.arange(len(best))
+    b.plot(Kb, best, "o", color="C0", ms=5, label=f"{model}: best $\\tilde D_K$ over the scan")
+    for key, color in (("model", "C0"), ("pca", "0.35")):
+        fit = (summary.get("powerlaw") or {}).get(key) or {}
+        if fit.get("exponent") is not None:
+            r = np.linspace(fit["ranks"][0], fit["ranks"][1], 50)
+            b.plot(r, fit["prefactor"] * r ** (-fit["exponent"]), color=color, ls=":", lw=2.0,
+                   label=f"fit $K^{{-{fit['exponent']:.1f}}}$ (ranks {fit['ranks'][0]}-{fit['ranks'][1]})")
+    b.set_yscale("log")
+    # PCA's last eigenvalues can be ~0 (bio7 = bio5 - bio6 exactly): do not let them set the axis
+    shown = np.r_[best[np.isfinite(best) & (best > 0)], pca_curve[pca_curve > 1e-9]]
+    if len(shown):
+        b.set_ylim(bottom=0.5 * shown.min(), top=2.0 * shown.max())
+    b.set_xlabel("rank $K$")
+    b.set_ylabel(r"$\tilde D_K$")
+    b.set_title("Best distortion against rank")
+    b.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    b.legend(fontsize=8.5, loc="lower left")
+    panel_label(b, "b")
+
+    d = summary.get("d_eff") or {}
+    eps, dm, dp = d.get("eps", []), d.get("model", []), d.get("pca", [])
+    fmt = lambda v: "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{int(v)}"  # noqa: E731
+    cells = [[f"{100 * e:g}%", fmt(x), fmt(y)] for e, x, y in zip(eps, dp, dm)]
+    c.axis("off")
+    if cells:
+        table = c.table(cellText=cells, colLabels=[r"$\varepsilon$", "PCA", model], loc="center", cellLoc="center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(10)
+        table.scale(1.0, 1.6)
+    c.set_title(r"$d_{\mathrm{eff}}(\varepsilon) = \min\{K: \tilde D_K \leq \varepsilon\}$", fontsize=11)
+    c.text(0.5, 0.02, "- : not reached in the scan", transform=c.transAxes, ha="center", fontsize=8, color="0.3")
+    fig.suptitle(f"{model}: truncation and effective dimension (test split)", y=1.02)
+    return fig

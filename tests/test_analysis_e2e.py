@@ -1,0 +1,177 @@
+"""Synthetic end-to-end: a linear-oracle scan (3 seeds, some runs unconverged) written as per-run tables,
+then collect -> spectra/summary -> every figure, checked against the known thresholds (no training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from spectral_collapse.analysis.collect import collect_scan, write_parquet
+from spectral_collapse.analysis.summary import POOLED, analyse_model, combine_summaries
+from spectral_collapse.analysis.synthetic import linear_scan_tables, pca_table, write_run_dirs
+from spectral_collapse.plotting.render import FIGURES, render
+from spectral_collapse.scan import t_grid
+
+# A WorldClim-like spectrum (lambda_k, sum = 19): thresholds from 0.5 down to below the scan.
+LAM = np.array([9.8, 4.2, 1.9, 1.2, 0.65, 0.53, 0.31, 0.17, 0.11, 0.067, 0.018, 0.015, 0.0053, 0.003])
+LAM = np.r_[LAM, 19.0 - LAM.sum() - 1e-4, 1e-4]
+T_K = np.sort(LAM / 19.0)[::-1]
+T_GRID = t_grid({"T": {"max": 1.0, "min": 1e-3, "per_decade": 8}})
+CFG = {"active_threshold": 0.1, "d_eff_eps": [0.05, 0.01, 0.005, 0.001, 1e-4, 1e-5],
+       "meanfield_window": [0.05, 0.5], "n_map_latents": 4}
+# runs stopped short of equilibrium near a threshold: M^2 and rate scaled down
+UNCONVERGED = {(0, T_GRID[4]): 0.4, (1, T_GRID[9]): 0.4, (2, T_GRID[14]): 0.4}
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scan")
+    lat, prn, runs = linear_scan_tables(T_K, T_GRID, seeds=(0, 1, 2), noise=0.01, unconverged=UNCONVERGED)
+    paths = write_run_dirs(root / "runs", lat, prn, runs)
+    latents, pruning, run_table = collect_scan(paths["latents"], paths["pruning"], paths["runs"])
+    pca = pca_table(T_K)
+    spectra, d_eff, summary = analyse_model(latents, pruning, run_table, pca, CFG, "linear")
+    out = root / "analysis"
+    tables = {"latents": latents, "pruning": pruning, "runs": run_table, "spectra": spectra, "d_eff": d_eff,
+              "pca": pca}
+    inputs = {}
+    for name, df in tables.items():
+        inputs[name] = out / f"{name}.parquet"
+        write_parquet(df, inputs[name])
+    inputs["summary"] = out / "summary.json"
+    inputs["summary"].write_text(json.dumps(summary, allow_nan=False))
+    return {"root": root, "inputs": inputs, "summary": summary, "spectra": spectra, "runs": run_table,
+            "d_eff": d_eff, "latents": latents}
+
+
+def resolved(summary):
+    """Ranks whose threshold lies well inside the scan (>= 10 x the coldest T)."""
+    return np.flatnonzero(T_K >= 10 * min(T_GRID))
+
+
+def test_collect_counts(scan):
+    runs = scan["runs"]
+    assert len(runs) == 3 * len(T_GRID)
+    assert int((~runs["converged"]).sum()) == len(UNCONVERGED)
+    assert set(runs.columns) >= {"run_id", "T", "seed", "status", "converged", "test_D_tilde"}
+    s = scan["summary"]["runs"]
+    assert (s["total"], s["converged"], s["unconverged"]) == (len(runs), len(runs) - 3, 3)
+    assert not s["fits_use_unconverged"]
+
+
+def test_thresholds_within_5_percent(scan):
+    s = scan["summary"]
+    ranks = resolved(s)
+    T_c = np.array(s["T_c"], dtype=float)[ranks]
+    np.testing.assert_allclose(T_c, T_K[ranks], rtol=0.05)
+    T_c_m2 = np.array(s["T_c_m2"], dtype=float)[ranks]
+    np.testing.assert_allclose(T_c_m2, T_K[ranks], rtol=0.05)
+    np.testing.assert_allclose(np.array(s["dD"], dtype=float)[ranks], T_K[ranks], rtol=0.05)
+    assert s["pca_relative_error_top5_max"] <= 0.05
+    # every seed on its own too
+    per_seed = scan["spectra"][scan["spectra"]["seed"] != POOLED]
+    for _, g in per_seed.groupby("seed"):
+        np.testing.assert_allclose(g["T_c"].to_numpy(float)[ranks], T_K[ranks], rtol=0.05)
+
+
+def test_headline_numbers(scan):
+    s = scan["summary"]
+    assert s["identity_r2"] > 0.99
+    assert s["rank_agreement"] >= len(resolved(s))
+    mf = s["meanfield"]
+    assert 0.9 <= mf["exponent"] <= 1.1 and mf["stderr"] > 0 and mf["window"] == [0.05, 0.5]
+    assert s["d_eff"]["eps"] == CFG["d_eff_eps"]
+    assert s["d_eff"]["pca"][:3] == s["d_eff"]["model"][:3]  # the linear oracle matches PCA where resolved
+    spread = s["seed_spread"]
+    assert spread["identity_r2"]["n"] == 3 and spread["meanfield_exponent"]["std"] >= 0
+    assert len(spread["T_c"]["std"]) == len(T_K)
+    assert set(scan["d_eff"]["source"]) == {"linear", "pca"}
+
+
+def test_unconverged_runs_are_excluded(scan):
+    """Counting the stopped-short runs as converged must bias the thresholds: proof that they were excluded."""
+    lat = pd.read_parquet(scan["inputs"]["latents"]).assign(converged=True)
+    prn = pd.read_parquet(scan["inputs"]["pruning"])
+    runs = scan["runs"].assign(converged=True)
+    _, _, biased = analyse_model(lat, prn, runs, pca_table(T_K), CFG, "linear")
+    err = lambda s: np.nanmax(np.abs(np.array(s["T_c"], float)[:10] / T_K[:10] - 1))  # noqa: E731
+    assert err(biased) > err(scan["summary"])
+
+
+def test_summary_is_strict_json_and_combines(scan):
+    text = scan["inputs"]["summary"].read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    combined = combine_summaries({"linear": scan["summary"]}, pca_table(T_K),
+                                 {"files": {"wc2.1_10m_bio_1.tif": "ab"}, "source": "local"},
+                                 {"n_land": 808053, "V": 19.0}, CFG)
+    assert set(combined) >= {"models", "pca", "data", "config_hash", "package_versions"}
+    assert combined["data"]["files_sha256"] == {"wc2.1_10m_bio_1.tif": "ab"}
+    json.dumps(combined, allow_nan=False)
+
+
+def test_every_figure_is_drawn(scan, tmp_path):
+    inputs = dict(scan["inputs"])
+    # a small synthetic maps input (the real one comes from latent_maps)
+    lat = np.linspace(89.5, -89.5, 90)
+    lon = np.linspace(-179, 179, 180)
+    field = np.cos(np.deg2rad(lat))[:, None] * np.sin(np.deg2rad(lon))[None, :]
+    mu = np.stack([field, field.T.mean() + field ** 2, -field, field * 0.5]).astype(np.float32)
+    mu[:, :10] = np.nan
+    maps = xr.Dataset({"mu": (("rank", "lat", "lon"), mu)},
+                      coords={"rank": [1, 2, 3, 4], "latent": ("rank", [3, 0, 7, 1]),
+                              "M2": ("rank", [0.99, 0.9, 0.8, 0.5]), "lat": lat, "lon": lon}, attrs={"T": 1e-3})
+    inputs["maps"] = tmp_path / "latent_maps.nc"
+    maps.to_netcdf(inputs["maps"], engine="scipy")
+    corr = pd.DataFrame([{"rank": r, "latent": 0, "M2": 0.9, "variable": f"bio{v}", "long_name": f"variable {v}",
+                          "units": "degC" if v < 12 else "mm", "r": np.sin(r * v)} for r in range(1, 5)
+                         for v in range(1, 20)])
+    inputs["correlations"] = tmp_path / "latent_correlations.parquet"
+    corr.to_parquet(inputs["correlations"])
+    for figure in FIGURES:
+        png, pdf = tmp_path / f"{figure}.png", tmp_path / f"{figure}.pdf"
+        render(figure, inputs, png, pdf, "linear")
+        assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000, figure
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_captions_exist_for_every_figure():
+    from pathlib import Path
+
+    report = Path(__file__).resolve().parents[1] / "workflow" / "report"
+    assert "include:: workflow/report/{{ snakemake.wildcards.figure }}.rst" in (report / "figure.rst").read_text()
+    for figure in FIGURES:
+        text = (report / f"{figure}.rst").read_text()
+        assert "What to look at" in text, figure
+
+
+def test_pca_check_uses_the_training_split_when_present(scan):
+    lat = pd.read_parquet(scan["inputs"]["latents"])
+    prn = pd.read_parquet(scan["inputs"]["pruning"])
+    assert analyse_model(lat, prn, scan["runs"], pca_table(T_K), CFG, "linear")[2]["pca_check"]["split"] == "test"
+    lat_tr = lat[lat["split"] == "test"].assign(split="train")
+    prn_tr = prn[prn["split"] == "test"].assign(split="train")
+    _, _, s = analyse_model(pd.concat([lat, lat_tr]), pd.concat([prn, prn_tr]), scan["runs"], pca_table(T_K), CFG,
+                            "linear")
+    check = s["pca_check"]
+    assert check["split"] == "train" and check["relative_error_top5_max"] <= 0.05
+    assert s["T_c"] == scan["summary"]["T_c"]  # headline numbers stay on the test split
+
+
+def test_drifting_points_are_left_out_of_the_exponent(scan):
+    lat = pd.read_parquet(scan["inputs"]["latents"])
+    prn = pd.read_parquet(scan["inputs"]["pruning"])
+    # M^2 still moving and biased low next to each threshold: must not enter the exponent fit
+    T_c = dict(zip(range(1, len(T_K) + 1), T_K))
+    x = 1 - lat["T"] / lat["rank"].map(T_c)
+    near = (x > 0) & (x < 0.15)
+    lat.loc[near, "M2"] *= 0.3
+    lat.loc[near, "m2_drift"] = 0.2
+    mf = analyse_model(lat, prn, scan["runs"], pca_table(T_K), CFG, "linear")[2]["meanfield"]
+    counted = near & (lat["split"] == "test") & lat["converged"]
+    assert mf["n_drifting_excluded"] == int(counted.sum()) > 0 and 0.9 <= mf["exponent"] <= 1.1
+    mf_all = analyse_model(lat, prn, scan["runs"], pca_table(T_K), {**CFG, "max_m2_drift": 1.0}, "linear")[2]["meanfield"]
+    assert mf_all["exponent"] > 1.1
