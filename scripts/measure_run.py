@@ -17,7 +17,7 @@ sys.stdout = sys.stderr = _log
 try:
     import torch
 
-    from spectral_collapse.measure import measure_tables, write_parquet
+    from spectral_collapse.measure import MEASURED_SPLITS, measure_tables, write_parquet
     from spectral_collapse.provenance import config_hash, package_versions, sha256_file, write_json
     from spectral_collapse.store import load_split
     from spectral_collapse.vae import load_trained
@@ -28,7 +28,7 @@ try:
     summary = json.loads(Path(snakemake.input.summary).read_text())
     verified = json.loads(Path(snakemake.input.verified).read_text())
     active = float(snakemake.config.get("analysis", {}).get("active_threshold", 0.1))
-    splits = {s: load_split(snakemake.input.store, s) for s in ("test", "validation")}
+    splits = {s: load_split(snakemake.input.store, s) for s in MEASURED_SPLITS}
     latents, pruning, totals = measure_tables(
         model, splits,
         V=float(summary["V"]),

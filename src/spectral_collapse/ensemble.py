@@ -187,7 +187,7 @@ def measure_chunk_job(
     write the latents / pruning tables and ``run.json`` (never retrains)."""
     import json
 
-    from .measure import write_parquet
+    from .measure import MEASURED_SPLITS, write_parquet
     from .provenance import package_versions, sha256_file, write_json
     from .store import load_split
     from .vae import load_trained
@@ -196,7 +196,7 @@ def measure_chunk_job(
     model, _ = load_trained(model_path)
     summary = json.loads(Path(summary_path).read_text())
     chunk = ChunkResult(summary=summary, model=model, run_ids=list(summary["run_ids"]))
-    splits = {s: load_split(store, s) for s in ("test", "validation")}
+    splits = {s: load_split(store, s) for s in MEASURED_SPLITS}
     measure_chunk(chunk, splits, model_id=summary["model"], active_threshold=active_threshold)
     write_parquet(chunk.latents, latents_path)
     write_parquet(chunk.pruning, pruning_path)

@@ -23,6 +23,12 @@ CHUNK = 32768
 NOISE_SEED = 20260522
 
 
+# Splits every trained model is measured on. Headline metrics use `test` (STUDY.md section 4); `train`
+# (the training sample the PCA is computed from) is where the linear oracle is exact, so the
+# threshold-vs-lambda_k/V check uses it; `validation` is kept for model selection and diagnostics.
+MEASURED_SPLITS = ("test", "validation", "train")
+
+
 @torch.no_grad()
 def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_threshold: float = 0.1) -> dict[str, np.ndarray]:
     """All measurements of every member on one split; arrays shaped (E, L), (E, L+1) or (E,)."""
