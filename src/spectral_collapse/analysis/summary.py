@@ -1,7 +1,7 @@
 """Everything the study reports for one model, per seed and pooled over seeds, and the combined summary.
 
 `analyse_model` turns the scan tables of one model (contracts.md section 4) and the PCA table into
-`spectra.parquet`, `d_eff.parquet` and the model's `summary.json` (keys: docs/summary_keys.md).
+`spectra.parquet`, `d_eff.parquet` and the model's `summary.json` (keys: README.md, section Summary keys).
 Seed -1 in the tables means "all seeds pooled" (every converged scan point of every seed in one fit);
 the per-seed rows give the spread across seeds.
 """
@@ -261,7 +261,7 @@ def combine_summaries(models: Mapping[str, dict], pca: pd.DataFrame, verified: M
 
     pca = pca.sort_values("k")
     return _clean({
-        "schema": "spectral-collapse summary v1 (docs/summary_keys.md)",
+        "schema": "spectral-collapse summary v1 (README.md, section Summary keys)",
         "models": dict(models),
         "pca": {"k": pca["k"].tolist(), "lambda": pca["lambda"].tolist(),
                 "lambda_over_V": pca["lambda_over_V"].tolist(), "V": float(pca["V"].iloc[0])},
