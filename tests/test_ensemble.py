@@ -26,7 +26,7 @@ import torch
 
 from spectral_collapse.datamodule import ArrayDataModule
 from spectral_collapse.ensemble import member_run_ids, run_chunk, train_chunk
-from spectral_collapse.measure import measure_split
+from spectral_collapse.measure import MEASURED_SPLITS, measure_split
 from spectral_collapse.training import train
 from spectral_collapse.vae import VAE, VAEConfig, negative_elbo_terms
 
@@ -117,7 +117,7 @@ def test_chunk_job_writes_single_run_schema(real_store, tmp_path):
     latents = pd.read_parquet(out / "latents.parquet")
     pruning = pd.read_parquet(out / "pruning.parquet")
     assert sorted(latents.run_id.unique()) == sorted(ids)
-    assert len(latents) == 2 * 2 * 19 and len(pruning) == 2 * 2 * 20  # members x splits x (latents | K)
+    assert len(latents) == 2 * len(MEASURED_SPLITS) * 19 and len(pruning) == 2 * len(MEASURED_SPLITS) * 20  # members x splits x (latents | K)
     # same schema as a single run measured by measure.py
     one = chunk.model.member(0)
     lat1, prn1, _ = measure_tables(one, {"test": np.zeros((4, 19), np.float32)}, V=19.0, run_ids=["x"],

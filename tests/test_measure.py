@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from spectral_collapse.measure import measure_split, measure_tables
+from spectral_collapse.measure import MEASURED_SPLITS, measure_split, measure_tables
 from spectral_collapse.vae import VAE, VAEConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -105,12 +105,12 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     run = json.loads((run_dir / "run.json").read_text())
     assert run["T"] == 0.1 and run["beta"] == pytest.approx(0.1 * run["V"])
     assert run["updates"] <= 400 and run["status"] in ("converged", "budget")
-    assert set(run["totals"]) == {"test", "validation"}
+    assert set(run["totals"]) == set(MEASURED_SPLITS) == {"test", "validation", "train"}
     assert len(run["data_checksums"]) == 19
     lat = pd.read_parquet(run_dir / "latents.parquet")
-    assert list(lat.columns) == LATENT_COLUMNS and len(lat) == 2 * 19
+    assert list(lat.columns) == LATENT_COLUMNS and len(lat) == 3 * 19
     prune = pd.read_parquet(run_dir / "pruning.parquet")
-    assert list(prune.columns) == PRUNING_COLUMNS and len(prune) == 2 * 20
+    assert list(prune.columns) == PRUNING_COLUMNS and len(prune) == 3 * 20
     assert (run_dir / "checkpoints/last.ckpt").is_file() and (run_dir / "logs/metrics.csv").is_file()
     log = (tmp_path / "results/logs/train/linear/T1.0000e-01/seed0.log").read_text()
     assert "step 100/400" in log  # one line per evaluation when not on a terminal
