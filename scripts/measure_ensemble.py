@@ -1,21 +1,18 @@
 """Rule measure_ensemble: per-member latents table, ranked-pruning curve and run.json of a trained chunk.
 
-Measured on the test and validation splits with spectral_collapse.measure (all members at once); the
+Measured on the test, validation and train splits (measure.MEASURED_SPLITS) with spectral_collapse.measure (all members at once); the
 tables have the single-run schema with one run_id per member, and run.json lists the members under `runs`
 (contracts.md section 3). Never retrains.
 """
 
 import json
-import sys
-import traceback
 from pathlib import Path
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-Path(snakemake.log[0]).parent.mkdir(parents=True, exist_ok=True)
-_log = open(snakemake.log[0], "w", buffering=1)
-sys.stdout = sys.stderr = _log
+from spectral_collapse.rulelog import output_to_log
 
-try:
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+
+with output_to_log(snakemake.log[0], append=False):
     import torch
 
     from spectral_collapse.ensemble import measure_chunk_job
@@ -40,7 +37,3 @@ try:
     print(f"[{', '.join(chunk.run_ids)}] measured in {chunk.run['measure_time_s']:.1f} s: "
           + ", ".join(f"T={r['T']:.4g} active={r['totals']['test']['n_active']}" for r in chunk.run["runs"]),
           flush=True)
-except BaseException:
-    traceback.print_exc(file=_log)
-    _log.flush()
-    raise

@@ -1,20 +1,17 @@
 """Rule measure: per-latent table, ranked-pruning curve and run.json of one trained model.
 
-Measured on the test and validation splits (contracts.md section 3); never retrains.
+Measured on the test, validation and train splits (measure.MEASURED_SPLITS) (contracts.md section 3); never retrains.
 """
 
 import json
-import sys
 import time
-import traceback
 from pathlib import Path
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-Path(snakemake.log[0]).parent.mkdir(parents=True, exist_ok=True)
-_log = open(snakemake.log[0], "w", buffering=1)
-sys.stdout = sys.stderr = _log
+from spectral_collapse.rulelog import output_to_log
 
-try:
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+
+with output_to_log(snakemake.log[0], append=False):
     import torch
 
     from spectral_collapse.measure import MEASURED_SPLITS, measure_tables, write_parquet
@@ -59,7 +56,3 @@ try:
     t = totals[0]["test"]
     print(f"[{summary['run_id']}] test: D_tilde={t['D_tilde']:.5f} R={t['R']:.4f} active={t['n_active']} "
           f"in {run['measure_time_s']:.1f} s", flush=True)
-except BaseException:
-    traceback.print_exc(file=_log)
-    _log.flush()
-    raise

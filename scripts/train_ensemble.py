@@ -6,16 +6,11 @@ training summary, one entry per member under `members`, and the members' run_ids
 measures it. A NaN/inf loss raises NonFiniteLossError (run and step named) and nothing is written.
 """
 
-import sys
-import traceback
-from pathlib import Path
+from spectral_collapse.rulelog import output_to_log
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-Path(snakemake.log[0]).parent.mkdir(parents=True, exist_ok=True)
-_log = open(snakemake.log[0], "a", buffering=1)
-sys.stdout = sys.stderr = _log
 
-try:
+with output_to_log(snakemake.log[0], append=True):
     from spectral_collapse.ensemble import train_chunk_job
     from spectral_collapse.provenance import config_hash
 
@@ -39,7 +34,3 @@ try:
     members = s.get("members") or [s]
     print(f"[{name}] done: updates={s['updates']} {s['ms_per_step']:.2f} ms/step for {len(Ts)} points, "
           f"job {s['job_time_s']:.1f} s; " + ", ".join(f"T={m['T']:.4g}:{m['status']}" for m in members), flush=True)
-except BaseException:
-    traceback.print_exc(file=_log)
-    _log.flush()
-    raise

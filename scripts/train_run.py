@@ -5,16 +5,13 @@ stdout/stderr (one line per evaluation) are appended to the rule's log, so a res
 A NaN/inf loss raises NonFiniteLossError (run and step named); nothing is written then.
 """
 
-import sys
-import traceback
 from pathlib import Path
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-Path(snakemake.log[0]).parent.mkdir(parents=True, exist_ok=True)
-_log = open(snakemake.log[0], "a", buffering=1)
-sys.stdout = sys.stderr = _log
+from spectral_collapse.rulelog import output_to_log
 
-try:
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+
+with output_to_log(snakemake.log[0], append=True):
     from spectral_collapse.datamodule import ArrayDataModule
     from spectral_collapse.provenance import config_hash, package_versions, write_json
     from spectral_collapse.scan import t_from_label
@@ -53,7 +50,3 @@ try:
     print(f"[{run_id}] done: status={summary['status']} updates={summary['updates']} "
           f"resumed_from={summary['resumed_from_step']} {summary['ms_per_step']:.2f} ms/step "
           f"wall {summary['wall_time_s']:.1f} s", flush=True)
-except BaseException:
-    traceback.print_exc(file=_log)
-    _log.flush()
-    raise

@@ -30,7 +30,7 @@ rule figure:
         runtime=5,
         mem_mb=2000,
     script:
-        "../../scripts/plot_{wildcards.figure}.py"
+        "../../scripts/plot_figure.py"
 
 
 rule figures:
