@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run run-ci run-slurm run-paper test bench figures report lint clean-venv
+.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag figures report lint clean-venv
 
 venv: $(STAMP)
 
@@ -38,6 +38,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+
+# The training stage of a sweep through Snakemake: one point per job against vectorized chunks (minutes).
+bench-dag: $(STAMP)
+	$(BIN)/python scripts/bench_dag.py
 
 figures: $(STAMP)
 	$(BIN)/snakemake figures $(SNAKEMAKE_ARGS)

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from spectral_collapse import measure as measure_module
 from spectral_collapse.measure import MEASURED_SPLITS, measure_split, measure_tables
 from spectral_collapse.vae import VAE, VAEConfig
 
@@ -63,6 +64,41 @@ def test_measurements_by_hand():
         expected = m["D_tilde_K"][e, 3] * V + (s2 * (W**2).sum(1)).sum()
         assert m["D"][e] == pytest.approx(expected / 2, rel=0.05)
         assert m["D_tilde"][e] == pytest.approx(2 * m["D"][e] / V, rel=1e-9)
+
+
+def _reference_measurements(model: VAE, x: np.ndarray, V: float, chunk: int) -> dict[str, np.ndarray]:
+    """The definitions, computed plainly: one chunk of rows at a time (the sampling noise drawn per chunk
+    from the fixed generator), then one decode of the whole split per pruning level K."""
+    E, L = model.ensemble, model.config.latents
+    xt = torch.as_tensor(x)
+    gen = torch.Generator().manual_seed(measure_module.NOISE_SEED)
+    with torch.no_grad():
+        mu, logvar = model.encode(xt)
+        noise = torch.cat([torch.randn((E, len(xt[s : s + chunk]), L), generator=gen) for s in range(0, len(xt), chunk)], 1)
+        sq = (model.decode(mu + logvar.exp().sqrt() * noise) - xt).double().pow(2).sum(-1).mean(-1)
+        mu2, s2 = mu.double().pow(2).mean(1), logvar.exp().double().mean(1)
+        rank = torch.argsort(torch.argsort(-(mu2 / (mu2 + s2)), dim=1, stable=True), dim=1) + 1
+        pruned = [(model.decode(mu * (rank <= K).float()[:, None, :]) - xt).double().pow(2).sum(-1).mean(-1)
+                  for K in range(L + 1)]
+    return {"mu2": mu2.numpy(), "s2": s2.numpy(), "rank": rank.numpy(), "D": (sq / (2 * model.sigma2.double())).numpy(),
+            "D_tilde_K": (torch.stack(pruned, 1) / V).numpy()}
+
+
+def test_blocked_measurement_is_the_plain_computation(monkeypatch):
+    """measure_split works in cache-sized blocks (blocks that straddle the noise chunks, pruning levels decoded
+    together): the results are those of the plain computation, and do not depend on the block sizes."""
+    torch.manual_seed(3)
+    model = VAE(VAEConfig(family="mlp", n_features=5, latents=4, depth=2, width=8, ensemble=3)).eval()
+    x = np.random.default_rng(2).standard_normal((1000, 5)).astype(np.float32)
+    monkeypatch.setattr(measure_module, "CHUNK", 300)
+    ref = _reference_measurements(model, x, 5.0, chunk=300)
+    for block_rows, min_rows in ((100, 7), (10_000, 1)):  # 33-row blocks (300 = 9 x 33 + 3), or whole chunks
+        monkeypatch.setattr(measure_module, "BLOCK_ROWS", block_rows)
+        monkeypatch.setattr(measure_module, "MIN_BLOCK_ROWS", min_rows)
+        monkeypatch.setattr(measure_module, "MIN_PRUNE_ROWS", min_rows)
+        m = measure_split(model, x, 5.0)
+        for key, expected in ref.items():
+            assert np.allclose(m[key], expected, rtol=1e-5, atol=1e-7), (block_rows, key)
 
 
 def test_tables_schema_and_identifiers():

@@ -21,9 +21,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from . import elbo_grad
 from .vae import VAE, VAEConfig, negative_elbo_terms
 
 VAL_BLOCK = 8192  # rows x members per validation forward pass (a 65536-row chunk's activations overflow the caches)
+VAL_MIN_BLOCK = 256  # rows per validation forward pass at least (smaller blocks pay more per-op overhead)
+VAL_NOISE_CACHE_BYTES = 512 * 2**20  # keep the fixed validation noise between evaluations up to this size
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -35,13 +38,18 @@ class FusedAdam(torch.optim.Adam):
 
     For small models the optimizer's per-tensor Python and kernel-launch overhead, not its arithmetic, is most
     of its cost (issue 6). At construction the given parameters are re-pointed (``p.data``) to views of one
-    contiguous buffer, which is the optimizer's only parameter; each ``step`` gathers the gradients into the
-    buffer's ``.grad`` with one ``cat`` and updates every parameter with one fused Adam call. Adam is
-    elementwise, so this is the same update (lr, betas, eps, bias correction; no weight decay) as separate
-    tensors; members of an ensemble stay independent. Changing ``param_groups[0]["lr"]`` works as usual;
-    the state (``step``, ``exp_avg``, ``exp_avg_sq``) is Adam's, for the flat buffer. Every parameter must
-    get a gradient at every step (true for the VAEs: all parameters enter the loss). Create it after the
-    model is on its device (Lightning's ``configure_optimizers`` is).
+    contiguous buffer, which is the optimizer's only parameter, and a flat gradient buffer of the same layout
+    is allocated. Two ways to supply the gradient:
+
+    - ``step()`` after ``loss.backward()``: the parameters' ``.grad`` are gathered into the buffer (one ``cat``);
+    - ``step_flat()`` after writing the gradient of every parameter into ``grad_view(p)`` (the hand-written
+      backward pass of ``elbo_grad``; no gathering, no ``.grad`` tensors).
+
+    Either way every parameter is updated with one fused Adam call. Adam is elementwise, so this is the same
+    update (lr, betas, eps, bias correction; no weight decay) as separate tensors; members of an ensemble stay
+    independent. Changing ``param_groups[0]["lr"]`` works as usual; the state (``step``, ``exp_avg``,
+    ``exp_avg_sq``) is Adam's, for the flat buffer. Create it after the model is on its device (Lightning's
+    ``configure_optimizers`` is).
     """
 
     def __init__(self, params, lr: float) -> None:
@@ -50,14 +58,21 @@ class FusedAdam(torch.optim.Adam):
             raise ValueError("FusedAdam: no trainable parameters")
         with torch.no_grad():
             flat = torch.cat([p.detach().reshape(-1) for p in views])
+        grad = torch.zeros_like(flat)
+        self._grad_views: dict[int, torch.Tensor] = {}
         offset = 0
         for p in views:
             n = p.numel()
             p.data = flat[offset : offset + n].view_as(p)
+            self._grad_views[id(p)] = grad[offset : offset + n].view_as(p)
             offset += n
         flat = torch.nn.Parameter(flat)
         super().__init__([flat], lr=lr, fused=True)
-        self.flat, self.views = flat, views
+        self.flat, self.views, self.flat_grad = flat, views, grad
+
+    def grad_view(self, p: torch.nn.Parameter) -> torch.Tensor:
+        """The slice of the flat gradient buffer that holds ``p``'s gradient (shape of ``p``)."""
+        return self._grad_views[id(p)]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clears the model parameters' gradients (not only the flat buffer's)."""
@@ -78,20 +93,29 @@ class FusedAdam(torch.optim.Adam):
         if any(g is None for g in grads):
             missing = sum(g is None for g in grads)
             raise RuntimeError(f"FusedAdam: {missing} parameter(s) without a gradient at this step")
-        self.flat.grad = torch.cat([g.reshape(-1) for g in grads])
+        torch.cat([g.reshape(-1) for g in grads], out=self.flat_grad)
+        self._update()
+        return loss
+
+    @torch.no_grad()
+    def step_flat(self) -> None:
+        """One update with the gradient already written into the ``grad_view``s."""
+        self._update()
+
+    def _update(self) -> None:
+        self.flat.grad = self.flat_grad
         group = self.param_groups[0]
         state = self.state[self.flat]
         if not state or torch.is_tensor(group["lr"]) or group["amsgrad"] or group["weight_decay"] or group["maximize"]:
             super().step()  # first step: creates the state exactly as Adam(fused=True) does
-            return loss
+            return
         beta1, beta2 = group["betas"]
         state["step"].add_(1)
         torch._fused_adam_(
-            [self.flat], [self.flat.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
+            [self.flat], [self.flat_grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
             amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
             maximize=False, grad_scale=None, found_inf=None,
         )
-        return loss
 
 
 class BetaVAEModule(pl.LightningModule):
@@ -143,7 +167,7 @@ class BetaVAEModule(pl.LightningModule):
         self.converged_at: list[int | None] = [None] * E
         self.resumed_from_step = 0
         self._reset_running()
-        self._params: list[torch.nn.Parameter] = []
+        self._val_noise: dict[int, torch.Tensor] = {}  # validation_noise's cache (not checkpointed)
 
     # ----------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -177,13 +201,11 @@ class BetaVAEModule(pl.LightningModule):
             loss = loss + lognorm
         return loss, D, R
 
-    def on_train_epoch_start(self) -> None:
-        self._params = [p for p in self.parameters() if p.requires_grad]
-
     def training_step(self, chunk: torch.Tensor, batch_idx: int) -> None:
         """Several updates per call (manual optimization): ``chunk`` is (K, batch, d), K consecutive batches
         of the epoch's permutation (datamodule.IndexedBatches), so Lightning's per-batch machinery runs once
-        per K updates. Each update: loss of every member, backward of their sum, one Adam step."""
+        per K updates. Each update: loss of every member, gradient of their sum (written by hand into the
+        optimizer's flat buffer, elbo_grad), one Adam step."""
         if chunk.dim() == 2:
             chunk = chunk.unsqueeze(0)
         lopt = self.optimizers()
@@ -193,17 +215,22 @@ class BetaVAEModule(pl.LightningModule):
         max_steps = self.trainer.max_steps
         if max_steps is not None and max_steps >= 0:
             n = min(n, max_steps - start)
-        params = self._params or [p for p in self.parameters() if p.requires_grad]
+        learned = self.vae.config.learned_variance
+        if isinstance(opt, FusedAdam):
+            grad_of, step = opt.grad_view, opt.step_flat
+        else:  # pragma: no cover - a device without fused Adam: plain Adam on per-parameter .grad tensors
+            for p in self.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            grad_of, step = (lambda p: p.grad), opt.step
         losses = chunk.new_empty((n, self.vae.ensemble))
         for k in range(n):
-            loss_e, _, _ = self.terms(chunk[k])
-            for p in params:
-                p.grad = None
-            loss_e.sum().backward()
+            fwd = elbo_grad.forward(self.vae, chunk[k], keep=True)
+            elbo_grad.backward(self.vae, fwd, self.beta, grad_of)
             lopt._on_before_step()  # Lightning's step counter (trainer.global_step), as LightningOptimizer.step does
-            opt.step()
+            step()
             lopt._on_after_step()
-            losses[k] = loss_e.detach()
+            losses[k] = fwd.loss(self.beta, learned)
         # One finiteness check per chunk (no per-step host sync); the first bad update is named.
         finite = torch.isfinite(losses).all(dim=1)
         if not bool(finite.all()):
@@ -219,25 +246,38 @@ class BetaVAEModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val = {"n": 0, "loss": 0.0, "D": 0.0, "R": 0.0, "mu2": 0.0, "s2": 0.0}
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        gen = torch.Generator(device=batch.device).manual_seed(987654 + batch_idx)
+    def validation_noise(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """The fixed evaluation noise of validation chunk ``batch_idx``: (E, rows, L) normal draws from a generator
+        seeded with ``987654 + batch_idx``, the same at every evaluation (so successive validation losses are
+        comparable). Drawn once and kept (up to ``VAL_NOISE_CACHE_BYTES`` in all), else drawn again each time."""
         E, L = self.vae.ensemble, self.vae.config.latents
-        noise = torch.randn((E, batch.shape[0], L), generator=gen, device=batch.device)
+        shape = (E, batch.shape[0], L)
+        cached = self._val_noise.get(batch_idx)
+        if cached is not None and tuple(cached.shape) == shape and cached.device == batch.device:
+            return cached
+        gen = torch.Generator(device=batch.device).manual_seed(987654 + batch_idx)
+        noise = torch.randn(shape, generator=gen, device=batch.device)
+        held = sum(t.numel() * t.element_size() for t in self._val_noise.values())
+        if held + noise.numel() * noise.element_size() <= VAL_NOISE_CACHE_BYTES:
+            self._val_noise[batch_idx] = noise
+        return noise
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        noise = self.validation_noise(batch, batch_idx)
         acc = self._val
         # The chunk's noise is drawn at once (so it does not depend on the block size); the forward pass runs
-        # in cache-sized blocks and encodes each block once (mu, logvar reused by the loss).
-        block = max(1024, VAL_BLOCK // E)  # activations (E, block, width) of about the same size for any E
+        # in cache-sized blocks (elbo_grad.forward: the loss expressions, no graph, activations overwritten).
+        block = max(VAL_MIN_BLOCK, VAL_BLOCK // self.vae.ensemble)  # activations (E, block, width) of about one size
         for start in range(0, batch.shape[0], block):
             xb = batch[start : start + block]
-            mu, logvar = self.vae.encode(xb)
-            loss, D, R = self.terms(xb, noise[:, start : start + block], encoded=(mu, logvar))
+            fwd = elbo_grad.forward(self.vae, xb, noise[:, start : start + block])
             n = xb.shape[0]
             acc["n"] += n
-            acc["loss"] = acc["loss"] + loss * n
-            acc["D"] = acc["D"] + D * n
-            acc["R"] = acc["R"] + R * n
-            acc["mu2"] = acc["mu2"] + mu.pow(2).sum(1)
-            acc["s2"] = acc["s2"] + logvar.exp().sum(1)
+            acc["loss"] = acc["loss"] + fwd.loss(self.beta, self.vae.config.learned_variance) * n
+            acc["D"] = acc["D"] + fwd.D * n
+            acc["R"] = acc["R"] + fwd.R * n
+            acc["mu2"] = acc["mu2"] + fwd.mu.pow(2).sum(1)
+            acc["s2"] = acc["s2"] + fwd.var.sum(1)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

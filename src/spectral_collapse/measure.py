@@ -17,10 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .allocator import keep_freed_memory
 from .vae import VAE
 
-CHUNK = 32768
+CHUNK = 32768  # rows per draw of the sampling noise (fixes which noise each row gets)
 NOISE_SEED = 20260522
+BLOCK_ROWS = 8192  # rows x members (x pruning levels) per forward pass: activations that stay in cache
+MIN_BLOCK_ROWS = 256
+MIN_PRUNE_ROWS = 32
 
 
 # Splits every trained model is measured on. Headline metrics use `test` (STUDY.md section 4); `train`
@@ -31,7 +35,14 @@ MEASURED_SPLITS = ("test", "validation", "train")
 
 @torch.no_grad()
 def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_threshold: float = 0.1) -> dict[str, np.ndarray]:
-    """All measurements of every member on one split; arrays shaped (E, L), (E, L+1) or (E,)."""
+    """All measurements of every member on one split; arrays shaped (E, L), (E, L+1) or (E,).
+
+    Two passes over the split. (1) Posterior moments and the sampled distortion D, in blocks of rows that
+    keep the activations of all members in cache; the sampling noise is drawn per CHUNK rows with a fixed
+    generator, so D does not depend on the block size. (2) The ranked-pruning curve: for each block, the
+    L + 1 pruned copies of its posterior means (rank > K set to 0, K = 0..L) are decoded in one call.
+    """
+    keep_freed_memory()  # no page faults on every block's activations (allocator.py)
     model = model.eval()
     device = model.log_sigma2.device
     x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not torch.is_tensor(x) else x, device=device)
@@ -43,33 +54,37 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     logs2 = torch.zeros_like(mu2)
     kl = torch.zeros_like(mu2)
     sq_sample = torch.zeros(E, dtype=torch.float64, device=device)
-    mus = []
+    mus = torch.empty((E, n, L), device=device)
+    block = max(MIN_BLOCK_ROWS, BLOCK_ROWS // E)
     for start in range(0, n, CHUNK):
-        xb = x[start : start + CHUNK]
-        mu, logvar = model.encode(xb)
-        var = logvar.exp()
-        mu2 += mu.pow(2).sum(1, dtype=torch.float64)
-        s2 += var.sum(1, dtype=torch.float64)
-        logs2 += logvar.sum(1, dtype=torch.float64)
-        kl += (0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(1, dtype=torch.float64)
-        noise = torch.randn(mu.shape, generator=gen, device=device)
-        x_hat = model.decode(mu + var.sqrt() * noise)
-        sq_sample += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
-        mus.append(mu)
+        rows = min(CHUNK, n - start)
+        noise = torch.randn((E, rows, L), generator=gen, device=device)
+        for b in range(0, rows, block):
+            xb = x[start + b : start + min(b + block, rows)]
+            mu, logvar = model.encode(xb)
+            var = logvar.exp()
+            mu2 += mu.pow(2).sum(1, dtype=torch.float64)
+            s2 += var.sum(1, dtype=torch.float64)
+            logs2 += logvar.sum(1, dtype=torch.float64)
+            kl += (0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(1, dtype=torch.float64)
+            x_hat = model.decode(mu + var.sqrt() * noise[:, b : b + block])
+            sq_sample += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
+            mus[:, start + b : start + b + xb.shape[0]] = mu
     mu2, s2, logs2, kl = mu2 / n, s2 / n, logs2 / n, kl / n
     m2 = mu2 / (mu2 + s2)
     # rank 1 = largest M^2 (stable sort, ties by latent index)
     order = torch.argsort(-m2, dim=1, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(1, L + 1, device=device).expand(E, L).contiguous())
-    # ranked pruning
+    # ranked pruning: keep[e, K, 0, k] = 1 if latent k of member e has rank <= K
+    keep = (rank[:, None, None, :] <= torch.arange(L + 1, device=device)[None, :, None, None]).to(mus.dtype)
     sq_pruned = torch.zeros(E, L + 1, dtype=torch.float64, device=device)
-    for K in range(L + 1):
-        keep = (rank <= K).to(torch.float32).unsqueeze(1)  # (E, 1, L)
-        for i, start in enumerate(range(0, n, CHUNK)):
-            xb = x[start : start + CHUNK]
-            x_hat = model.decode(mus[i] * keep)
-            sq_pruned[:, K] += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
+    block = max(MIN_PRUNE_ROWS, BLOCK_ROWS // (E * (L + 1)))
+    for start in range(0, n, block):
+        xb = x[start : start + block]
+        z = mus[:, None, start : start + block] * keep  # (E, L + 1, rows, L)
+        x_hat = model.decode(z.view(E, -1, L)).view(E, L + 1, xb.shape[0], -1)
+        sq_pruned += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
     sigma2 = model.sigma2.double()
     D = sq_sample / n / (2.0 * sigma2)
     out = {

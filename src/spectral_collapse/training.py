@@ -33,6 +33,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from .allocator import keep_freed_memory
 from .datamodule import ArrayDataModule
 from .provenance import config_hash
 from .lightning_module import BetaVAEModule, NonFiniteLossError  # noqa: F401  (re-exported)
@@ -131,6 +132,7 @@ def train(
     t_start = time.perf_counter()
     if threads:
         torch.set_num_threads(int(threads))
+    keep_freed_memory()  # no page faults on every update's activations (allocator.py)
     st = training_settings_from(settings)
     Ts = [float(t) for t in (T if isinstance(T, (list, tuple, np.ndarray)) else [T])]
     cfg = vae if isinstance(vae, VAEConfig) else VAEConfig(**{"n_features": data.n_features, **dict(vae)})

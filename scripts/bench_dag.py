@@ -1,0 +1,110 @@
+"""`make bench-dag`: the whole training stage of a sweep through Snakemake, one scan point per job against
+vectorized chunks: what `scan.points_per_job` buys a laptop user, measured end to end.
+
+`make bench` times single training jobs; a sweep through the DAG also pays Snakemake's job launches and the
+measurement jobs (one per point, or one per chunk). This script runs the `training` target (every scan point
+trained and measured) of the MLP family over config.yaml's T grid twice, in two fresh working folders that
+share nothing but the WorldClim rasters:
+
+- one point per job (`points_per_job: 1`, the default layout);
+- chunks of ceil(points / cores) points, so that both layouts keep every core busy.
+
+Both use profiles/default (one thread per training job) with `--cores` BENCH_DAG_CORES, the same update
+budget BENCH_DAG_UPDATES for every point (early stopping off: patience = the whole budget), and the
+config's model. Printed: wall time of each layout, the summed job times of its train and measure rules
+(Snakemake's benchmark files), and the ratio. Takes about 2-5 minutes here.
+
+Environment: WORLDCLIM_DIR (default ../shared/worldclim/wc2.1_10m_bio), BENCH_DAG_UPDATES (1000),
+BENCH_DAG_CORES (2: profiles/default's core count).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WORLDCLIM = REPO.parent / "shared" / "worldclim" / "wc2.1_10m_bio"
+UPDATES = int(os.environ.get("BENCH_DAG_UPDATES", 1000))
+CORES = int(os.environ.get("BENCH_DAG_CORES", 2))
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+
+def out(name: str, value, note: str = "") -> None:
+    print(f"{name}: {value}" + (f"  ({note})" if note else ""), flush=True)
+
+
+def bench_config(config: dict, points_per_job: int, worldclim: Path) -> dict:
+    """config.yaml with the MLP family only, a fixed budget for every point, and the chosen layout (a whole
+    config: with `-d`, the Snakefile's relative `configfile:` would be looked up in the working folder)."""
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in config.items()}
+    out["data"]["worldclim_dir"] = str(worldclim)
+    out["scan"].update({"families": ["mlp"], "points_per_job": points_per_job})
+    out["training"].update({"max_updates": UPDATES, "patience_fraction": 1.0})
+    return out
+
+
+def snakemake(workdir: Path, target: str) -> float:
+    """Run one target in `workdir` with the repository's Snakefile and profile; its wall time in seconds."""
+    cmd = [str(SNAKEMAKE), target, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(workdir / "bench.yaml"), "--cores", str(CORES), "--quiet", "all"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench-dag: `{' '.join(cmd)}` failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return wall
+
+
+def job_seconds(workdir: Path, rule: str) -> tuple[float, int]:
+    """Sum and count of the job times Snakemake recorded for one rule (its `benchmark:` files)."""
+    total, n = 0.0, 0
+    for tsv in (workdir / "results" / "benchmarks" / rule).rglob("*.tsv"):
+        rows = list(csv.DictReader(tsv.open(), delimiter="\t"))
+        total += float(rows[-1]["s"])
+        n += 1
+    return total, n
+
+
+def main() -> None:
+    from spectral_collapse.scan import t_grid
+
+    worldclim = Path(os.environ.get("WORLDCLIM_DIR") or DEFAULT_WORLDCLIM).expanduser().resolve()
+    if not (worldclim / "wc2.1_10m_bio_1.tif").is_file():
+        sys.exit(f"bench-dag: WorldClim rasters not found in {worldclim}; set WORLDCLIM_DIR to the folder holding "
+                 "wc2.1_10m_bio_1.tif ... wc2.1_10m_bio_19.tif")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    n_points = len(t_grid(config["scan"]))
+    chunk = math.ceil(n_points / CORES)
+    depth = config["models"]["mlp"]["depths"][0]
+    out("bench_dag", f"{os.cpu_count()} CPU cores, snakemake --cores {CORES}, profiles/default; model mlp-d{depth}, "
+        f"{n_points} scan points (config.yaml's T grid), {UPDATES} updates each; load average at start "
+        f"{os.getloadavg()[0]:.2f}")
+    walls = {}
+    with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmpname:
+        for name, ppj in (("one_point_per_job", 1), ("vectorized", chunk)):
+            workdir = Path(tmpname) / name
+            workdir.mkdir()
+            (workdir / "bench.yaml").write_text(yaml.safe_dump(bench_config(config, ppj, worldclim)))
+            snakemake_data = snakemake(workdir, "data")  # store built untimed (the same for both layouts)
+            walls[name] = snakemake(workdir, "training")
+            train_rule, measure_rule = ("train", "measure") if ppj == 1 else ("train_ensemble", "measure_ensemble")
+            t_train, n_train = job_seconds(workdir, train_rule)
+            t_measure, n_measure = job_seconds(workdir, measure_rule)
+            out(f"dag_{name}_s", f"{walls[name]:.1f}",
+                f"points_per_job {ppj}: {n_train} {train_rule} jobs ({t_train:.1f} s summed) + {n_measure} "
+                f"{measure_rule} jobs ({t_measure:.1f} s summed) on {CORES} cores; data target {snakemake_data:.1f} s, untimed")
+    out("dag_sweep_throughput_ratio", f"{walls['one_point_per_job'] / walls['vectorized']:.2f}",
+        f"wall time of one point per job / vectorized chunks of {chunk}, training target, {UPDATES} updates per point")
+
+
+if __name__ == "__main__":
+    main()
