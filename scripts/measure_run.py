@@ -14,6 +14,7 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 with output_to_log(snakemake.log[0], append=False):
     import torch
 
+    from spectral_collapse.allocator import keep_freed_memory
     from spectral_collapse.measure import MEASURED_SPLITS, measure_tables, write_parquet
     from spectral_collapse.provenance import config_hash, package_versions, sha256_file, write_json
     from spectral_collapse.store import load_split
@@ -21,6 +22,7 @@ with output_to_log(snakemake.log[0], append=False):
 
     start = time.perf_counter()
     torch.set_num_threads(max(int(snakemake.threads), 1))
+    keep_freed_memory()  # no page faults on every block's activations (allocator.py)
     model, meta = load_trained(snakemake.input.model)
     summary = json.loads(Path(snakemake.input.summary).read_text())
     verified = json.loads(Path(snakemake.input.verified).read_text())

@@ -101,6 +101,14 @@ def test_blocked_measurement_is_the_plain_computation(monkeypatch):
             assert np.allclose(m[key], expected, rtol=1e-5, atol=1e-7), (block_rows, key)
 
 
+def test_float64_model_is_measured_in_float64():
+    model = linear_model().double()
+    x = torch.as_tensor(np.random.default_rng(4).standard_normal((300, 4)))
+    m = measure_split(model, x, 4.0)
+    mu = model.encode(x)[0].detach()
+    assert np.allclose(m["mu2"], mu.pow(2).mean(1).numpy(), rtol=1e-12)
+
+
 def test_tables_schema_and_identifiers():
     model = linear_model()
     x = np.random.default_rng(1).standard_normal((500, 4)).astype(np.float32)

@@ -20,14 +20,21 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's ceiling for this setting on 64-bit systems
 TRIM_THRESHOLD_BYTES = 1 * 2**30
 
-_done = False
+_result: bool | None = None  # None: not tried yet in this process
 
 
 def keep_freed_memory() -> bool:
-    """Set the thresholds once per process (glibc on Linux only; elsewhere a no-op). True when set."""
-    global _done
-    if _done:
-        return True
+    """Set the thresholds, once per process (glibc on Linux only; elsewhere a no-op). True when set.
+
+    A process-wide setting: called by the job entry points (``training.train``, the measurement jobs and the
+    benchmark), not by library functions that a notebook might call."""
+    global _result
+    if _result is None:
+        _result = _set_thresholds()
+    return _result
+
+
+def _set_thresholds() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -36,5 +43,4 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-    return _done
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))

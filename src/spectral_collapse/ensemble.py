@@ -192,6 +192,9 @@ def measure_chunk_job(
     from .store import load_split
     from .vae import load_trained
 
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # a job: no page faults on every block's activations (allocator.py)
     start = time.perf_counter()
     model, _ = load_trained(model_path)
     summary = json.loads(Path(summary_path).read_text())

@@ -186,6 +186,9 @@ class BetaVAEModule(pl.LightningModule):
         if dm is not None and hasattr(dm, "place"):
             dm.place(self.device)
 
+    def on_fit_end(self) -> None:
+        self._val_noise.clear()  # up to VAL_NOISE_CACHE_BYTES, not needed once training is over
+
     def on_train_start(self) -> None:
         if self.all_converged:
             self.trainer.should_stop = True  # a finished run restarted from its last checkpoint
@@ -252,9 +255,12 @@ class BetaVAEModule(pl.LightningModule):
         comparable). Drawn once and kept (up to ``VAL_NOISE_CACHE_BYTES`` in all), else drawn again each time."""
         E, L = self.vae.ensemble, self.vae.config.latents
         shape = (E, batch.shape[0], L)
-        cached = self._val_noise.get(batch_idx)
+        cached = self._val_noise.pop(batch_idx, None)
         if cached is not None and tuple(cached.shape) == shape and cached.device == batch.device:
+            self._val_noise[batch_idx] = cached
             return cached
+        # other shape or device (new data, moved model): drawn again, and nothing kept for another device
+        self._val_noise = {k: v for k, v in self._val_noise.items() if v.device == batch.device}
         gen = torch.Generator(device=batch.device).manual_seed(987654 + batch_idx)
         noise = torch.randn(shape, generator=gen, device=batch.device)
         held = sum(t.numel() * t.element_size() for t in self._val_noise.values())

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .allocator import keep_freed_memory
 from .vae import VAE
 
 CHUNK = 32768  # rows per draw of the sampling noise (fixes which noise each row gets)
@@ -42,7 +41,6 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     generator, so D does not depend on the block size. (2) The ranked-pruning curve: for each block, the
     L + 1 pruned copies of its posterior means (rank > K set to 0, K = 0..L) are decoded in one call.
     """
-    keep_freed_memory()  # no page faults on every block's activations (allocator.py)
     model = model.eval()
     device = model.log_sigma2.device
     x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not torch.is_tensor(x) else x, device=device)
@@ -54,7 +52,7 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     logs2 = torch.zeros_like(mu2)
     kl = torch.zeros_like(mu2)
     sq_sample = torch.zeros(E, dtype=torch.float64, device=device)
-    mus = torch.empty((E, n, L), device=device)
+    mus = None  # (E, n, L) posterior means, allocated with the model's dtype at the first block
     block = max(MIN_BLOCK_ROWS, BLOCK_ROWS // E)
     for start in range(0, n, CHUNK):
         rows = min(CHUNK, n - start)
@@ -69,6 +67,8 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
             kl += (0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(1, dtype=torch.float64)
             x_hat = model.decode(mu + var.sqrt() * noise[:, b : b + block])
             sq_sample += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
+            if mus is None:
+                mus = mu.new_empty((E, n, L))
             mus[:, start + b : start + b + xb.shape[0]] = mu
     mu2, s2, logs2, kl = mu2 / n, s2 / n, logs2 / n, kl / n
     m2 = mu2 / (mu2 + s2)
