@@ -65,6 +65,15 @@ def out(name: str, value, note: str = "") -> None:
     print(f"{name}: {value}" + (f"  ({note})" if note else ""), flush=True)
 
 
+def worldclim_folder(prog: str) -> Path:
+    """$WORLDCLIM_DIR, else the shared copy next to the repository; exits naming the variable if it holds no rasters."""
+    folder = Path(os.environ.get("WORLDCLIM_DIR") or DEFAULT_WORLDCLIM).expanduser().resolve()
+    if not (folder / "wc2.1_10m_bio_1.tif").is_file():
+        sys.exit(f"{prog}: WorldClim rasters not found in {folder}; set WORLDCLIM_DIR to the folder holding "
+                 "wc2.1_10m_bio_1.tif ... wc2.1_10m_bio_19.tif")
+    return folder
+
+
 def load_config() -> dict:
     import yaml
 
@@ -341,10 +350,7 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
 def main() -> None:
     quiet()
     t_bench = time.perf_counter()
-    worldclim = Path(os.environ.get("WORLDCLIM_DIR") or DEFAULT_WORLDCLIM).expanduser().resolve()
-    if not (worldclim / "wc2.1_10m_bio_1.tif").is_file():
-        sys.exit(f"bench: WorldClim rasters not found in {worldclim}; set WORLDCLIM_DIR to the folder holding "
-                 "wc2.1_10m_bio_1.tif ... wc2.1_10m_bio_19.tif")
+    worldclim = worldclim_folder("bench")
     import numpy as np
     import torch
 

@@ -31,17 +31,12 @@ import time
 from pathlib import Path
 
 import yaml
+from bench import REPO, load_config, out, worldclim_folder  # scripts/bench.py: `make bench`'s helpers
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WORLDCLIM = REPO.parent / "shared" / "worldclim" / "wc2.1_10m_bio"
 UPDATES = int(os.environ.get("BENCH_DAG_UPDATES", 1000))
 CORES = int(os.environ.get("BENCH_DAG_CORES", 2))
 ROUNDS = int(os.environ.get("BENCH_DAG_ROUNDS", 1))
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-
-
-def out(name: str, value, note: str = "") -> None:
-    print(f"{name}: {value}" + (f"  ({note})" if note else ""), flush=True)
 
 
 def bench_config(config: dict, points_per_job: int, worldclim: Path) -> dict:
@@ -83,11 +78,8 @@ def job_seconds(workdir: Path, rule: str) -> tuple[float, int]:
 def main() -> None:
     from spectral_collapse.scan import t_grid
 
-    worldclim = Path(os.environ.get("WORLDCLIM_DIR") or DEFAULT_WORLDCLIM).expanduser().resolve()
-    if not (worldclim / "wc2.1_10m_bio_1.tif").is_file():
-        sys.exit(f"bench-dag: WorldClim rasters not found in {worldclim}; set WORLDCLIM_DIR to the folder holding "
-                 "wc2.1_10m_bio_1.tif ... wc2.1_10m_bio_19.tif")
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    worldclim = worldclim_folder("bench-dag")
+    config = load_config()
     n_points = len(t_grid(config["scan"]))
     chunk = math.ceil(n_points / CORES)
     models = ", ".join(f"mlp-d{d}" for d in config["models"]["mlp"]["depths"])

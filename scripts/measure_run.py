@@ -1,6 +1,6 @@
 """Rule measure: per-latent table, ranked-pruning curve and run.json of one trained model.
 
-Measured on the test, validation and train splits (measure.MEASURED_SPLITS) (contracts.md section 3); never retrains.
+Measured on the test, validation and train splits (measure.MEASURED_SPLITS; contracts.md section 3); never retrains.
 """
 
 import json

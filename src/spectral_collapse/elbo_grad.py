@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch.nn.functional import silu
 
-from .vae import VAE, EnsembleLinear, EnsembleMLP
+from .vae import VAE, EnsembleLinear, EnsembleMLP, as_members
 
 GradOf = Callable[[torch.nn.Parameter], torch.Tensor]
 
@@ -49,39 +49,36 @@ class Forward:
     saved: dict = field(default_factory=dict)  # per-network layer inputs and pre-activations
 
     def loss(self, beta: torch.Tensor, learned_variance: bool) -> torch.Tensor:
-        """loss_e = D_e + beta_e R_e (+ lognorm_e when sigma_dec^2 is learned): ``BetaVAEModule.terms``."""
-        loss = self.D + beta * self.R
-        return loss + self.lognorm if learned_variance else loss
+        return beta_vae_loss(self.D, self.R, self.lognorm, beta, learned_variance)
 
 
-def _as_members(x: torch.Tensor, E: int) -> torch.Tensor:
-    return x.unsqueeze(0).expand(E, -1, -1) if x.dim() == 2 else x
+def beta_vae_loss(D: torch.Tensor, R: torch.Tensor, lognorm: torch.Tensor, beta: torch.Tensor,
+                  learned_variance: bool) -> torch.Tensor:
+    """loss_e = D_e + beta_e R_e, plus (d/2) log sigma_dec^2_e when sigma_dec^2 is learned (STUDY.md section 2)."""
+    loss = D + beta * R
+    return loss + lognorm if learned_variance else loss
 
 
-def _linear_forward(layer: EnsembleLinear, h: torch.Tensor) -> torch.Tensor:
-    return torch.baddbmm(layer.bias, _as_members(h, layer.weight.shape[0]), layer.weight)
-
-
-def _mlp_forward(mlp: EnsembleMLP, h: torch.Tensor, keep: bool) -> tuple[torch.Tensor, list, list]:
-    """Output of the MLP; with ``keep`` also every layer's input and every hidden pre-activation."""
-    h = _as_members(h, mlp.out.weight.shape[0])
+def _mlp_forward(mlp: EnsembleMLP, h: torch.Tensor, keep: bool) -> tuple[torch.Tensor, tuple]:
+    """Output of the MLP and, with ``keep``, what its backward pass needs: every layer's input and every
+    hidden pre-activation. Without ``keep`` this is ``EnsembleMLP.forward`` (no graph: SiLU in place)."""
+    if not keep:
+        return mlp.forward(h), ()
+    h = as_members(h, mlp.out.weight.shape[0])
     inputs, pres = [], []
     for layer in mlp.hidden:
         pre = torch.baddbmm(layer.bias, h, layer.weight)
-        if keep:
-            inputs.append(h)
-            pres.append(pre)
-            h = silu(pre)
-        else:
-            h = silu(pre, inplace=True)  # evaluation only: the pre-activation is not needed again
+        inputs.append(h)
+        pres.append(pre)
+        h = silu(pre)
     inputs.append(h)
-    return torch.baddbmm(mlp.out.bias, h, mlp.out.weight), inputs, pres
+    return torch.baddbmm(mlp.out.bias, h, mlp.out.weight), (inputs, pres)
 
 
 def _linear_backward(layer: EnsembleLinear, h: torch.Tensor, g: torch.Tensor, grad_of: GradOf,
                      need_input_grad: bool) -> torch.Tensor | None:
     """Writes d/dweight and d/dbias of y = h W + b given g = dJ/dy; returns dJ/dh if asked."""
-    torch.bmm(_as_members(h, g.shape[0]).transpose(1, 2), g, out=grad_of(layer.weight))
+    torch.bmm(as_members(h, g.shape[0]).transpose(1, 2), g, out=grad_of(layer.weight))
     torch.sum(g, dim=1, keepdim=True, out=grad_of(layer.bias))
     return torch.bmm(g, layer.weight.transpose(1, 2)) if need_input_grad else None
 
@@ -104,11 +101,10 @@ def forward(model: VAE, x: torch.Tensor, noise: torch.Tensor | None = None, keep
     cfg = model.config
     saved: dict = {}
     if cfg.family == "linear":
-        mu = _linear_forward(model.enc_mu, x)
+        mu = model.enc_mu.forward(x)
         logvar = model.enc_logvar.expand_as(mu)
     else:
-        h, inputs, pres = _mlp_forward(model.enc, x, keep)
-        saved["enc"] = (inputs, pres)
+        h, saved["enc"] = _mlp_forward(model.enc, x, keep)
         mu, logvar = h[..., : cfg.latents], h[..., cfg.latents :]
     if noise is None:
         noise = torch.randn_like(mu)
@@ -118,10 +114,9 @@ def forward(model: VAE, x: torch.Tensor, noise: torch.Tensor | None = None, keep
     var = logvar.exp()
     R = (0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(-1).mean(-1)
     if cfg.family == "linear":
-        x_hat = _linear_forward(model.dec, z)
+        x_hat = model.dec.forward(z)
     else:
-        x_hat, inputs, pres = _mlp_forward(model.dec, z, keep)
-        saved["dec"] = (inputs, pres)
+        x_hat, saved["dec"] = _mlp_forward(model.dec, z, keep)
     diff = x_hat - x
     sq = diff.pow(2).sum(-1).mean(-1)
     sigma2 = model.sigma2

@@ -189,10 +189,9 @@ def measure_chunk_job(
 
     from .measure import MEASURED_SPLITS, write_parquet
     from .provenance import package_versions, sha256_file, write_json
+    from .allocator import keep_freed_memory
     from .store import load_split
     from .vae import load_trained
-
-    from .allocator import keep_freed_memory
 
     keep_freed_memory()  # a job: no page faults on every block's activations (allocator.py)
     start = time.perf_counter()

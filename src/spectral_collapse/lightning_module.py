@@ -199,10 +199,7 @@ class BetaVAEModule(pl.LightningModule):
 
     def terms(self, x: torch.Tensor, noise: torch.Tensor | None = None, encoded=None):
         D, R, lognorm = negative_elbo_terms(self.vae, x, noise, encoded=encoded)
-        loss = D + self.beta * R
-        if self.vae.config.learned_variance:
-            loss = loss + lognorm
-        return loss, D, R
+        return elbo_grad.beta_vae_loss(D, R, lognorm, self.beta, self.vae.config.learned_variance), D, R
 
     def training_step(self, chunk: torch.Tensor, batch_idx: int) -> None:
         """Several updates per call (manual optimization): ``chunk`` is (K, batch, d), K consecutive batches
@@ -255,12 +252,11 @@ class BetaVAEModule(pl.LightningModule):
         comparable). Drawn once and kept (up to ``VAL_NOISE_CACHE_BYTES`` in all), else drawn again each time."""
         E, L = self.vae.ensemble, self.vae.config.latents
         shape = (E, batch.shape[0], L)
-        cached = self._val_noise.pop(batch_idx, None)
+        cached = self._val_noise.get(batch_idx)
         if cached is not None and tuple(cached.shape) == shape and cached.device == batch.device:
-            self._val_noise[batch_idx] = cached
             return cached
         # other shape or device (new data, moved model): drawn again, and nothing kept for another device
-        self._val_noise = {k: v for k, v in self._val_noise.items() if v.device == batch.device}
+        self._val_noise = {k: v for k, v in self._val_noise.items() if k != batch_idx and v.device == batch.device}
         gen = torch.Generator(device=batch.device).manual_seed(987654 + batch_idx)
         noise = torch.randn(shape, generator=gen, device=batch.device)
         held = sum(t.numel() * t.element_size() for t in self._val_noise.values())

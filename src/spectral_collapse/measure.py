@@ -52,7 +52,7 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     logs2 = torch.zeros_like(mu2)
     kl = torch.zeros_like(mu2)
     sq_sample = torch.zeros(E, dtype=torch.float64, device=device)
-    mus = None  # (E, n, L) posterior means, allocated with the model's dtype at the first block
+    mus = torch.empty((E, n, L), dtype=model.log_sigma2.dtype, device=device)  # posterior means, model's dtype
     block = max(MIN_BLOCK_ROWS, BLOCK_ROWS // E)
     for start in range(0, n, CHUNK):
         rows = min(CHUNK, n - start)
@@ -67,8 +67,6 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
             kl += (0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(1, dtype=torch.float64)
             x_hat = model.decode(mu + var.sqrt() * noise[:, b : b + block])
             sq_sample += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
-            if mus is None:
-                mus = mu.new_empty((E, n, L))
             mus[:, start + b : start + b + xb.shape[0]] = mu
     mu2, s2, logs2, kl = mu2 / n, s2 / n, logs2 / n, kl / n
     m2 = mu2 / (mu2 + s2)

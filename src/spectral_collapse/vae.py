@@ -69,6 +69,11 @@ class VAEConfig:
         )
 
 
+def as_members(x: torch.Tensor, ensemble: int) -> torch.Tensor:
+    """A shared input (B, in) as (E, B, in) without a copy; an (E, B, in) input unchanged."""
+    return x.unsqueeze(0).expand(ensemble, -1, -1) if x.dim() == 2 else x
+
+
 class EnsembleLinear(nn.Module):
     """``E`` independent affine maps: ``y[e] = x[e] @ weight[e] + bias[e]``."""
 
@@ -86,9 +91,7 @@ class EnsembleLinear(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:  # shared input: (B, in) -> (E, B, in) without a copy
-            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
-        return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias, as_members(x, self.weight.shape[0]), self.weight)
 
 
 class EnsembleMLP(nn.Module):
@@ -107,8 +110,7 @@ class EnsembleMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The same ops as calling the layers and the activation modules, without nn.Module.__call__ per layer
         # (its overhead is a sizeable part of a small model's step; issue 6).
-        if x.dim() == 2:  # shared input: (B, in) -> (E, B, in) without a copy
-            x = x.unsqueeze(0).expand(self.out.weight.shape[0], -1, -1)
+        x = as_members(x, self.out.weight.shape[0])
         silu = torch.nn.functional.silu
         inplace = not torch.is_grad_enabled()  # no graph: overwrite the fresh pre-activation (one tensor less)
         for layer in self.hidden:
