@@ -298,3 +298,20 @@ def store_V(path: str | os.PathLike) -> float:
     """V: total variance of the standardized training sample (the normalization of T)."""
     with open_store(path) as ds:
         return float(ds.attrs["V"])
+
+
+def load_weights(path: str | os.PathLike, split: str) -> np.ndarray:
+    """Per-sample weights of one split, float64 (n,): what a mean over that split weighs each row by.
+
+    Held-out splits (validation, test) hold every land cell of their blocks once, so a mean over them must
+    weigh each cell by its area (~cos latitude; docs/science.md section 4): the weight is the stored cell
+    area. The training split is already an area-weighted sample (cells drawn with probability
+    proportional to area), so its rows weigh 1 each.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    with open_store(path) as ds:
+        n = ds.sizes[f"{split}_sample"]
+        if split == "train":
+            return np.ones(n, dtype=np.float64)
+        return np.asarray(ds[f"{split}_area"].values, dtype=np.float64)
