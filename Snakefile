@@ -2,7 +2,7 @@
 # Default target: the whole study for the config (laptop preset: config.yaml).
 # Presets: --configfile presets/ci.yaml | presets/paper.yaml. Profiles: profiles/default (used
 # automatically), profiles/slurm (--workflow-profile profiles/slurm).
-from snakemake.utils import min_version
+from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
@@ -10,10 +10,13 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# Every key checked, and every default filled in, from the one schema (workflow/schemas).
+validate(config, schema="workflow/schemas/config.schema.yaml")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 

@@ -37,7 +37,7 @@ def test_measurements_by_hand():
     model = linear_model()
     x = np.random.default_rng(0).standard_normal((1000, 4)).astype(np.float32) * [3, 2, 1, 0.5]
     V = float(x.var(0).sum())
-    m = measure_split(model, x, V)
+    m = measure_split(model, x, V, 0.1)
     for e in range(2):
         C, c = model.enc_mu.weight[e].detach().double().numpy(), model.enc_mu.bias[e, 0].detach().double().numpy()
         W, b = model.dec.weight[e].detach().double().numpy(), model.dec.bias[e, 0].detach().double().numpy()
@@ -63,7 +63,7 @@ def test_measurements_by_hand():
         # sampled distortion: E||x - W(mu + s eps) - b||^2 = ||x - W mu - b||^2 + sum_k s_k^2 ||w_k||^2
         expected = m["D_tilde_K"][e, 3] * V + (s2 * (W**2).sum(1)).sum()
         assert m["D"][e] == pytest.approx(expected / 2, rel=0.05)
-        assert m["D_tilde"][e] == pytest.approx(2 * m["D"][e] / V, rel=1e-9)
+        assert m["D_tilde_sampled"][e] == pytest.approx(2 * m["D"][e] / V, rel=1e-9)
 
 
 def _reference_measurements(model: VAE, x: np.ndarray, V: float, chunk: int) -> dict[str, np.ndarray]:
@@ -90,13 +90,13 @@ def test_blocked_measurement_is_the_plain_computation(monkeypatch):
     torch.manual_seed(3)
     model = VAE(VAEConfig(family="mlp", n_features=5, latents=4, depth=2, width=8, ensemble=3)).eval()
     x = np.random.default_rng(2).standard_normal((1000, 5)).astype(np.float32)
-    monkeypatch.setattr(measure_module, "CHUNK", 300)
+    monkeypatch.setattr(measure_module, "NOISE_ROWS", 300)
     ref = _reference_measurements(model, x, 5.0, chunk=300)
     for block_rows, min_rows in ((100, 7), (10_000, 1)):  # 33-row blocks (300 = 9 x 33 + 3), or whole chunks
         monkeypatch.setattr(measure_module, "BLOCK_ROWS", block_rows)
         monkeypatch.setattr(measure_module, "MIN_BLOCK_ROWS", min_rows)
         monkeypatch.setattr(measure_module, "MIN_PRUNE_ROWS", min_rows)
-        m = measure_split(model, x, 5.0)
+        m = measure_split(model, x, 5.0, 0.1)
         for key, expected in ref.items():
             assert np.allclose(m[key], expected, rtol=1e-5, atol=1e-7), (block_rows, key)
 
@@ -104,7 +104,7 @@ def test_blocked_measurement_is_the_plain_computation(monkeypatch):
 def test_float64_model_is_measured_in_float64():
     model = linear_model().double()
     x = torch.as_tensor(np.random.default_rng(4).standard_normal((300, 4)))
-    m = measure_split(model, x, 4.0)
+    m = measure_split(model, x, 4.0, 0.1)
     mu = model.encode(x)[0].detach()
     assert np.allclose(m["mu2"], mu.pow(2).mean(1).numpy(), rtol=1e-12)
 
@@ -114,7 +114,7 @@ def test_tables_schema_and_identifiers():
     x = np.random.default_rng(1).standard_normal((500, 4)).astype(np.float32)
     lat, prune, totals = measure_tables(
         model, {"test": x, "validation": x[:200]}, V=4.0, run_ids=["a", "b"], model_id="linear", T=[0.1, 0.2],
-        beta=[0.4, 0.8], seed=0, m2_drift=np.zeros((2, 3)), converged=[True, False],
+        beta=[0.4, 0.8], seed=0, m2_drift=np.zeros((2, 3)), converged=[True, False], active_threshold=0.1,
     )
     assert list(lat.columns) == LATENT_COLUMNS
     assert list(prune.columns) == PRUNING_COLUMNS
@@ -140,17 +140,18 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    target = "results/runs/linear/T1.0000e-01/seed0/run.json"
+    target = "results/runs/linear/T1.0000e-01/seed0/run.json"  # a group of one scan point
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO_ROOT / "Snakefile"), "-d", str(tmp_path),
            "--configfile", str(cfg), "-c2", target]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     run_dir = tmp_path / "results/runs/linear/T1.0000e-01/seed0"
-    run = json.loads((run_dir / "run.json").read_text())
-    assert run["T"] == 0.1 and run["beta"] == pytest.approx(0.1 * run["V"])
+    payload = json.loads((run_dir / "run.json").read_text())
+    (run,) = payload["runs"]
+    assert run["T"] == run["T_grid"] == 0.1 and run["beta"] == pytest.approx(0.1 * payload["V"])
     assert run["updates"] <= 400 and run["status"] in ("converged", "budget")
     assert set(run["totals"]) == set(MEASURED_SPLITS) == {"test", "validation", "train"}
-    assert len(run["data_checksums"]) == 19
+    assert len(payload["data_checksums"]) == 19
     lat = pd.read_parquet(run_dir / "latents.parquet")
     assert list(lat.columns) == LATENT_COLUMNS and len(lat) == 3 * 19
     prune = pd.read_parquet(run_dir / "pruning.parquet")
@@ -161,10 +162,13 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     from spectral_collapse.vae import encode_array, load_trained
 
     model, meta = load_trained(run_dir / "model.pt")
-    assert meta["T"] == 0.1 and meta["run_id"] == "linear/T1.0000e-01/seed0"
-    from spectral_collapse.store import load_split
+    assert meta["T"] == [0.1] and meta["run_id"] == ["linear/T1.0000e-01/seed0"]
+    from spectral_collapse.store import load_split, load_weights
 
-    mu, logvar = encode_array(model, load_split(tmp_path / "results/data/worldclim.zarr", "test"))
-    M2 = (mu**2).mean(0) / ((mu**2).mean(0) + np.exp(logvar).mean(0))
+    store = tmp_path / "results/data/worldclim.zarr"
+    mu, logvar = encode_array(model, load_split(store, "test"))
+    w = load_weights(store, "test")[:, None]  # the test split is every cell of its blocks: area-weighted means
+    mu2, s2 = (w * mu**2).sum(0) / w.sum(), (w * np.exp(logvar)).sum(0) / w.sum()
+    M2 = mu2 / (mu2 + s2)
     test = lat[lat.split == "test"].sort_values("latent")
     assert np.allclose(M2, test["M2"], rtol=1e-4)

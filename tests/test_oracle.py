@@ -11,6 +11,8 @@ from spectral_collapse.measure import measure_split
 from spectral_collapse.pca import pca
 from spectral_collapse.training import train
 
+ACTIVE = 0.1  # the config's analysis.active_threshold (only the `active` flags depend on it)
+
 LAM = np.array([25.0, 16.0, 9.0, 4.0, 1.0])
 # Linear models converge fast with a large batch and a large Adam step, annealed (lr x 0.1, twice) once the
 # validation loss has converged; settings come from arguments.
@@ -59,8 +61,8 @@ def test_synthetic_spectrum_linear_vae_matches_oracle():
     data = ArrayDataModule(x)
     res = train(data, {"family": "linear", "latents": 5}, T=[b / data.V for b in betas], settings=LINEAR_FAST,
                 seed=0, threads=1, progress=False)
-    assert np.allclose(res.summary["beta"], betas, rtol=1e-6)  # beta = T V / sigma^2, nothing rescaled
-    m = measure_split(res.model, x, data.V)
+    assert np.allclose([m["beta"] for m in res.record["members"]], betas, rtol=1e-6)  # beta = T V / sigma^2, nothing rescaled
+    m = measure_split(res.model, x, data.V, ACTIVE)
     for e, beta in enumerate(betas):
         w2 = np.sort(m["w2"][e])[::-1]
         err = np.abs(w2 - oracle.w2(p.lam, beta)).max()
@@ -86,13 +88,13 @@ def test_worldclim_linear_vae_cascade_matches_pca(real_store, T):
     data = ArrayDataModule(x, load_split(real_store, "validation"), V=V)
     res = train(data, {"family": "linear", "latents": 19}, T=T, settings=LINEAR_FAST, seed=0, threads=1,
                 progress=False)
-    m = measure_split(res.model, x, V)
+    m = measure_split(res.model, x, V, ACTIVE)
     M2 = np.sort(m["M2"][0])[::-1]
     expected = oracle.m2(T, p.T_k)
     checked = p.T_k > 1.5 * T
     err = np.abs(M2 - expected)[checked]
-    print(f"T={T}: {checked.sum()} modes checked, max |M2 - oracle| = {err.max():.4f}, status={res.summary['status']}, "
-          f"updates={res.summary['updates']}, {res.summary['ms_per_step']:.2f} ms/step")
+    print(f"T={T}: {checked.sum()} modes checked, max |M2 - oracle| = {err.max():.4f}, status={res.record['members'][0]['status']}, "
+          f"updates={res.record['updates']}, {res.record['ms_per_step']:.2f} ms/step")
     assert checked.sum() >= 2
     assert err.max() <= 0.02
 
@@ -122,12 +124,12 @@ def test_learned_decoder_variance_is_ppca():
     data = ArrayDataModule(x)
     res = train(data, {"family": "linear", "latents": 4, "learned_variance": True, "sigma2": 1.0}, T=1.0 / data.V,
                 settings=LINEAR_FAST, seed=0, threads=1, progress=False)
-    s = res.summary
+    s = {**res.record, **res.record["members"][0]}
     expected = oracle.learned_sigma2(p.lam, beta=1.0, n_latents=4)  # sample spectrum: 0.3712
     print(f"pPCA: learned sigma^2 = {s['sigma_dec2']:.5f}, oracle (sample spectrum) {expected:.5f}")
     assert s["beta"] == pytest.approx(1.0, rel=1e-6)
     assert s["decoder_variance"] == "learned"
     assert s["sigma_dec2"] == pytest.approx(expected, rel=0.01)
     assert s["T_eff"] == pytest.approx(s["sigma_dec2"] / data.V, rel=1e-6)
-    w2 = np.sort(measure_split(res.model, x, data.V)["w2"][0])[::-1]
+    w2 = np.sort(measure_split(res.model, x, data.V, ACTIVE)["w2"][0])[::-1]
     assert np.allclose(w2, p.lam[:4] - s["sigma_dec2"], atol=0.03 * p.lam[0])

@@ -1,6 +1,6 @@
 """The performance edits of issue 6 change no results: the flat fused Adam is Adam, the hand-written
 gradient of the loss (elbo_grad) is the autograd gradient and the training path's updates are autograd +
-Adam updates, the chunked batch stream is the per-batch stream, the cached validation noise is the noise
+Adam updates, the stacked batch stream is the per-batch stream, the cached validation noise is the noise
 drawn afresh, and a budget that is not a multiple of the evaluation interval is still met exactly."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from spectral_collapse import elbo_grad
 from spectral_collapse import lightning_module as lm
 from spectral_collapse.datamodule import ArrayDataModule
-from spectral_collapse.lightning_module import FusedAdam
+from spectral_collapse.fused_adam import FusedAdam
 from spectral_collapse.training import train
 from spectral_collapse.vae import VAE, VAEConfig, negative_elbo_terms
 
@@ -117,14 +117,14 @@ def test_training_updates_are_autograd_adam_updates(family):
     assert not torch.allclose(enc[0], enc[2], atol=1e-3)  # beta 0.5 vs 7: other posterior variances
 
 
-def test_chunks_are_the_per_batch_stream():
+def test_stacked_batches_are_the_per_batch_stream():
     x = np.arange(1000 * 3, dtype=np.float32).reshape(1000, 3)
     dm = ArrayDataModule(x, batch_size=64, eval_every=10, seed=3)
     idx = dm.epoch_indices(0, 10)
-    chunks = list(dm.train_dataloader())
-    assert len(chunks) == 1 and chunks[0].shape == (10, 64, 3)
+    stacks = list(dm.train_dataloader())
+    assert len(stacks) == 1 and stacks[0].shape == (10, 64, 3)
     for i in range(10):
-        assert torch.equal(chunks[0][i], dm.train_tensor[idx[i]])
+        assert torch.equal(stacks[0][i], dm.train_tensor[idx[i]])
 
 
 def test_budget_not_a_multiple_of_eval_every(tmp_path):
@@ -135,16 +135,15 @@ def test_budget_not_a_multiple_of_eval_every(tmp_path):
           "eval_every": 50}
     result = train(dm, {"family": "linear", "latents": 5}, 0.1, settings=st, seed=0, run_dir=tmp_path / "r",
                    threads=1, progress=False)
-    assert result.summary["updates"] == 130
+    assert result.record["updates"] == 130
 
 
 @pytest.mark.parametrize("cap", [lm.VAL_NOISE_CACHE_BYTES, 0])
 def test_validation_noise_is_the_fixed_draw_whether_cached_or_not(monkeypatch, cap):
-    """Every evaluation sees the noise of a generator seeded with 987654 + chunk index, kept or drawn again."""
+    """Every evaluation sees the noise of a generator seeded with 987654 + batch index, kept or drawn again."""
     monkeypatch.setattr(lm, "VAL_NOISE_CACHE_BYTES", cap)
     cfg = VAEConfig(family="mlp", n_features=5, latents=3, depth=1, width=4, ensemble=2)
-    module = lm.BetaVAEModule(cfg.__dict__, [0.1, 0.2], V=5.0, lr=1e-3, max_updates=10, eval_every=5,
-                              tolerance=1e-3, patience_fraction=0.5)
+    module = lm.BetaVAESystem(VAE(cfg), [0.1, 0.2], V=5.0, lr=1e-3)
     for rows, idx in ((70, 0), (70, 1), (70, 0), (70, 1), (40, 0), (70, 1), (40, 0)):  # 40: another split size
         expected = torch.randn((2, rows, 3), generator=torch.Generator().manual_seed(987654 + idx))
         assert torch.equal(module.validation_noise(torch.randn(rows, 5), idx), expected)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from spectral_collapse.datamodule import ArrayDataModule
-from spectral_collapse.lightning_module import BetaVAEModule, NonFiniteLossError
+from spectral_collapse.lightning_module import BetaVAESystem, NonFiniteLossError
 from spectral_collapse.measure import measure_tables
 from spectral_collapse.training import train
 from spectral_collapse.vae import VAE, VAEConfig, load_trained, negative_elbo_terms, save_trained
@@ -53,19 +53,18 @@ def test_loss_is_a_sum_over_features_with_half_and_kl_summed_over_latents():
 
 def test_beta_is_T_V_over_sigma2_and_ensemble_members_are_independent():
     cfg = VAEConfig(family="mlp", n_features=5, latents=4, depth=2, width=8, sigma2=2.0, ensemble=3)
-    module = BetaVAEModule(
-        {**cfg.__dict__}, [0.1, 0.01, 1.0], V=19.0, lr=1e-3, max_updates=100, eval_every=10,
-        tolerance=1e-3, patience_fraction=0.1,
-    )
+    module = BetaVAESystem(VAE(cfg), [0.1, 0.01, 1.0], V=19.0, lr=1e-3)
     assert torch.allclose(module.beta, torch.tensor([0.1 * 19 / 2, 0.01 * 19 / 2, 19 / 2]))
     # the gradient of member 1's parameters does not depend on member 0's loss
     x = torch.randn(32, 5)
-    torch.manual_seed(1)
-    loss, _, _ = module.terms(x)
-    (g_all,) = torch.autograd.grad(loss.sum(), [module.vae.dec.out.weight])
-    torch.manual_seed(1)
-    loss, _, _ = module.terms(x)
-    (g_one,) = torch.autograd.grad(loss[1], [module.vae.dec.out.weight])
+
+    def loss():
+        torch.manual_seed(1)
+        D, R, _ = negative_elbo_terms(module.vae, x)
+        return D + module.beta * R
+
+    (g_all,) = torch.autograd.grad(loss().sum(), [module.vae.dec.out.weight])
+    (g_one,) = torch.autograd.grad(loss()[1], [module.vae.dec.out.weight])
     assert torch.equal(g_all[1], g_one[1])
     assert torch.count_nonzero(g_one[0]) == 0
 
@@ -101,8 +100,9 @@ def _train_and_measure(tmp_path: Path, seed: int):
     cfg = {"family": "mlp", "depth": 2, "width": 16, "latents": 6}
     res = train(ArrayDataModule(x, xv, xv), cfg, T=0.02, settings=QUICK, seed=seed, run_dir=tmp_path,
                 threads=1, progress=False)
-    lat, prune, totals = measure_tables(res.model, {"test": xv}, V=res.summary["V"], run_ids=["r"], model_id="mlp-d2",
-                                        T=[0.02], beta=[res.summary["beta"]], seed=seed)
+    lat, prune, totals = measure_tables(res.model, {"test": xv}, V=res.record["V"], run_ids=["r"], model_id="mlp-d2",
+                                        T=[0.02], beta=[res.record["members"][0]["beta"]], seed=seed,
+                                        active_threshold=0.1)
     return res, lat, prune, totals
 
 
@@ -114,12 +114,14 @@ def test_same_seed_gives_identical_measurements(tmp_path):
     assert tot_a == tot_b
     _, lat_c, _, _ = _train_and_measure(tmp_path / "c", seed=4)
     assert not np.array_equal(lat_a["mu2"].to_numpy(), lat_c["mu2"].to_numpy())
-    # the summary has what train.json needs
-    s = res_a.summary
-    for key in ("T", "beta", "V", "sigma_dec2", "seed", "family", "depth", "updates", "wall_time_s", "status",
-                "m2_drift", "final", "resumed_from_step"):
+    # the record has what train.json needs
+    s = res_a.record
+    for key in ("V", "seed", "family", "depth", "updates", "wall_time_s", "resumed_from_step", "members"):
         assert key in s
-    assert s["status"] in ("converged", "budget") and len(s["m2_drift"]) == 6
+    (m,) = s["members"]
+    for key in ("T", "T_grid", "beta", "sigma_dec2", "status", "updates", "m2_drift", "final"):
+        assert key in m
+    assert m["status"] in ("converged", "budget") and len(m["m2_drift"]) == 6
     assert (tmp_path / "a" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "a" / "logs" / "metrics.csv").is_file()
 
@@ -143,7 +145,7 @@ x = (rng.standard_normal((4000, 5)) * np.sqrt([4., 2., 1., .5, .25])).astype(np.
 settings = dict(lr=3e-3, batch_size=128, max_updates=int(sys.argv[2]), tolerance=1e-9, patience_fraction=0.5, eval_every=20)
 res = train(ArrayDataModule(x, x[:1000]), {"family": "mlp", "depth": 2, "width": 16, "latents": 6}, T=0.02,
             settings=settings, seed=0, run_dir=sys.argv[1], threads=1, progress=False)
-write_json(sys.argv[1] + "/summary.json", res.summary)
+write_json(sys.argv[1] + "/summary.json", res.record)
 import torch
 torch.save(res.model.state_dict(), sys.argv[1] + "/final.pt")
 """
@@ -200,8 +202,8 @@ def test_restart_of_a_finished_run_and_stale_checkpoints(tmp_path):
     cfg = {"family": "linear", "latents": 5}
     first = train(ArrayDataModule(x, xv), cfg, T=0.05, settings=QUICK, run_dir=tmp_path, threads=1, progress=False)
     again = train(ArrayDataModule(x, xv), cfg, T=0.05, settings=QUICK, run_dir=tmp_path, threads=1, progress=False)
-    assert again.summary["resumed_from_step"] == first.summary["updates"] == again.summary["updates"]
+    assert again.record["resumed_from_step"] == first.record["updates"] == again.record["updates"]
     assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
     other = train(ArrayDataModule(x, xv), cfg, T=0.05, settings={**QUICK, "lr": 1e-3}, run_dir=tmp_path, threads=1,
                   progress=False)
-    assert other.summary["resumed_from_step"] == 0
+    assert other.record["resumed_from_step"] == 0

@@ -93,11 +93,22 @@ def _mlp_backward(mlp: EnsembleMLP, inputs: list, pres: list, g: torch.Tensor, g
     return g
 
 
+def _row_mean(v: torch.Tensor) -> torch.Tensor:
+    return v.mean(-1)
+
+
+def _weighted_row_mean(weights: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    share = weights / weights.sum()
+    return lambda v: (v * share).sum(-1)
+
+
 @torch.no_grad()
-def forward(model: VAE, x: torch.Tensor, noise: torch.Tensor | None = None, keep: bool = False) -> Forward:
+def forward(model: VAE, x: torch.Tensor, noise: torch.Tensor | None = None, keep: bool = False,
+            weights: torch.Tensor | None = None) -> Forward:
     """D, R (per member, batch means) and the posterior moments of ``x``; ``keep`` saves what ``backward``
     needs. Noise ``None``: drawn by ``torch.randn_like(mu)`` from the global generator, as in
-    ``vae.negative_elbo_terms``."""
+    ``vae.negative_elbo_terms``. ``weights`` (rows,): D and R are weighted means over the rows instead
+    (evaluation of a cell-area-weighted split; ``backward`` does not take them)."""
     cfg = model.config
     saved: dict = {}
     if cfg.family == "linear":
@@ -112,13 +123,14 @@ def forward(model: VAE, x: torch.Tensor, noise: torch.Tensor | None = None, keep
     std = torch.exp(0.5 * logvar)
     z = mu + std * noise
     var = logvar.exp()
-    R = (0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(-1).mean(-1)
+    mean = _row_mean if weights is None else _weighted_row_mean(weights)
+    R = mean((0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(-1))
     if cfg.family == "linear":
         x_hat = model.dec.forward(z)
     else:
         x_hat, saved["dec"] = _mlp_forward(model.dec, z, keep)
     diff = x_hat - x
-    sq = diff.pow(2).sum(-1).mean(-1)
+    sq = mean(diff.pow(2).sum(-1))
     sigma2 = model.sigma2
     fwd = Forward(x=x, mu=mu, logvar=logvar, var=var, D=sq / (2.0 * sigma2), R=R,
                   lognorm=0.5 * x.shape[-1] * model.log_sigma2)

@@ -5,8 +5,11 @@ mu2 = mean(mu_k^2), s2 = mean(s_k^2), logs2 = mean(log s_k^2), rate R_k = mean K
 M2 = mu2 / (mu2 + s2), snr = mu2 / s2, rank by M2 (descending, 1-based), active = M2 > threshold.
 Pruning: D_tilde_K = mean ||x - x_hat^(K)||^2 / V for K = 0..L, decoding the posterior means with the
 latents of rank > K set to 0. Totals: D (the loss's distortion, one posterior sample per data point drawn
-with a fixed generator), D_tilde = 2 sigma_dec^2 D / V (the same, normalized like D_tilde_K), R = sum R_k,
-loss = D + beta R, and D_tilde_mean = D_tilde_L (posterior means, every latent kept).
+with a fixed generator), D_tilde_sampled = 2 sigma_dec^2 D / V (the same, normalized like D_tilde_K),
+R = sum R_k, loss = D + beta R, and D_tilde_mean = D_tilde_L (posterior means, every latent kept).
+
+Every mean is weighted when the split has weights: the held-out splits are every land cell of their blocks,
+and a mean over them is a cell-area-weighted mean (docs/science.md section 4; ``store.load_weights``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from .vae import VAE
 
-CHUNK = 32768  # rows per draw of the sampling noise (fixes which noise each row gets)
+NOISE_ROWS = 32768  # rows per draw of the sampling noise (fixes which noise each row gets)
 NOISE_SEED = 20260522
 BLOCK_ROWS = 8192  # rows x members (x pruning levels) per forward pass: activations that stay in cache
 MIN_BLOCK_ROWS = 256
@@ -33,11 +36,13 @@ MEASURED_SPLITS = ("test", "validation", "train")
 
 
 @torch.no_grad()
-def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_threshold: float = 0.1) -> dict[str, np.ndarray]:
+def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_threshold: float,
+                  weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """All measurements of every member on one split; arrays shaped (E, L), (E, L+1) or (E,).
+    ``weights`` (n,): every mean is the weighted mean (None: every row weighs the same).
 
     Two passes over the split. (1) Posterior moments and the sampled distortion D, in blocks of rows that
-    keep the activations of all members in cache; the sampling noise is drawn per CHUNK rows with a fixed
+    keep the activations of all members in cache; the sampling noise is drawn per NOISE_ROWS rows with a fixed
     generator, so D does not depend on the block size. (2) The ranked-pruning curve: for each block, the
     L + 1 pruned copies of its posterior means (rank > K set to 0, K = 0..L) are decoded in one call.
     """
@@ -46,6 +51,10 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not torch.is_tensor(x) else x, device=device)
     E, L = model.ensemble, model.config.latents
     n = x.shape[0]
+    w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64), device=device)
+    if w is not None and w.shape != (n,):
+        raise ValueError(f"{len(w)} weights for {n} rows")
+    total = float(n) if w is None else float(w.sum())
     gen = torch.Generator(device=device).manual_seed(NOISE_SEED)
     mu2 = torch.zeros(E, L, dtype=torch.float64, device=device)
     s2 = torch.zeros_like(mu2)
@@ -54,21 +63,23 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     sq_sample = torch.zeros(E, dtype=torch.float64, device=device)
     mus = torch.empty((E, n, L), dtype=model.log_sigma2.dtype, device=device)  # posterior means, model's dtype
     block = max(MIN_BLOCK_ROWS, BLOCK_ROWS // E)
-    for start in range(0, n, CHUNK):
-        rows = min(CHUNK, n - start)
+    for start in range(0, n, NOISE_ROWS):
+        rows = min(NOISE_ROWS, n - start)
         noise = torch.randn((E, rows, L), generator=gen, device=device)
         for b in range(0, rows, block):
-            xb = x[start + b : start + min(b + block, rows)]
+            lo, hi = start + b, start + min(b + block, rows)
+            xb = x[lo:hi]
+            add = _row_sum(None if w is None else w[lo:hi])
             mu, logvar = model.encode(xb)
             var = logvar.exp()
-            mu2 += mu.pow(2).sum(1, dtype=torch.float64)
-            s2 += var.sum(1, dtype=torch.float64)
-            logs2 += logvar.sum(1, dtype=torch.float64)
-            kl += (0.5 * (mu.pow(2) + var - logvar - 1.0)).sum(1, dtype=torch.float64)
+            mu2 += add(mu.pow(2), 1)
+            s2 += add(var, 1)
+            logs2 += add(logvar, 1)
+            kl += add(0.5 * (mu.pow(2) + var - logvar - 1.0), 1)
             x_hat = model.decode(mu + var.sqrt() * noise[:, b : b + block])
-            sq_sample += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
-            mus[:, start + b : start + b + xb.shape[0]] = mu
-    mu2, s2, logs2, kl = mu2 / n, s2 / n, logs2 / n, kl / n
+            sq_sample += add((x_hat - xb).pow(2).sum(-1), -1)
+            mus[:, lo:hi] = mu
+    mu2, s2, logs2, kl = mu2 / total, s2 / total, logs2 / total, kl / total
     m2 = mu2 / (mu2 + s2)
     # rank 1 = largest M^2 (stable sort, ties by latent index)
     order = torch.argsort(-m2, dim=1, stable=True)
@@ -82,13 +93,13 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
         xb = x[start : start + block]
         z = mus[:, None, start : start + block] * keep  # (E, L + 1, rows, L)
         x_hat = model.decode(z.view(E, -1, L)).view(E, L + 1, xb.shape[0], -1)
-        sq_pruned += (x_hat - xb).pow(2).sum(-1).sum(-1, dtype=torch.float64)
+        sq_pruned += _row_sum(None if w is None else w[start : start + block])((x_hat - xb).pow(2).sum(-1), -1)
     sigma2 = model.sigma2.double()
-    D = sq_sample / n / (2.0 * sigma2)
+    D = sq_sample / total / (2.0 * sigma2)
     out = {
         "mu2": mu2, "s2": s2, "logs2": logs2, "rate": kl, "M2": m2, "snr": mu2 / s2, "rank": rank,
-        "active": m2 > active_threshold, "D_tilde_K": sq_pruned / n / V,
-        "D": D, "D_tilde": sq_sample / n / V, "R": kl.sum(1),
+        "active": m2 > active_threshold, "D_tilde_K": sq_pruned / total / V,
+        "D": D, "D_tilde_sampled": sq_sample / total / V, "R": kl.sum(1),
     }
     out = {k: v.cpu().numpy() for k, v in out.items()}
     out["D_tilde_mean"] = out["D_tilde_K"][:, -1].copy()
@@ -98,6 +109,19 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     else:
         out["w2"] = np.full((E, L), np.nan)
     return out
+
+
+def _row_sum(w: torch.Tensor | None):
+    """``add(v, dim)``: the sum of ``v`` over its row dimension ``dim`` in float64, each row weighted by ``w``."""
+
+    def add(v: torch.Tensor, dim: int) -> torch.Tensor:
+        if w is None:
+            return v.sum(dim, dtype=torch.float64)
+        shape = [1] * v.dim()
+        shape[dim] = -1
+        return (v.double() * w.view(shape)).sum(dim)
+
+    return add
 
 
 def measure_tables(
@@ -110,13 +134,17 @@ def measure_tables(
     T: Sequence[float],
     beta: Sequence[float],
     seed: int,
+    active_threshold: float,
+    weights: Mapping[str, np.ndarray | None] | None = None,
     m2_drift: np.ndarray | None = None,
     converged: Sequence[bool] | None = None,
-    active_threshold: float = 0.1,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """The latents and pruning tables (contracts.md section 3) and per-member totals per split.
 
-    Returns (latents, pruning, totals) with totals[e][split] = {D, D_tilde, D_tilde_mean, R, loss, n}.
+    ``T`` is each member's temperature as the tables report it (the scan point, or T_eff with a learned
+    decoder variance); ``weights[split]``: the split's row weights (missing or None: unweighted).
+    Returns (latents, pruning, totals) with totals[e][split] = {D, D_tilde_sampled, D_tilde_mean, R, loss, n,
+    n_active}.
     """
     E, L = model.ensemble, model.config.latents
     family, depth = model.config.family, model.config.depth
@@ -125,7 +153,7 @@ def measure_tables(
     lat_rows, prune_frames = [], []
     totals: list[dict[str, Any]] = [{} for _ in range(E)]
     for split, x in splits.items():
-        m = measure_split(model, x, V, active_threshold)
+        m = measure_split(model, x, V, active_threshold, (weights or {}).get(split))
         for e in range(E):
             ident = {"run_id": run_ids[e], "model": model_id, "family": family, "depth": depth,
                      "T": float(T[e]), "beta": float(beta[e])}
@@ -141,16 +169,9 @@ def measure_tables(
                 "D_tilde": m["D_tilde_K"][e],
             }))
             totals[e][split] = {
-                "D": float(m["D"][e]), "D_tilde": float(m["D_tilde"][e]),
+                "D": float(m["D"][e]), "D_tilde_sampled": float(m["D_tilde_sampled"][e]),
                 "D_tilde_mean": float(m["D_tilde_mean"][e]), "R": float(m["R"][e]),
                 "loss": float(m["D"][e] + beta[e] * m["R"][e]), "n": int(m["n"][e]),
                 "n_active": int(m["active"][e].sum()),
             }
     return pd.concat(lat_rows, ignore_index=True), pd.concat(prune_frames, ignore_index=True), totals
-
-
-def write_parquet(df: pd.DataFrame, path) -> None:
-    from .provenance import atomic_path
-
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)

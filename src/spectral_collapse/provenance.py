@@ -67,6 +67,12 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def write_parquet(df, path: str | os.PathLike) -> None:
+    """Write a pandas table as Parquet atomically (temporary name, then rename)."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

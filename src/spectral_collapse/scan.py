@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 FAMILIES = ("linear", "mlp")
 MODEL_ID_PATTERN = r"linear|mlp-d[0-9]+"
 T_LABEL_PATTERN = r"[0-9]\.[0-9]{4}e[+-][0-9]{2}"
+GROUP_PATTERN = rf"T{T_LABEL_PATTERN}(_T{T_LABEL_PATTERN})?"
 
 
-def t_grid(scan_cfg: Mapping[str, Any]) -> list[float]:
-    """The scan temperatures, descending. `{max, min, per_decade}` gives a log-spaced grid with both
-    ends included (paper: 1 to 1e-6 at 20 per decade = 121 values); `{values: [...]}` is taken as is."""
-    spec = scan_cfg["T"]
-    if "values" in spec:
+def t_grid(spec: Mapping[str, Any]) -> list[float]:
+    """The scan temperatures of a T spec, descending. ``{max, min, per_decade}`` gives a log-spaced grid with
+    both ends included (paper: 1 to 1e-6 at 20 per decade = 121 values); ``{values: [...]}`` is taken as is
+    and wins when both forms are present (a preset's explicit list merged over config.yaml's grid)."""
+    if spec.get("values") is not None:
         values = sorted({float(v) for v in spec["values"]}, reverse=True)
     else:
         hi, lo, per = float(spec["max"]), float(spec["min"]), int(spec["per_decade"])
@@ -33,6 +34,12 @@ def t_grid(scan_cfg: Mapping[str, Any]) -> list[float]:
     if len(set(labels)) != len(labels):
         raise ValueError("config key scan.T: two T values share a label at 5 significant digits")
     return values
+
+
+def model_t_grid(config: Mapping[str, Any], family: str) -> list[float]:
+    """The scan of one family: ``models.<family>.T`` when given (e.g. a denser grid for the cheap linear
+    family), else ``scan.T``."""
+    return t_grid(config["models"].get(family, {}).get("T") or config["scan"]["T"])
 
 
 def t_label(T: float) -> str:
@@ -74,18 +81,37 @@ def model_specs(config: Mapping[str, Any]) -> list[ModelSpec]:
         if family == "linear":
             specs.append(ModelSpec("linear", 0))
         else:
-            depths = config.get("models", {}).get("mlp", {}).get("depths", [4])
-            specs.extend(ModelSpec("mlp", int(d)) for d in depths)
+            specs.extend(ModelSpec("mlp", int(d)) for d in config["models"]["mlp"]["depths"])
     return specs
 
 
 def training_settings(config: Mapping[str, Any], family: str) -> dict[str, Any]:
     """The training block with the family's overrides (models.<family>.training) applied."""
     merged = dict(config["training"])
-    merged.update(config.get("models", {}).get(family, {}).get("training", {}))
+    merged.update(config["models"].get(family, {}).get("training", {}))
     return merged
 
 
-def t_chunks(values: list[float], points_per_job: int) -> list[list[float]]:
-    """Scan points grouped for vectorized ensemble jobs, in grid order."""
-    return [values[i : i + points_per_job] for i in range(0, len(values), points_per_job)]
+def model_settings(config: Mapping[str, Any], model_id: str) -> dict[str, Any]:
+    """Everything a training job needs to know about its model: family, depth, the family's model block,
+    the decoder and the training settings (the ``settings`` of ``group.train_group``)."""
+    spec = ModelSpec.from_id(model_id)
+    model = {k: v for k, v in config["models"].get(spec.family, {}).items() if k not in ("training", "T", "depths")}
+    return {
+        "family": spec.family,
+        "depth": spec.depth,
+        "model": model,
+        "decoder": dict(config["decoder"]),
+        "training": training_settings(config, spec.family),
+    }
+
+
+def scan_groups(values: Sequence[float], points_per_job: int) -> list[list[float]]:
+    """Scan points grouped into training jobs, in grid order (``scan.points_per_job`` points each)."""
+    return [list(values[i : i + points_per_job]) for i in range(0, len(values), points_per_job)]
+
+
+def group_label(Ts: Sequence[float]) -> str:
+    """The folder name of a group: ``T<label>`` of its one point, or ``T<first>_T<last>``."""
+    first = f"T{t_label(Ts[0])}"
+    return first if len(Ts) == 1 else f"{first}_T{t_label(Ts[-1])}"

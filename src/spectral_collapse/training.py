@@ -1,21 +1,22 @@
-"""One training job: Trainer construction, resume, convergence status, NaN guard, ``train.json``.
+"""One training job: Trainer construction, resume, convergence status, NaN guard, the training record.
 
 Python entry point (arrays or store, settings as plain dicts)::
 
     from spectral_collapse.datamodule import ArrayDataModule
     from spectral_collapse.training import train
     dm = ArrayDataModule(x_train, x_val, x_test, batch_size=1024, eval_every=200, seed=0)
-    result = train(dm, {"family": "linear", "latents": 5}, T=0.1,
+    result = train(dm, {"family": "linear", "latents": 5}, T=[0.1, 0.01],
                    settings={"lr": 1e-2, "max_updates": 4000, "tolerance": 1e-4,
                              "patience_fraction": 0.2, "eval_every": 200, "batch_size": 1024},
                    seed=0, run_dir="results/runs/x")   # run_dir=None: a temporary folder
-    result.model       # trained VAE (cpu, eval mode); result.summary: the train.json dict
+    result.model       # trained VAE (cpu, eval mode); result.record: the train.json dict
 
-``T`` may be a list (vectorized ensemble, one member per value; ``vae`` is then built with E = len(T)).
+``T`` is a group of scan points (a float is a group of one): the VAE is built with one ensemble member per
+point, and every member is judged, annealed and frozen on its own (``callbacks.Convergence``).
 
 Settings: the six keys of the config's training block, plus optional ``lr_drops`` (default 0) and
-``lr_drop_factor`` (0.1): on convergence, anneal the learning rate and re-check convergence that many times
-(used by the oracle tests; the study's config leaves it off).
+``lr_drop_factor`` (0.1): on convergence, anneal the member's learning rate and re-check convergence that
+many times before freezing it.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ import pytorch_lightning as pl
 import torch
 
 from .allocator import keep_freed_memory
+from .callbacks import LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter
 from .datamodule import ArrayDataModule
+from .lightning_module import BetaVAESystem, NonFiniteLossError  # noqa: F401  (re-exported)
 from .provenance import config_hash
-from .lightning_module import BetaVAEModule, NonFiniteLossError  # noqa: F401  (re-exported)
 from .vae import VAE, VAEConfig
 
 TRAINING_KEYS = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
 OPTIONAL_KEYS = {"lr_drops": 0, "lr_drop_factor": 0.1}  # annealing on convergence; off by default
-LAST = "last.ckpt"
 # Lightning logs "`weights_only` was not set" at INFO on every checkpoint save: noise in one-line-per-eval logs.
 logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
 
@@ -49,50 +50,8 @@ logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").s
 @dataclass
 class TrainResult:
     model: VAE
-    summary: dict[str, Any]
-    module: BetaVAEModule = field(repr=False)
-
-
-class AtomicLastCheckpoint(pl.Callback):
-    """Save ``last.ckpt`` after every validation (= every ``eval_every`` updates), atomically."""
-
-    def __init__(self, dirpath: Path) -> None:
-        self.dirpath = Path(dirpath)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        tmp = self.dirpath / f".{LAST}.tmp"
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.dirpath / LAST)
-
-
-class EvalLinePrinter(pl.Callback):
-    """One line per evaluation when stdout is not a terminal (no progress bar)."""
-
-    def __init__(self, run_name: str, max_updates: int) -> None:
-        self.run_name, self.max_updates = run_name, max_updates
-        self._t0 = time.perf_counter()
-        self._step0 = 0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._t0, self._step0 = time.perf_counter(), trainer.global_step
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not pl_module.history:
-            return
-        h = pl_module.history[-1]
-        now = time.perf_counter()
-        elapsed, done = now - self._t0, max(trainer.global_step - self._step0, 1)
-        self._t0, self._step0 = now, trainer.global_step  # rate over the last interval (evaluation included)
-        loss = ", ".join(f"{v:.5g}" for v in h["val_loss"])
-        n_conv = sum(c is not None for c in pl_module.converged_at)
-        print(
-            f"[{self.run_name}] step {trainer.global_step}/{self.max_updates} val_loss {loss} "
-            f"converged {n_conv}/{len(pl_module.converged_at)} ({1e3 * elapsed / done:.2f} ms/step)",
-            flush=True,
-        )
+    record: dict[str, Any]
+    system: BetaVAESystem = field(repr=False)
 
 
 def training_settings_from(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,11 +82,11 @@ def train(
     accelerator: str = "auto",
     resume: bool = True,
 ) -> TrainResult:
-    """Train one scan point (or a vectorized ensemble of points) and return the model and summary.
+    """Train a group of scan points (one ensemble member each) and return the model and the training record.
 
     Checkpoints go to ``checkpoint_dir`` (default ``run_dir/checkpoints``), CSV logs to ``log_dir``
-    (default ``run_dir/logs``). With ``resume`` and an existing ``last.ckpt`` there, training continues
-    from it. A NaN/inf loss raises ``NonFiniteLossError`` naming the run and the step.
+    (default ``run_dir/logs``). With ``resume`` and an existing ``last.ckpt`` of the same settings there,
+    training continues from it. A NaN/inf loss raises ``NonFiniteLossError`` naming the run and the step.
     """
     t_start = time.perf_counter()
     if threads:
@@ -136,17 +95,13 @@ def train(
     st = training_settings_from(settings)
     Ts = [float(t) for t in (T if isinstance(T, (list, tuple, np.ndarray)) else [T])]
     cfg = vae if isinstance(vae, VAEConfig) else VAEConfig(**{"n_features": data.n_features, **dict(vae)})
-    if cfg.ensemble != len(Ts):
-        cfg = VAEConfig(**{**asdict(cfg), "ensemble": len(Ts)})
+    cfg = VAEConfig(**{**asdict(cfg), "ensemble": len(Ts)})
     if cfg.n_features != data.n_features:
         raise ValueError(f"model expects {cfg.n_features} features, data has {data.n_features}")
     data.batch_size, data.eval_every, data.seed = st["batch_size"], st["eval_every"], int(seed)
 
-    tmpdir = None
-    if run_dir is None:
-        tmpdir = tempfile.TemporaryDirectory(prefix="bvae-")
-        run_dir = tmpdir.name
-    run_dir = Path(run_dir)
+    tmpdir = tempfile.TemporaryDirectory(prefix="bvae-") if run_dir is None else None
+    run_dir = Path(tmpdir.name if tmpdir else run_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints"
     log_dir = Path(log_dir) if log_dir else run_dir / "logs"
     run_name = run_name or str(run_dir)
@@ -154,18 +109,19 @@ def train(
         progress = sys.stdout.isatty()
 
     pl.seed_everything(int(seed), workers=True, verbose=False)
-    module = BetaVAEModule(
-        asdict(cfg), Ts, data.V, lr=st["lr"], max_updates=st["max_updates"], eval_every=st["eval_every"],
-        tolerance=st["tolerance"], patience_fraction=st["patience_fraction"], run_name=run_name,
-        lr_drops=int(st["lr_drops"]), lr_drop_factor=float(st["lr_drop_factor"]),
+    system = BetaVAESystem(VAE(cfg), Ts, data.V, lr=st["lr"], run_name=run_name)
+    fingerprint = config_hash({"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st})
+    convergence = Convergence(
+        len(Ts), tolerance=st["tolerance"], lr_drops=int(st["lr_drops"]), lr_drop_factor=float(st["lr_drop_factor"]),
+        patience_evals=int(round(st["patience_fraction"] * st["max_updates"] / st["eval_every"])),
     )
-    module.fingerprint = config_hash({"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st})
+    callbacks: list[pl.Callback] = [convergence]  # first: the others report and save its decisions
+    if not progress:
+        callbacks.append(EvalLinePrinter(convergence, run_name, st["max_updates"]))
+    callbacks.append(AtomicLastCheckpoint(checkpoint_dir, fingerprint))
     from lightning_fabric.plugins.environments import LightningEnvironment
     from pytorch_lightning.loggers import CSVLogger
 
-    callbacks: list[pl.Callback] = [AtomicLastCheckpoint(checkpoint_dir)]
-    if not progress:
-        callbacks.append(EvalLinePrinter(run_name, st["max_updates"]))
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -173,7 +129,7 @@ def train(
         max_epochs=-1,
         deterministic=True,
         logger=CSVLogger(save_dir=str(log_dir), name="", version=""),
-        log_every_n_steps=1,  # one Lightning batch = one chunk of eval_every updates (issue 6)
+        log_every_n_steps=1,  # one Lightning batch = eval_every updates
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=bool(progress),
@@ -185,55 +141,53 @@ def train(
     )
     ckpt = checkpoint_dir / LAST
     ckpt_path = str(ckpt) if (resume and ckpt.exists()) else None
-    if ckpt_path is not None and not _checkpoint_matches(ckpt, module.fingerprint):
+    if ckpt_path is not None and not AtomicLastCheckpoint.resumable(ckpt, fingerprint):
         # A checkpoint of other settings (config changed since): never continue it; start afresh.
         print(f"[{run_name}] {ckpt} was written with other settings; discarding it and starting afresh", flush=True)
         ckpt.unlink()
         ckpt_path = None
     t_fit = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    trainer.fit(system, datamodule=data, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - t_fit
 
-    model = module.vae.cpu().eval()
+    model = system.vae.cpu().eval()
     data.place("cpu")
-    summary = _summary(module, trainer, cfg, Ts, data, int(seed), st, run_name)
-    summary["wall_time_s"] = time.perf_counter() - t_start
-    steps_run = max(int(trainer.global_step) - module.resumed_from_step, 1)
-    summary["ms_per_step"] = 1e3 * fit_s / steps_run
+    record = _record(system, trainer, convergence, cfg, Ts, data, int(seed), st, run_name)
+    record["wall_time_s"] = time.perf_counter() - t_start
+    steps_run = max(int(trainer.global_step) - system.resumed_from_step, 1)
+    record["ms_per_step"] = 1e3 * fit_s / steps_run
     if tmpdir is not None:
         tmpdir.cleanup()
-    return TrainResult(model=model, summary=summary, module=module)
+    return TrainResult(model=model, record=record, system=system)
 
 
-def _checkpoint_matches(path: Path, fingerprint: str) -> bool:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False).get("beta_vae_state", {})
-    except Exception:  # noqa: BLE001 - unreadable (e.g. truncated by a crash): not resumable
-        return False
-    return state.get("fingerprint") == fingerprint
-
-
-def _summary(module, trainer, cfg: VAEConfig, Ts, data, seed, st, run_name) -> dict[str, Any]:
-    E = cfg.ensemble
-    updates = int(trainer.global_step)
-    drift = module.m2_drift()
-    sigma2 = module.vae.sigma2.detach().cpu().numpy().astype(float)
-    beta = module.beta.detach().cpu().numpy().astype(float)
-    last = module.history[-1] if module.history else {}
+def _record(system: BetaVAESystem, trainer: pl.Trainer, convergence: Convergence, cfg: VAEConfig, Ts, data,
+            seed: int, st: Mapping[str, Any], run_name: str) -> dict[str, Any]:
+    """The training record (train.json): settings and provenance shared by the group, one entry per member."""
+    E, steps = cfg.ensemble, int(trainer.global_step)
+    drift = convergence.m2_drift(E, cfg.latents)
+    sigma2 = system.vae.sigma2.detach().cpu().numpy().astype(float)
+    beta = system.beta.detach().cpu().numpy().astype(float)
     members = []
     for e in range(E):
-        status = "converged" if module.converged_at[e] is not None else "budget"
+        done = convergence.converged_at[e]
+        T_eff = float(beta[e] * sigma2[e] / data.V)
         members.append({
-            "T": Ts[e],
+            "T_grid": Ts[e],
+            # the run's temperature: the scan point, or with a learned decoder variance beta sigma_dec^2 / V
+            "T": T_eff if cfg.learned_variance else Ts[e],
+            "T_eff": T_eff,
             "beta": float(beta[e]),
             "sigma_dec2": float(sigma2[e]),
-            "T_eff": float(beta[e] * sigma2[e] / data.V),
-            "status": status,
-            "converged_at": module.converged_at[e],
+            "status": "converged" if done is not None else "budget",
+            "converged_at": done,
+            "updates": int(done if done is not None else steps),
+            "lr_drops_done": int(convergence.drops_done[e]),
             "m2_drift": drift[e].tolist(),
-            "final": {k: (last[k][e] if last else None) for k in ("val_loss", "val_D", "val_R", "train_loss")},
+            "final": convergence.last_evaluated(e),
         })
-    common = {
+    point_updates = sum(m["updates"] for m in members)
+    return {
         "run_name": run_name,
         "V": float(data.V),
         "seed": seed,
@@ -242,21 +196,23 @@ def _summary(module, trainer, cfg: VAEConfig, Ts, data, seed, st, run_name) -> d
         "latents": cfg.latents,
         "decoder_variance": "learned" if cfg.learned_variance else "fixed",
         "sigma_dec2_init": float(cfg.sigma2),
-        "updates": updates,
-        "resumed_from_step": int(module.resumed_from_step),
-        "n_evaluations": len(module.history),
-        "lr_drops_done": int(module.drops_done),
+        "updates": steps,
+        "point_updates": point_updates,  # updates computed, summed over members (frozen members cost none)
+        "point_updates_unfrozen": E * steps,  # what the same job costs if no member were ever frozen
+        "resumed_from_step": int(system.resumed_from_step),
+        "n_evaluations": len(convergence.history),
         "training": dict(st),
         "hparams": asdict(cfg),
         "n_train": int(len(data.train_tensor)),
         "data_source": data.source,
-        "device": str(module.device),
+        "device": str(system.device),
+        "members": members,
     }
-    if E == 1:
-        return {**common, **members[0]}
-    return {**common, "members": members, "T": list(Ts), "beta": beta.tolist()}
 
 
-def model_meta(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``model.pt`` stores beside the weights (contracts.md section 3)."""
-    return {k: summary.get(k) for k in ("T", "beta", "V", "seed", "sigma_dec2", "T_eff", "family", "depth")}
+def model_meta(record: Mapping[str, Any], run_ids: Sequence[str]) -> dict[str, Any]:
+    """What ``model.pt`` stores beside the weights (contracts.md section 3): per-member lists."""
+    members = record["members"]
+    out = {k: [m[k] for m in members] for k in ("T", "T_grid", "beta", "sigma_dec2", "T_eff")}
+    return {**out, "V": record["V"], "seed": record["seed"], "family": record["family"], "depth": record["depth"],
+            "run_id": list(run_ids)}

@@ -19,6 +19,7 @@ The decoder variance ``sigma_dec^2`` is a fixed buffer (default) or a learned pe
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,21 +52,16 @@ class VAEConfig:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], n_features: int = 19, ensemble: int = 1) -> "VAEConfig":
-        """From a Snakemake ``params.settings`` dict (``scan``/``common.smk``'s ``model_settings``)."""
-        family = settings["family"]
-        model = dict(settings.get("model", {}))
-        decoder = dict(settings.get("decoder", {}))
-        default_latents = 19 if family == "linear" else 32
+        """From a training job's settings (``scan.model_settings``): the family's model block (latents, and
+        width and logvar_bias_init for the mlp), depth and decoder."""
         return cls(
-            family=family,
+            family=settings["family"],
             n_features=n_features,
-            latents=int(model.get("latents", default_latents)),
-            depth=int(settings.get("depth", 0)) if family == "mlp" else 0,
-            width=int(model.get("width", 64)),
-            logvar_bias_init=float(model.get("logvar_bias_init", -4.0)),
-            learned_variance=decoder.get("variance", "fixed") == "learned",
-            sigma2=float(decoder.get("sigma2", 1.0)),
+            depth=int(settings["depth"]),
+            learned_variance=settings["decoder"]["variance"] == "learned",
+            sigma2=float(settings["decoder"]["sigma2"]),
             ensemble=int(ensemble),
+            **dict(settings["model"]),
         )
 
 
@@ -168,13 +164,38 @@ class VAE(nn.Module):
             raise ValueError("decoder column norms are defined for the linear family only")
         return self.dec.weight.detach().pow(2).sum(-1)
 
+    def rows(self, a: int, b: int) -> "VAE":
+        """The members ``[a, b)`` as a VAE whose parameters and buffers ARE rows ``[a, b)`` of this one's
+        (views sharing storage: an update of either is seen by both). Built without initialising anything, so
+        it draws nothing from the random generators (a resumed run builds these at other times than the
+        uninterrupted one and must still see the same random stream)."""
+        if not 0 <= a < b <= self.ensemble:
+            raise ValueError(f"member rows [{a}, {b}) outside an ensemble of {self.ensemble}")
+        view = copy.copy(self)  # the same class and config; every submodule replaced below
+        view._modules = {name: _rows_of(module, a, b) for name, module in self._modules.items()}
+        view._parameters = {name: _row_param(p, a, b) for name, p in self._parameters.items()}
+        view._buffers = {name: t[a:b] for name, t in self._buffers.items()}
+        view.config = VAEConfig(**{**asdict(self.config), "ensemble": b - a})
+        return view
+
     def member(self, e: int) -> "VAE":
-        """A single-member (E = 1) copy of member ``e``."""
-        cfg = VAEConfig(**{**asdict(self.config), "ensemble": 1})
-        single = VAE(cfg).to(self.log_sigma2.device)
-        state = {k: v[e : e + 1].clone() for k, v in self.state_dict().items()}
-        single.load_state_dict(state)
-        return single
+        """A single-member (E = 1) copy of member ``e`` (its own storage)."""
+        return copy.deepcopy(self.rows(e, e + 1))
+
+
+def _row_param(p: nn.Parameter, a: int, b: int) -> nn.Parameter:
+    return nn.Parameter(p.data[a:b], requires_grad=p.requires_grad)
+
+
+def _rows_of(module: nn.Module, a: int, b: int) -> nn.Module:
+    """A shallow copy of ``module`` whose parameters (leading dimension = member) are row views [a, b)."""
+    if isinstance(module, nn.SiLU):
+        return module
+    view = copy.copy(module)
+    view._modules = {name: _rows_of(m, a, b) for name, m in module._modules.items()}
+    view._parameters = {name: _row_param(p, a, b) for name, p in module._parameters.items()}
+    view._buffers = {name: t[a:b] for name, t in module._buffers.items()}
+    return view
 
 
 def negative_elbo_terms(

@@ -85,7 +85,7 @@ rule latent_maps:
         maps=f"{ANALYSIS_DIR}/latent_maps.nc",
         correlations=f"{ANALYSIS_DIR}/latent_correlations.parquet",
     params:
-        n_latents=config["analysis"].get("n_map_latents", 4),
+        n_latents=config["analysis"]["n_map_latents"],
     log:
         "results/logs/analysis/{model}/latent_maps.log",
     benchmark:

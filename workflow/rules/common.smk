@@ -1,28 +1,33 @@
-# Shared helpers: config validation, the scan design, output paths and input functions.
+# Shared helpers: the scan design, output paths and input functions (config validated in the Snakefile).
 import os
-from pathlib import Path
 
-from snakemake.utils import validate
-
+from spectral_collapse.measure import MEASURED_SPLITS
 from spectral_collapse.scan import (
+    GROUP_PATTERN,
     MODEL_ID_PATTERN,
-    T_LABEL_PATTERN,
     ModelSpec,
+    group_label,
+    model_settings,
     model_specs,
-    t_chunks,
-    t_grid,
-    t_label,
+    model_t_grid,
+    scan_groups,
     training_settings,
 )
 from spectral_collapse.worldclim import resolve_local_source
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-T_VALUES = t_grid(config["scan"])
 MODELS = [spec.model_id for spec in model_specs(config)]
 SEEDS = [int(s) for s in config["scan"]["seeds"]]
 POINTS_PER_JOB = int(config["scan"]["points_per_job"])
+# Every training job trains one group of scan points (scan.points_per_job of them; default one):
+# {model id: {group label: [T values]}}, in grid order.
+GROUPS = {
+    model: {
+        group_label(Ts): Ts
+        for Ts in scan_groups(model_t_grid(config, ModelSpec.from_id(model).family), POINTS_PER_JOB)
+    }
+    for model in MODELS
+}
 # A local WorldClim copy (config data.worldclim_dir, else $WORLDCLIM_DIR), or None to download.
 # Raises a ValueError naming the key or variable when the path does not exist.
 WORLDCLIM_LOCAL = resolve_local_source(config["data"].get("worldclim_dir"), os.environ.get("WORLDCLIM_DIR"))
@@ -30,8 +35,7 @@ WORLDCLIM_LOCAL = resolve_local_source(config["data"].get("worldclim_dir"), os.e
 STORE = "results/data/worldclim.zarr"
 STORE_REPORT = "results/data/worldclim_store.json"
 VERIFIED = "results/data/worldclim_verified.json"
-RUN_DIR = "results/runs/{model}/T{T}/seed{seed}"
-ENSEMBLE_DIR = "results/ensembles/{model}/seed{seed}/chunk{chunk}"
+RUN_DIR = "results/runs/{model}/{group}/seed{seed}"
 ANALYSIS_DIR = "results/analysis/{model}"
 FIGURE_DIR = "results/figures/{model}"
 FIGURES = ["cascade", "spectra", "meanfield", "truncation", "maps"]
@@ -39,9 +43,8 @@ FIGURES = ["cascade", "spectra", "meanfield", "truncation", "maps"]
 
 wildcard_constraints:
     model=MODEL_ID_PATTERN,
-    T=T_LABEL_PATTERN,
+    group=GROUP_PATTERN,
     seed=r"[0-9]+",
-    chunk=r"[0-9]{3}",
     figure="|".join(FIGURES),
     ext="png|pdf",
 
@@ -51,21 +54,13 @@ def worldclim_inputs(wildcards):
     return WORLDCLIM_LOCAL.files if WORLDCLIM_LOCAL is not None else []
 
 
-def run_tables(model, table="latents.parquet"):
-    """Per-run measurement tables of one model over the scan and seeds.
-
-    One directory per scan point by default; with scan.points_per_job > 1 one directory per
-    vectorized chunk holding several scan points (same table schema, several T values).
-    """
-    labels = [t_label(T) for T in T_VALUES]
-    if POINTS_PER_JOB == 1:
-        return expand(f"{RUN_DIR}/{table}", model=model, T=labels, seed=SEEDS)
-    chunks = [f"{i:03d}" for i in range(len(t_chunks(T_VALUES, POINTS_PER_JOB)))]
-    return expand(f"{ENSEMBLE_DIR}/{table}", model=model, chunk=chunks, seed=SEEDS)
+def run_tables(model, table):
+    """One table of every training job (group) of one model over the scan and seeds."""
+    return expand(f"{RUN_DIR}/{table}", model=model, group=list(GROUPS[model]), seed=SEEDS)
 
 
 def scan_tables(wildcards):
-    """Named inputs of collect_scan: every run's latents, pruning and run tables for one model."""
+    """Named inputs of collect_scan: every job's latents, pruning and run tables for one model."""
     return {
         "latents": run_tables(wildcards.model, "latents.parquet"),
         "pruning": run_tables(wildcards.model, "pruning.parquet"),
@@ -73,40 +68,37 @@ def scan_tables(wildcards):
     }
 
 
-def chunk_T(wildcards):
-    """The scan points of one vectorized chunk, for the ensemble job's params."""
-    return t_chunks(T_VALUES, POINTS_PER_JOB)[int(wildcards.chunk)]
+def group_T(wildcards):
+    """The scan points (exact grid values) a training job trains."""
+    return GROUPS[wildcards.model][wildcards.group]
 
 
-def model_settings(wildcards):
-    """Everything a training job needs to know about its model, from config and wildcards."""
-    spec = ModelSpec.from_id(wildcards.model)
-    return {
-        "family": spec.family,
-        "depth": spec.depth,
-        "model": dict(config["models"].get(spec.family, {})),
-        "decoder": dict(config["decoder"]),
-        "training": training_settings(config, spec.family),
-    }
+def job_settings(wildcards):
+    """Everything a training job needs to know about its model (scan.model_settings)."""
+    return model_settings(config, wildcards.model)
 
 
 def train_runtime(wildcards, attempt):
-    """Runtime estimate in minutes: about 5 ms per update on a CPU core, doubled per retry."""
-    spec = ModelSpec.from_id(wildcards.model)
-    updates = training_settings(config, spec.family)["max_updates"]
-    return int(10 + updates * 5e-3 / 60 * 2) * attempt
+    """Runtime estimate in minutes: 5 ms per update and point on a CPU core (a member costs ~1-2 ms),
+    doubled for safety and per retry."""
+    updates = training_settings(config, ModelSpec.from_id(wildcards.model).family)["max_updates"]
+    return int(10 + len(group_T(wildcards)) * updates * 5e-3 / 60 * 2) * attempt
 
 
 def train_mem_mb(wildcards, attempt):
-    return 4000 * attempt
+    """Memory: 4 GB for the data and the job, plus 100 MB per member (weights, Adam moments, activations)."""
+    return (4000 + 100 * len(group_T(wildcards))) * attempt
+
+
+def measure_runtime(wildcards, attempt):
+    """Minutes: 10 plus 1 per member (each member decodes every split L + 1 times)."""
+    return (10 + len(group_T(wildcards))) * attempt
 
 
 def map_model(wildcards):
-    """The trained model drawn in the world maps: the coldest scan point (most latents active), seed 0."""
-    if POINTS_PER_JOB == 1:
-        return f"results/runs/{wildcards.model}/T{t_label(min(T_VALUES))}/seed{SEEDS[0]}/model.pt"
-    last = len(t_chunks(T_VALUES, POINTS_PER_JOB)) - 1
-    return f"results/ensembles/{wildcards.model}/seed{SEEDS[0]}/chunk{last:03d}/model.pt"
+    """The trained model drawn in the world maps: the job holding the coldest scan point, seed 0."""
+    coldest = list(GROUPS[wildcards.model])[-1]
+    return f"results/runs/{wildcards.model}/{coldest}/seed{SEEDS[0]}/model.pt"
 
 
 def figure_inputs(wildcards):

@@ -1,5 +1,6 @@
-# Stage 3-4: one beta-VAE training job per (model, T, seed); measurement as a separate cheap rule,
-# so that changing a measurement never retrains.
+# Stage 3-4: one training job per group of scan points of one model and seed (scan.points_per_job points;
+# default one: one Lightning job per scan point), and the measurement of the trained group as a separate
+# cheap rule, so that changing a measurement never retrains.
 
 
 localrules:
@@ -7,54 +8,58 @@ localrules:
 
 
 rule train:
-    """Train one beta-VAE at one scan point; resumes from its checkpoint folder when retried."""
+    """Train one group of scan points (one ensemble member each); resumes from its checkpoint folder."""
     input:
         store=STORE,
     output:
         model=f"{RUN_DIR}/model.pt",
-        summary=f"{RUN_DIR}/train.json",
+        record=f"{RUN_DIR}/train.json",
     params:
-        settings=model_settings,
+        T=group_T,
+        settings=job_settings,
         checkpoint_dir=f"{RUN_DIR}/checkpoints",
         log_dir=f"{RUN_DIR}/logs",
     log:
-        "results/logs/train/{model}/T{T}/seed{seed}.log",
+        "results/logs/train/{model}/{group}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/train/{model}/T{T}/seed{seed}.tsv"
+        "results/benchmarks/train/{model}/{group}/seed{seed}.tsv"
     conda:
         "../../envs/study.yaml"
     resources:
         runtime=train_runtime,
         mem_mb=train_mem_mb,
     script:
-        "../../scripts/train_run.py"
+        "../../scripts/train_group.py"
 
 
 rule measure:
-    """Per-latent measurements and the ranked-pruning curve of one trained model (test and validation)."""
+    """Per-latent measurements and the ranked-pruning curve of every member of a trained group."""
     input:
         store=STORE,
         model=f"{RUN_DIR}/model.pt",
-        summary=f"{RUN_DIR}/train.json",
+        record=f"{RUN_DIR}/train.json",
         verified=VERIFIED,
     output:
         latents=f"{RUN_DIR}/latents.parquet",
         pruning=f"{RUN_DIR}/pruning.parquet",
         run=f"{RUN_DIR}/run.json",
+    params:
+        splits=list(MEASURED_SPLITS),
+        active_threshold=config["analysis"]["active_threshold"],
     log:
-        "results/logs/measure/{model}/T{T}/seed{seed}.log",
+        "results/logs/measure/{model}/{group}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/measure/{model}/T{T}/seed{seed}.tsv"
+        "results/benchmarks/measure/{model}/{group}/seed{seed}.tsv"
     conda:
         "../../envs/study.yaml"
     resources:
-        runtime=10,
-        mem_mb=3000,
+        runtime=measure_runtime,
+        mem_mb=train_mem_mb,
     script:
-        "../../scripts/measure_run.py"
+        "../../scripts/measure_group.py"
 
 
 rule training:
     """Plain-name target: every trained and measured scan point."""
     input:
-        [run_tables(model) for model in MODELS],
+        [run_tables(model, "run.json") for model in MODELS],

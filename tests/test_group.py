@@ -1,5 +1,5 @@
-"""The vectorized ensemble (issue 6): several scan points in one job give the per-point results of
-separate jobs, up to seed noise; members are independent; the chunk's tables keep the single-run schema.
+"""A group of several scan points in one job gives the per-point results of separate jobs, up to seed noise;
+members are independent; a group's tables have the schema of a group of one; converged members are frozen.
 
 Tolerance of the agreement test: at equilibrium the linear oracle gives M_k^2 = [1 - beta / lambda_k]_+
 (STUDY.md section 3). Issue 3 accepts a trained linear model when every mode away from its threshold
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from spectral_collapse.datamodule import ArrayDataModule
-from spectral_collapse.ensemble import member_run_ids, run_chunk, train_chunk
+from spectral_collapse.group import member_run_ids, run_group
 from spectral_collapse.measure import MEASURED_SPLITS, measure_split
 from spectral_collapse.training import train
 from spectral_collapse.vae import VAE, VAEConfig, negative_elbo_terms
@@ -51,7 +51,7 @@ def spectrum_data():
 
 
 def _ranked_m2(model, x, V):
-    m = measure_split(model, x, V)
+    m = measure_split(model, x, V, 0.1)
     return -np.sort(-m["M2"], axis=1)  # (E, L), rank 1 first
 
 
@@ -63,7 +63,7 @@ def test_ensemble_matches_separate_jobs_on_the_oracle_spectrum(spectrum_data):
     vae = {"family": "linear", "latents": len(LAMBDA)}
     ens = train(dm, vae, Ts, settings=LINEAR, seed=0, threads=1, progress=False)
     assert ens.model.ensemble == len(Ts)
-    assert np.allclose(ens.module.beta.numpy(), BETAS, rtol=1e-6)  # each member its own beta
+    assert np.allclose(ens.system.beta.numpy(), BETAS, rtol=1e-6)  # each member its own beta
     m2_ens = _ranked_m2(ens.model, xte, V)
     for e, (T, beta) in enumerate(zip(Ts, BETAS)):
         single = train(dm, vae, T, settings=LINEAR, seed=0, threads=1, progress=False)
@@ -96,9 +96,9 @@ def test_members_are_independent():
             assert torch.allclose(p_ens.grad[e : e + 1], p_one.grad, rtol=1e-4, atol=1e-6), (e, name)
 
 
-def test_chunk_job_writes_single_run_schema(real_store, tmp_path):
-    """run_chunk on the real store: model.pt, latents/pruning tables and run.json, one run_id per member,
-    with the columns of the single-run tables; collect_scan reads the chunk like separate runs."""
+def test_group_job_writes_the_one_point_schema(real_store, tmp_path):
+    """run_group on the real store: model.pt, latents/pruning tables and run.json, one run_id per member,
+    with the columns of a group of one; collect_scan reads the group like separate runs."""
     from spectral_collapse.analysis.collect import read_runs
     from spectral_collapse.measure import measure_tables
     import pandas as pd
@@ -108,8 +108,9 @@ def test_chunk_job_writes_single_run_schema(real_store, tmp_path):
         "training": {**LINEAR, "max_updates": 400},
     }
     Ts = [0.1, 0.01]
-    out = tmp_path / "chunk000"
-    chunk = run_chunk(real_store, settings, Ts, model_id="linear", seed=0, out_dir=out, threads=1, progress=False)
+    out = tmp_path / "T1.0000e-01_T1.0000e-02"
+    group = run_group(real_store, settings, Ts, model_id="linear", seed=0, out_dir=out, splits=MEASURED_SPLITS,
+                      active_threshold=0.1, threads=1, progress=False)
     for name in ("model.pt", "train.json", "latents.parquet", "pruning.parquet", "run.json"):
         assert (out / name).is_file(), name
     ids = member_run_ids("linear", Ts, 0)
@@ -119,38 +120,39 @@ def test_chunk_job_writes_single_run_schema(real_store, tmp_path):
     assert sorted(latents.run_id.unique()) == sorted(ids)
     assert len(latents) == 2 * len(MEASURED_SPLITS) * 19 and len(pruning) == 2 * len(MEASURED_SPLITS) * 20  # members x splits x (latents | K)
     # same schema as a single run measured by measure.py
-    one = chunk.model.member(0)
+    one = group.model.member(0)
     lat1, prn1, _ = measure_tables(one, {"test": np.zeros((4, 19), np.float32)}, V=19.0, run_ids=["x"],
-                                   model_id="linear", T=[0.1], beta=[1.9], seed=0)
+                                   model_id="linear", T=[0.1], beta=[1.9], seed=0, active_threshold=0.1)
     assert list(latents.columns) == list(lat1.columns)
     assert list(pruning.columns) == list(prn1.columns)
     runs = read_runs([out / "run.json"])
     assert list(runs.run_id) == ids
     assert np.allclose(runs["T"], Ts) and set(runs["status"]) <= {"converged", "budget"}
-    assert {"test_D_tilde", "validation_R"} <= set(runs.columns)
+    assert {"test_D_tilde_sampled", "validation_R"} <= set(runs.columns)
     payload = json.loads((out / "run.json").read_text())
-    assert payload["ensemble"] == 2 and payload["updates"] == 400
+    assert payload["group_size"] == 2 and payload["updates"] == 400
     # members measured on their own T: more latents active at the colder point
     active = latents[latents.split == "test"].groupby("T").active.sum()
     assert active[0.01] > active[0.1]
 
 
-def test_dag_uses_ensemble_jobs_when_asked(tmp_path, worldclim_dir):
-    """scan.points_per_job > 1: the DAG trains chunks with train_ensemble and measures them with
-    measure_ensemble (default 1: rules train and measure)."""
+def test_dag_trains_groups_when_asked(tmp_path, worldclim_dir):
+    """scan.points_per_job > 1: the one rule pair (train, measure) trains and measures groups of that many
+    scan points, named by their first and last point."""
     cfg = tmp_path / "ppj.yaml"
     cfg.write_text("scan:\n  families: [mlp]\n  T: {max: 1.0, min: 1.0e-3, per_decade: 4}\n  seeds: [0]\n"
                    "  points_per_job: 4\n")
     env = {**os.environ, "WORLDCLIM_DIR": str(worldclim_dir)}
     snakemake = Path(sys.executable).with_name("snakemake")
     out = subprocess.run(
-        [str(snakemake), "-n", "--nolock", "--configfile", "config.yaml", str(cfg), "--until", "measure_ensemble"],
+        [str(snakemake), "-n", "--nolock", "--configfile", "config.yaml", str(cfg), "--until", "measure"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout + out.stderr
-    # 13 T values in chunks of 4 -> 4 jobs, the last one holding a single point
-    for chunk in range(4):
-        assert f"results/ensembles/mlp-d4/seed0/chunk{chunk:03d}/run.json" in text
-        assert f"results/ensembles/mlp-d4/seed0/chunk{chunk:03d}/train.json" in text
-    assert "rule train:" not in text and "rule measure:" not in text
+    # 13 T values in groups of 4 -> 4 jobs, the last one holding a single point
+    groups = ["T1.0000e+00_T1.7783e-01", "T1.0000e-01_T1.7783e-02", "T1.0000e-02_T1.7783e-03", "T1.0000e-03"]
+    for group in groups:
+        assert f"results/runs/mlp-d4/{group}/seed0/run.json" in text
+        assert f"results/runs/mlp-d4/{group}/seed0/train.json" in text
+    assert text.count("rule train:") == 4 and text.count("rule measure:") == 4

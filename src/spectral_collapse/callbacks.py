@@ -1,0 +1,188 @@
+"""Lightning callbacks of a training job: when a member has converged, atomic resumable checkpoints, and one
+log line per evaluation.
+
+Their order in the Trainer matters and is the order of ``training.train``'s list: ``Convergence`` first (it
+decides on each evaluation), then ``EvalLinePrinter`` (prints that decision), then ``AtomicLastCheckpoint``
+(saves the state including it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+LAST = "last.ckpt"
+
+
+class Convergence(pl.Callback):
+    """The convergence rule, per ensemble member, and what follows from it (docs/science.md section 4).
+
+    The validation loss (fixed evaluation noise, so successive evaluations are comparable) is evaluated every
+    ``eval_every`` updates. A member has converged when the relative improvement of its best validation loss
+    over its last ``patience_evals`` evaluations is below ``tolerance``. Then, while it has annealing steps
+    left (``lr_drops``), its learning rate is multiplied by ``lr_drop_factor`` and its convergence window
+    restarts; otherwise it is frozen: it stops training (the system no longer computes it) and its record is
+    final. Each member thus follows the schedule it would follow as a job of its own. Training stops when
+    every member is frozen, else at the update budget.
+
+    The state (evaluation history, annealing steps done, windows, convergence steps) is this callback's
+    ``state_dict``, saved in every checkpoint, so a resumed job continues the same decisions.
+    """
+
+    def __init__(self, members: int, *, tolerance: float, patience_evals: int, lr_drops: int = 0,
+                 lr_drop_factor: float = 0.1) -> None:
+        self.tolerance, self.patience = float(tolerance), max(1, int(patience_evals))
+        self.lr_drops, self.lr_drop_factor = int(lr_drops), float(lr_drop_factor)
+        self.history: list[dict[str, Any]] = []  # step, val_loss, val_D, val_R, train_loss (E), m2 (E, L); None: frozen
+        self.drops_done = [0] * members
+        self.window_start = [0] * members  # index into history where a member's current window starts
+        self.converged_at: list[int | None] = [None] * members  # update at which a member froze
+
+    @property
+    def frozen(self) -> list[bool]:
+        return [c is not None for c in self.converged_at]
+
+    def member_lr(self, base: float) -> list[float]:
+        """Each member's learning rate: ``base`` times the factor once per annealing step it has done."""
+        out = []
+        for drops in self.drops_done:
+            lr = base
+            for _ in range(drops):
+                lr *= self.lr_drop_factor
+            out.append(lr)
+        return out
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.set_members([not f for f in self.frozen], self.member_lr(pl_module.lr))
+        if all(self.frozen):
+            trainer.should_stop = True  # a finished job restarted from its last checkpoint
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or pl_module.last_eval is None:
+            return
+        entry = pl_module.last_eval
+        self.history.append(entry)
+        changed = False
+        for e, frozen in enumerate(self.frozen):
+            if frozen or not self._converged(e):
+                continue
+            changed = True
+            if self.drops_done[e] < self.lr_drops:
+                self.drops_done[e] += 1
+                self.window_start[e] = len(self.history)
+            else:
+                self.converged_at[e] = entry["step"]
+        if changed:
+            pl_module.set_members([not f for f in self.frozen], self.member_lr(pl_module.lr))
+        if all(self.frozen):
+            trainer.should_stop = True
+
+    def _converged(self, e: int) -> bool:
+        losses = np.array([h["val_loss"][e] for h in self.history[self.window_start[e]:]], dtype=float)
+        if len(losses) <= self.patience:
+            return False
+        best_before = losses[: -self.patience].min()
+        return bool((best_before - losses.min()) / abs(best_before) < self.tolerance)
+
+    def m2_drift(self, members: int, latents: int) -> np.ndarray:
+        """|d M^2 / d log(updates)| per member and latent over its last patience window, (E, L); NaN when a
+        member has fewer than two evaluations."""
+        out = np.full((members, latents), np.nan)
+        for e in range(members):
+            seen = [h for h in self.history if h["m2"][e] is not None]
+            if len(seen) < 2:
+                continue
+            last, first = seen[-1], seen[max(0, len(seen) - 1 - self.patience)]
+            dlog = math.log(max(last["step"], 1)) - math.log(max(first["step"], 1))
+            if dlog > 0:
+                out[e] = np.abs(np.array(last["m2"][e]) - np.array(first["m2"][e])) / dlog
+        return out
+
+    def last_evaluated(self, e: int) -> dict[str, Any] | None:
+        """The member's values at its last evaluation (before it froze)."""
+        for h in reversed(self.history):
+            if h["val_loss"][e] is not None:
+                return {k: h[k][e] for k in ("val_loss", "val_D", "val_R", "train_loss")} | {"step": h["step"]}
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "drops_done": self.drops_done, "window_start": self.window_start,
+                "converged_at": self.converged_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self.drops_done = list(state_dict["drops_done"])
+        self.window_start = list(state_dict["window_start"])
+        self.converged_at = list(state_dict["converged_at"])
+
+
+class AtomicLastCheckpoint(pl.Callback):
+    """Save ``last.ckpt`` after every validation (= every ``eval_every`` updates), atomically.
+
+    The checkpoint also holds what a resumed job needs to continue bit for bit: the global and CUDA random
+    generator states (the reparametrisation noise; batches are re-derived from (seed, epoch)), and the
+    ``fingerprint`` of the job's settings, so that a checkpoint of other settings is never continued.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, fingerprint: str) -> None:
+        self.dirpath, self.fingerprint = Path(dirpath), fingerprint
+
+    @property
+    def state_key(self) -> str:
+        return "AtomicLastCheckpoint"
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        tmp = self.dirpath / f".{LAST}.tmp"
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.dirpath / LAST)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch_rng"])
+        if state_dict.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda_rng"])
+
+    @classmethod
+    def resumable(cls, path: Path, fingerprint: str) -> bool:
+        """Whether ``path`` is a readable checkpoint written with these settings."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)["callbacks"]["AtomicLastCheckpoint"]
+        except Exception:  # noqa: BLE001 - unreadable (e.g. truncated by a crash) or of an older layout
+            return False
+        return state.get("fingerprint") == fingerprint
+
+
+class EvalLinePrinter(pl.Callback):
+    """One line per evaluation when stdout is not a terminal (no progress bar)."""
+
+    def __init__(self, convergence: Convergence, run_name: str, max_updates: int) -> None:
+        self.convergence, self.run_name, self.max_updates = convergence, run_name, max_updates
+        self._t0, self._step0 = time.perf_counter(), 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0, self._step0 = time.perf_counter(), trainer.global_step
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.convergence.history:
+            return
+        h = self.convergence.history[-1]
+        now = time.perf_counter()
+        elapsed, done = now - self._t0, max(trainer.global_step - self._step0, 1)
+        self._t0, self._step0 = now, trainer.global_step  # rate over the last interval (evaluation included)
+        loss = ", ".join("-" if v is None else f"{v:.5g}" for v in h["val_loss"])
+        frozen = self.convergence.frozen
+        print(f"[{self.run_name}] step {trainer.global_step}/{self.max_updates} val_loss {loss} "
+              f"converged {sum(frozen)}/{len(frozen)} ({1e3 * elapsed / done:.2f} ms/step)", flush=True)

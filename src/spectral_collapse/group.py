@@ -1,0 +1,218 @@
+"""A training job trains a group of scan points of one model and seed; by default a group of one point.
+
+The training stage's modules are ensemble-ready (``vae.VAE`` holds ``E`` members with weights shaped
+``(E, in, out)`` applied by ``torch.baddbmm``; ``lightning_module.BetaVAESystem`` owns the per-member loss
+``D_e + beta_e R_e`` with ``beta`` a tensor of shape ``(E,)`` and optimises their SUM, so every member's
+gradient and Adam moments are its own). A group of E scan points is one such ensemble:
+
+- every member sees exactly the batches a job of one point with the same seed would see (the batch order
+  depends on the seed and the epoch only, and the batch is shared by all members); initialisation and
+  reparametrisation noise differ, so a member agrees with its one-point job up to seed noise
+  (``tests/test_group.py`` checks M_k^2 per rank);
+- convergence, annealing and freezing are per member (``callbacks.Convergence``): a member that has converged
+  stops costing compute, and the job stops when every member has converged or at the update budget;
+- ``run_id`` of member ``e`` is ``{model}/T{t_label(T_e)}/seed{seed}`` whatever the group size, so the
+  analysis cannot tell group sizes apart.
+
+Entry points: ``train_group`` / ``measure_group`` (in memory); ``train_group_job`` (rule ``train``:
+``model.pt``, ``train.json``) and ``measure_group_job`` (rule ``measure``: ``latents.parquet``,
+``pruning.parquet``, ``run.json``), so that changing a measurement never retrains; ``run_group`` does both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .scan import t_label
+
+
+def member_run_ids(model_id: str, Ts: Sequence[float], seed: int) -> list[str]:
+    """The run id of every member: one per scan point, whatever the group size."""
+    return [f"{model_id}/T{t_label(float(T))}/seed{int(seed)}" for T in Ts]
+
+
+@dataclass
+class GroupResult:
+    record: dict[str, Any]  # the training record (train.json), one entry per member under "members"
+    model: Any  # trained ensemble VAE (cpu, eval mode)
+    run_ids: list[str]
+    latents: Any = None  # pandas DataFrames, once measured
+    pruning: Any = None
+    run: dict[str, Any] | None = None
+
+
+def train_group(
+    data,
+    settings: Mapping[str, Any],
+    Ts: Sequence[float],
+    *,
+    model_id: str,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    log_dir: str | Path | None = None,
+    threads: int | None = None,
+    progress: bool | None = None,
+) -> GroupResult:
+    """Train the scan points ``Ts`` of one model as one ensemble (E = len(Ts)).
+
+    ``data`` is a ``datamodule.ArrayDataModule``; ``settings`` is ``scan.model_settings``'s dict (family,
+    depth, model, decoder, training). Resumes from ``checkpoint_dir/last.ckpt`` if present.
+    """
+    from .training import train
+    from .vae import VAEConfig
+
+    Ts = [float(t) for t in Ts]
+    if not Ts:
+        raise ValueError("a group needs at least one scan point")
+    if len(set(t_label(t) for t in Ts)) != len(Ts):
+        raise ValueError(f"duplicate scan points in one group: {Ts}")
+    cfg = VAEConfig.from_settings(settings, n_features=data.n_features, ensemble=len(Ts))
+    run_ids = member_run_ids(model_id, Ts, seed)
+    name = run_ids[0] if len(Ts) == 1 else f"{model_id}/seed{int(seed)}/T{t_label(Ts[0])}..T{t_label(Ts[-1])} (E={len(Ts)})"
+    result = train(
+        data, cfg, Ts, settings=settings["training"], seed=int(seed), run_dir=run_dir,
+        checkpoint_dir=checkpoint_dir, log_dir=log_dir, run_name=name, threads=threads, progress=progress,
+    )
+    return GroupResult(record=result.record, model=result.model, run_ids=run_ids)
+
+
+def measure_group(
+    group: GroupResult,
+    splits: Mapping[str, np.ndarray],
+    *,
+    model_id: str,
+    active_threshold: float,
+    weights: Mapping[str, np.ndarray | None] | None = None,
+) -> GroupResult:
+    """Per-member latents / pruning tables and totals (``measure.measure_tables``, all members at once)."""
+    from .measure import measure_tables
+
+    record = group.record
+    members = record["members"]
+    latents, pruning, totals = measure_tables(
+        group.model, splits,
+        V=float(record["V"]),
+        run_ids=group.run_ids,
+        model_id=model_id,
+        T=[m["T"] for m in members],
+        beta=[m["beta"] for m in members],
+        seed=int(record["seed"]),
+        active_threshold=active_threshold,
+        weights=weights,
+        m2_drift=np.array([m["m2_drift"] for m in members], dtype=float),
+        converged=[m["status"] == "converged" for m in members],
+    )
+    runs = [{**m, "run_id": group.run_ids[e], "model": model_id, "member": e,
+             "converged": m["status"] == "converged", "totals": totals[e]} for e, m in enumerate(members)]
+    shared = {k: v for k, v in record.items() if k != "members"}
+    group.latents, group.pruning = latents, pruning
+    group.run = {**shared, "model": model_id, "group_size": len(members), "run_ids": group.run_ids, "runs": runs}
+    return group
+
+
+def train_group_job(
+    store: str | Path,
+    settings: Mapping[str, Any],
+    Ts: Sequence[float],
+    *,
+    model_id: str,
+    seed: int,
+    model_path: str | Path,
+    record_path: str | Path,
+    checkpoint_dir: str | Path | None = None,
+    log_dir: str | Path | None = None,
+    threads: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+) -> GroupResult:
+    """Rule train: load the store, train the group, write ``model.pt`` and ``train.json`` (the training record
+    with the members' run_ids)."""
+    from .datamodule import ArrayDataModule
+    from .provenance import package_versions, write_json
+    from .training import model_meta
+    from .vae import save_trained
+
+    start = time.perf_counter()
+    data = ArrayDataModule.from_store(store)
+    group = train_group(
+        data, settings, Ts, model_id=model_id, seed=seed, run_dir=Path(model_path).parent,
+        checkpoint_dir=checkpoint_dir, log_dir=log_dir, threads=threads, progress=progress,
+    )
+    save_trained(model_path, group.model, {**model_meta(group.record, group.run_ids), "model": model_id})
+    group.record = {**group.record, "model": model_id, "run_ids": group.run_ids, "settings": dict(settings),
+                    "package_versions": package_versions(), "job_time_s": time.perf_counter() - start,
+                    **dict(extra or {})}
+    write_json(record_path, group.record)
+    return group
+
+
+def measure_group_job(
+    store: str | Path,
+    model_path: str | Path,
+    record_path: str | Path,
+    *,
+    latents_path: str | Path,
+    pruning_path: str | Path,
+    run_path: str | Path,
+    splits: Sequence[str],
+    active_threshold: float,
+    extra: Mapping[str, Any] | None = None,
+) -> GroupResult:
+    """Rule measure: measure every member of a trained group on ``splits`` (each held-out mean weighted by
+    cell area) and write the latents / pruning tables and ``run.json`` (never retrains)."""
+    from .allocator import keep_freed_memory
+    from .provenance import package_versions, sha256_file, write_json, write_parquet
+    from .store import load_split, load_weights
+    from .vae import load_trained
+
+    keep_freed_memory()  # a job: no page faults on every block's activations (allocator.py)
+    start = time.perf_counter()
+    model, _ = load_trained(model_path)
+    record = json.loads(Path(record_path).read_text())
+    group = GroupResult(record=record, model=model, run_ids=list(record["run_ids"]))
+    data = {s: load_split(store, s) for s in splits}
+    weights = {s: load_weights(store, s) for s in splits}
+    measure_group(group, data, model_id=record["model"], active_threshold=active_threshold, weights=weights)
+    write_parquet(group.latents, latents_path)
+    write_parquet(group.pruning, pruning_path)
+    group.run.update({
+        "measured_splits": list(splits),
+        "active_threshold": active_threshold,
+        "heldout_weighting": "cell-area-weighted means over the validation and test cells; training sample unweighted",
+        "package_versions": package_versions(),
+        "model_sha256": sha256_file(model_path),
+        "measure_time_s": time.perf_counter() - start,
+        **dict(extra or {}),
+    })
+    write_json(run_path, group.run)
+    return group
+
+
+def run_group(
+    store: str | Path,
+    settings: Mapping[str, Any],
+    Ts: Sequence[float],
+    *,
+    model_id: str,
+    seed: int,
+    out_dir: str | Path,
+    splits: Sequence[str],
+    active_threshold: float,
+    threads: int | None = None,
+    progress: bool | None = None,
+) -> GroupResult:
+    """Both rules in one call (tests, interactive use): train, then measure; writes ``model.pt``,
+    ``train.json``, ``latents.parquet``, ``pruning.parquet`` and ``run.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    train_group_job(store, settings, Ts, model_id=model_id, seed=seed, model_path=out_dir / "model.pt",
+                    record_path=out_dir / "train.json", threads=threads, progress=progress)
+    return measure_group_job(store, out_dir / "model.pt", out_dir / "train.json",
+                             latents_path=out_dir / "latents.parquet", pruning_path=out_dir / "pruning.parquet",
+                             run_path=out_dir / "run.json", splits=splits, active_threshold=active_threshold)
