@@ -8,15 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectral_collapse.analysis.agreement import identity_r2, log_identity_r2, rank_agreement, relative_error
+from spectral_collapse.analysis.agreement import (
+    identity_r2, leading_ranks, log_identity_r2, rank_agreement, rank_concordance, relative_error)
 from spectral_collapse.analysis.collect import run_rows
 from spectral_collapse.analysis.d_eff import d_eff, pca_distortion, powerlaw_fit
 from spectral_collapse.analysis.maps import signal_fraction, weighted_corr
 from spectral_collapse.analysis.spectrum import utility_spectrum
 from spectral_collapse.analysis.summary import _clean
-from spectral_collapse.analysis.thresholds import fit_m2_threshold, fit_rate_threshold, meanfield_exponent
+from spectral_collapse.analysis.thresholds import (
+    fit_m2_threshold, fit_rate_threshold, meanfield_exponent, threshold_status)
+from spectral_collapse.config import load_config
 
 T_GRID = np.logspace(0, -4, 33)  # 8 per decade
+CFG = load_config()["analysis"]
+WINDOW = CFG["rate_window"]
 
 
 def rate_curve(T, T_c):
@@ -27,7 +32,7 @@ def rate_curve(T, T_c):
 
 @pytest.mark.parametrize("T_c", [0.4, 0.037, 2.2e-3])
 def test_rate_fit_recovers_threshold(T_c):
-    tc, n = fit_rate_threshold(T_GRID, rate_curve(T_GRID, T_c), dD=T_c)
+    tc, n = fit_rate_threshold(T_GRID, rate_curve(T_GRID, T_c), dD=T_c, window=WINDOW)
     assert n == int(np.sum((T_GRID >= 1e-2 * T_c) & (T_GRID <= T_c)))
     assert tc == pytest.approx(T_c, rel=1e-6)
 
@@ -37,7 +42,7 @@ def test_rate_fit_with_noise_and_offset_utility():
     T_c = 0.05
     R = rate_curve(T_GRID, T_c) + 0.01 * rng.standard_normal(T_GRID.size)
     # the window is set by the utility, here 20% below the threshold: points beyond it are ignored
-    tc, _ = fit_rate_threshold(T_GRID, np.clip(R, 0, None), dD=0.8 * T_c)
+    tc, _ = fit_rate_threshold(T_GRID, np.clip(R, 0, None), dD=0.8 * T_c, window=WINDOW)
     assert tc == pytest.approx(T_c, rel=0.03)
 
 
@@ -45,19 +50,19 @@ def test_rate_fit_ignores_points_outside_the_window():
     T_c = 0.01
     R = rate_curve(T_GRID, T_c)
     R_bad = np.where(T_GRID < 1e-2 * T_c, 50.0, R)  # garbage far below the window
-    assert fit_rate_threshold(T_GRID, R_bad, dD=T_c)[0] == pytest.approx(T_c, rel=1e-6)
+    assert fit_rate_threshold(T_GRID, R_bad, dD=T_c, window=WINDOW)[0] == pytest.approx(T_c, rel=1e-6)
 
 
 def test_rate_fit_undefined_cases():
-    assert np.isnan(fit_rate_threshold(T_GRID, np.zeros_like(T_GRID), dD=0.1)[0])  # never active
-    assert np.isnan(fit_rate_threshold(T_GRID, rate_curve(T_GRID, 0.1), dD=0.0)[0])  # no utility
-    assert np.isnan(fit_rate_threshold(T_GRID, rate_curve(T_GRID, 0.1), dD=-1e-6)[0])
+    assert np.isnan(fit_rate_threshold(T_GRID, np.zeros_like(T_GRID), dD=0.1, window=WINDOW)[0])  # never active
+    assert np.isnan(fit_rate_threshold(T_GRID, rate_curve(T_GRID, 0.1), dD=0.0, window=WINDOW)[0])  # no utility
+    assert np.isnan(fit_rate_threshold(T_GRID, rate_curve(T_GRID, 0.1), dD=-1e-6, window=WINDOW)[0])
 
 
 def test_rate_fit_clipped_model_uses_collapsed_points():
     # utility 3x the threshold: the window holds collapsed points (R = 0) that pin the threshold from above
     T_c = 0.02
-    tc, _ = fit_rate_threshold(T_GRID, rate_curve(T_GRID, T_c), dD=3 * T_c)
+    tc, _ = fit_rate_threshold(T_GRID, rate_curve(T_GRID, T_c), dD=3 * T_c, window=WINDOW)
     assert tc == pytest.approx(T_c, rel=1e-6)
 
 
@@ -86,7 +91,7 @@ def test_meanfield_exponent_uncertainty_with_noise():
     T = np.tile(T_GRID, len(T_cs))
     tc = np.repeat(T_cs, len(T_GRID))
     M2 = np.clip(1 - T / tc, 0, None) * np.exp(0.05 * rng.standard_normal(T.size))
-    out = meanfield_exponent(T, M2, tc, group=np.repeat(np.arange(5), len(T_GRID)))
+    out = meanfield_exponent(T, M2, tc, group=np.repeat(np.arange(5), len(T_GRID)), window=(0.05, 0.5))
     assert 0 < out["stderr"] < 0.2
     assert abs(out["exponent"] - 1.0) < 3 * out["stderr"] + 0.02
 
@@ -114,10 +119,59 @@ def test_rank_agreement_hand_cases():
     assert rank_agreement([5, 4, 3, 2, 1], [50, 40, 30, 20, 10]) == 5
     assert rank_agreement([5, 4, 3, 2, 1], [50, 40, 20, 30, 10]) == 2      # ranks 3 and 4 swapped
     assert rank_agreement([5, 4, 3, 2, 1], [40, 50, 30, 20, 10]) == 0      # disagree at the top
-    assert rank_agreement([5, 4, np.nan, 2, 1], [50, 40, 30, 20, 10]) == 4  # missing rank dropped
     assert rank_agreement([], []) == 0
     # the orders are by value, not by position: a shuffled listing that agrees still counts
     assert rank_agreement([1, 5, 3], [0.1, 0.5, 0.3]) == 3
+
+
+def test_rank_agreement_counts_consecutive_leading_ranks():
+    """A rank without a threshold (or utility) ends the count: the ranks after it are not leading ranks."""
+    assert rank_agreement([.5, np.nan, .1, .05], [.5, .3, .1, .05]) == 1
+    assert leading_ranks([.5, np.nan, .1, .05], [.5, .3, .1, .05]) == 1
+    assert rank_agreement([5, 4, np.nan, 2, 1], [50, 40, 30, 20, 10]) == 2
+    assert rank_agreement([5, 4, 3, 2, 1], [50, 40, 30, 0.0, 10]) == 3    # no utility (dD <= 0) ends it too
+    assert rank_agreement([np.nan, 4, 3], [50, 40, 30]) == 0
+    assert leading_ranks([5, 4, 3], [50, 40, 30]) == 3
+
+
+def test_rank_concordance_counts_every_pair():
+    # one adjacent swap: one inversion of 10 pairs
+    out = rank_concordance([5, 4, 3, 2, 1], [50, 40, 20, 30, 10])
+    assert out["inversions"] == 1 and out["n_ranks"] == 5
+    assert out["kendall_tau"] == pytest.approx(1 - 2 * 1 / 10)
+    # a missing rank is skipped (not the end, unlike the consecutive count); reversed order: all pairs discordant
+    out = rank_concordance([1, np.nan, 2, 3], [3, 7, 2, 1])
+    assert (out["inversions"], out["n_ranks"]) == (3, 3) and out["kendall_tau"] == pytest.approx(-1.0)
+    assert np.isnan(rank_concordance([1.0], [2.0])["kendall_tau"])
+
+
+def test_threshold_status_rules():
+    """A number from the rate fit is a threshold only for a rank active somewhere, inside the scanned range."""
+    T_range = (1e-5, 1.0)
+    assert threshold_status(0.01, 0.01, True, T_range) == "fitted"
+    assert threshold_status(0.01, 0.01, False, T_range) == "never_active"
+    assert threshold_status(2.5e-6, 5e-3, True, T_range) == "outside_scan"    # below the coldest point
+    assert threshold_status(3.0, 3.0, True, T_range) == "outside_scan"        # above the warmest
+    assert threshold_status(np.nan, 0.0, True, T_range) == "no_utility"
+    assert threshold_status(np.nan, 1e-3, True, T_range) == "no_rate_in_window"
+    # the brief's case: a flat 2e-3-nat rate gives a T_c three decades below its window
+    T = np.logspace(0, -6, 49)
+    tc, _ = fit_rate_threshold(T, np.full(T.size, 2e-3), 5e-3, WINDOW)
+    assert tc < 1e-2 * 5e-3 and threshold_status(tc, 5e-3, True, (T.min(), T.max())) == "outside_scan"
+
+
+def test_meanfield_exponent_one_intercept_per_rank():
+    """Ranks with different prefactors (M^2 = c_k x^b) must not bias the common slope."""
+    T_cs = np.array([0.3, 0.1, 0.02, 0.006])
+    c = np.array([1.0, 0.3, 0.6, 0.1])
+    T = np.tile(T_GRID, len(T_cs))
+    tc = np.repeat(T_cs, len(T_GRID))
+    group = np.repeat(np.arange(1, 5), len(T_GRID))
+    x = np.clip(1 - T / tc, 0, None)
+    out = meanfield_exponent(T, np.repeat(c, len(T_GRID)) * x, tc, group=group, window=(0.05, 0.6))
+    assert out["exponent"] == pytest.approx(1.0, abs=1e-9)
+    assert out["intercepts"] == pytest.approx({k: np.log(ck) for k, ck in zip(range(1, 5), c)})
+    assert out["stderr_bootstrap"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_relative_error():
@@ -171,9 +225,9 @@ def test_weighted_corr_and_signal_fraction():
 
 def test_run_rows_single_and_ensemble():
     single = {"run_id": "linear/T1.0000e-02/seed0", "T": 0.01, "seed": 0, "status": "budget",
-              "totals": {"test": {"D_tilde": 0.1, "R": 3.0}}, "config": {"a": 1}}
+              "totals": {"test": {"D_tilde_sampled": 0.1, "R": 3.0}}, "config": {"a": 1}}
     (row,) = run_rows(single)
-    assert row["converged"] is False and row["test_D_tilde"] == 0.1 and "config" not in row
+    assert row["converged"] is False and row["test_D_tilde_sampled"] == 0.1 and "config" not in row
     ens = {"seed": 0, "runs": [{"run_id": "x", "T": 0.1, "status": "converged"},
                                {"run_id": "y", "T": 0.01, "status": "budget"}]}
     rows = run_rows(ens)

@@ -13,6 +13,7 @@ import xarray as xr
 from spectral_collapse.analysis.collect import collect_scan, write_parquet
 from spectral_collapse.analysis.summary import POOLED, analyse_model, combine_summaries
 from spectral_collapse.analysis.synthetic import linear_scan_tables, pca_table, write_run_dirs
+from spectral_collapse.config import load_config
 from spectral_collapse.plotting.render import FIGURES, render
 from spectral_collapse.scan import t_grid
 
@@ -21,8 +22,7 @@ LAM = np.array([9.8, 4.2, 1.9, 1.2, 0.65, 0.53, 0.31, 0.17, 0.11, 0.067, 0.018, 
 LAM = np.r_[LAM, 19.0 - LAM.sum() - 1e-4, 1e-4]
 T_K = np.sort(LAM / 19.0)[::-1]
 T_GRID = t_grid({"T": {"max": 1.0, "min": 1e-3, "per_decade": 8}})
-CFG = {"active_threshold": 0.1, "d_eff_eps": [0.05, 0.01, 0.005, 0.001, 1e-4, 1e-5],
-       "meanfield_window": [0.05, 0.5], "n_map_latents": 4}
+CFG = load_config()["analysis"]
 # runs stopped short of equilibrium near a threshold: M^2 and rate scaled down
 UNCONVERGED = {(0, T_GRID[4]): 0.4, (1, T_GRID[9]): 0.4, (2, T_GRID[14]): 0.4}
 
@@ -57,7 +57,7 @@ def test_collect_counts(scan):
     runs = scan["runs"]
     assert len(runs) == 3 * len(T_GRID)
     assert int((~runs["converged"]).sum()) == len(UNCONVERGED)
-    assert set(runs.columns) >= {"run_id", "T", "seed", "status", "converged", "test_D_tilde"}
+    assert set(runs.columns) >= {"run_id", "T", "seed", "status", "converged", "test_D_tilde_sampled"}
     s = scan["summary"]["runs"]
     assert (s["total"], s["converged"], s["unconverged"]) == (len(runs), len(runs) - 3, 3)
     assert not s["fits_use_unconverged"]
@@ -82,14 +82,46 @@ def test_headline_numbers(scan):
     s = scan["summary"]
     assert s["identity_r2"] > 0.99
     assert s["rank_agreement"] >= len(resolved(s))
+    assert s["rank_agreement"] <= s["rank_agreement_ranks"] == s["identity_r2_ranks"]
+    assert s["kendall_tau"] > 0.95 and s["rank_inversions"] <= 1 and s["kendall_tau_ranks"] == s["identity_r2_ranks"]
     mf = s["meanfield"]
-    assert 0.9 <= mf["exponent"] <= 1.1 and mf["stderr"] > 0 and mf["window"] == [0.05, 0.5]
+    assert 0.9 <= mf["exponent"] <= 1.1 and mf["stderr"] > 0 and mf["window"] == CFG["meanfield_window"]
+    assert sorted(int(k) for k in mf["intercepts"]) == list(range(1, mf["n_groups"] + 1))
     assert s["d_eff"]["eps"] == CFG["d_eff_eps"]
     assert s["d_eff"]["pca"][:3] == s["d_eff"]["model"][:3]  # the linear oracle matches PCA where resolved
     spread = s["seed_spread"]
     assert spread["identity_r2"]["n"] == 3 and spread["meanfield_exponent"]["std"] >= 0
     assert len(spread["T_c"]["std"]) == len(T_K)
     assert set(scan["d_eff"]["source"]) == {"linear", "pca"}
+
+
+def test_threshold_status(scan):
+    """Thresholds are reported only for ranks active somewhere in the scan, with T_c inside it."""
+    s = scan["summary"]
+    status = np.array(s["threshold_status"])
+    T_c = np.array(s["T_c"], dtype=float)
+    assert set(status[resolved(s)]) == {"fitted"}
+    assert set(status[T_K < min(T_GRID)]) == {"never_active"}       # collapsed at every scan point
+    assert np.isfinite(T_c[status == "fitted"]).all() and np.isnan(T_c[status != "fitted"]).all()
+    assert s["threshold_fit"]["scan_T_range"] == [min(T_GRID), max(T_GRID)]
+    assert s["threshold_fit"]["window_T_over_dD"] == CFG["rate_window"]
+    assert s["identity_r2_ranks"] == int((status == "fitted").sum())
+    assert list(scan["spectra"].loc[scan["spectra"]["seed"] == POOLED, "threshold_status"]) == list(status)
+
+
+def test_powerlaw_compares_like_with_like(scan):
+    """PCA is fitted over the model's window (up to its last rank with a threshold), and also over the
+    configured window, named as such."""
+    fits = scan["summary"]["powerlaw"]
+    last = max(k for k, st in zip(scan["summary"]["rank"], scan["summary"]["threshold_status"]) if st == "fitted")
+    assert fits["model"]["ranks"] == [CFG["powerlaw_ranks"][0], last] == fits["pca"]["ranks"]
+    assert fits["pca_configured_window"]["ranks"][0] == CFG["powerlaw_ranks"][0]
+    assert fits["pca_configured_window"]["ranks"][1] > last
+    lam = np.r_[T_K]
+    K = np.arange(CFG["powerlaw_ranks"][0], last + 1)
+    tail = np.array([lam[k:].sum() for k in K])
+    slope = np.polyfit(np.log(K), np.log(tail), 1)[0]
+    assert fits["pca"]["exponent"] == pytest.approx(-slope)
 
 
 def test_unconverged_runs_are_excluded(scan):
@@ -108,8 +140,11 @@ def test_summary_is_strict_json_and_combines(scan):
     combined = combine_summaries({"linear": scan["summary"]}, pca_table(T_K),
                                  {"files": {"wc2.1_10m_bio_1.tif": "ab"}, "source": "local"},
                                  {"n_land": 808053, "V": 19.0}, CFG)
-    assert set(combined) >= {"models", "pca", "data", "config_hash", "package_versions"}
+    assert set(combined) >= {"models", "pca", "data", "config_hash", "package_versions", "heldout_weighting"}
     assert combined["data"]["files_sha256"] == {"wc2.1_10m_bio_1.tif": "ab"}
+    assert combined["pca"]["a_test"] == combined["pca"]["a_validation"] == [1.0] * len(T_K)
+    assert "cell-area-weighted" in combined["heldout_weighting"]
+    assert scan["summary"]["a_test"] == [1.0] * len(T_K)
     json.dumps(combined, allow_nan=False)
 
 

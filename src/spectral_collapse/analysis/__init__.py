@@ -4,12 +4,14 @@ Small modules, each importable on its own (numpy/pandas only; scipy is imported 
 
 - ``collect``    concatenate the per-run tables of one model into the scan tables;
 - ``spectrum``   the utility spectrum: best D~_K at each rank across the scan, differenced;
-- ``thresholds`` collapse thresholds from the rate (and from M^2 for the linear family), and the
-                 mean-field exponent;
-- ``agreement``  identity R^2 and the rank agreement of thresholds and utilities;
+- ``thresholds`` collapse thresholds from the rate (and from M^2 for the linear family), which of them
+                 are reported (`threshold_status`), and the mean-field exponent;
+- ``agreement``  identity R^2, the consecutive rank agreement and Kendall's tau of thresholds and
+                 utilities;
 - ``d_eff``      effective dimension d_eff(eps), PCA truncation curve, power-law fit of D~_K;
 - ``summary``    everything above for one model (per seed and pooled) and the combined summary;
-- ``pca_table``  the PCA table of the store's training sample (via ``spectral_collapse.pca``);
+- ``pca_table``  the PCA table of the store's training sample (via ``spectral_collapse.pca``), with the
+                 held-out weighting shifts a_k;
 - ``maps``       the leading latents of a trained model on every land cell, and their correlations;
 - ``synthetic``  per-run tables of the exact linear oracle, for tests and demonstrations;
 - ``io``         logging and JSON helpers of the rule scripts.

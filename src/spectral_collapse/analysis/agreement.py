@@ -1,4 +1,5 @@
-"""Agreement between collapse thresholds and utilities (STUDY.md section 2)."""
+"""Agreement between collapse thresholds and utilities (STUDY.md section 2): identity R^2, and how well
+the threshold order and the utility order agree (consecutively from the top, and pair by pair)."""
 
 from __future__ import annotations
 
@@ -32,25 +33,60 @@ def log_identity_r2(T_c, dD) -> float:
     return identity_r2(np.log(T_c[ok]), np.log(dD[ok]))
 
 
-def rank_agreement(thresholds, utilities) -> int:
-    """How many leading ranks the threshold order and the utility order agree on.
+def _usable(values: np.ndarray) -> np.ndarray:
+    """A threshold or utility can be placed in an order only when it is finite and positive (dD~_k <= 0:
+    no utility)."""
+    return np.isfinite(values) & (values > 0)
 
-    Both sequences are indexed by rank (entry i = rank i + 1). Ranks are ordered by threshold
-    (descending) and by utility (descending); the result is the largest n such that the first n ranks
-    of both orders are the same ranks in the same order. Ranks where either value is not finite are
-    dropped; ties are broken by rank.
+
+def leading_ranks(thresholds, utilities) -> int:
+    """m: how many leading ranks 1..m all have a usable threshold and utility (the ranks `rank_agreement`
+    compares)."""
+    ok = _usable(np.asarray(thresholds, dtype=float)) & _usable(np.asarray(utilities, dtype=float))
+    return int(np.argmin(ok)) if not ok.all() else len(ok)
+
+
+def rank_agreement(thresholds, utilities) -> int:
+    """How many leading ranks the threshold order and the utility order agree on, consecutively.
+
+    Both sequences are indexed by rank (entry i = rank i + 1). Let m be the number of leading ranks 1..m
+    that all have a usable threshold and utility: the first rank without one ends the count, because a
+    rank that cannot be placed in both orders cannot be said to agree (and skipping it would let the
+    ranks after it count as leading). Ranks 1..m are ordered by threshold (descending) and by utility
+    (descending), ties broken by rank; the result is the number of leading positions where both orders
+    name the same rank. See `rank_concordance` for why Kendall's tau is reported alongside.
     """
     t = np.asarray(thresholds, dtype=float)
     u = np.asarray(utilities, dtype=float)
-    ok = np.flatnonzero(np.isfinite(t) & np.isfinite(u))
-    order_t = ok[np.lexsort((ok, -t[ok]))]
-    order_u = ok[np.lexsort((ok, -u[ok]))]
-    n = 0
-    for a, b in zip(order_t, order_u):
-        if a != b:
-            break
-        n += 1
-    return int(n)
+    m = leading_ranks(t, u)
+    idx = np.arange(m)
+    order_t = idx[np.lexsort((idx, -t[:m]))]
+    order_u = idx[np.lexsort((idx, -u[:m]))]
+    differ = np.flatnonzero(order_t != order_u)
+    return int(differ[0]) if len(differ) else m
+
+
+def rank_concordance(thresholds, utilities) -> dict:
+    """Kendall's tau (tau-b) between thresholds and utilities and the number of inversions (discordant
+    pairs), over every rank that has both (usable), wherever it sits.
+
+    Why next to the consecutive agreement: ranks are assigned by M^2 within each run, so R_1 >= R_2 >= ...
+    by construction and the fitted thresholds come out (nearly) in rank order whatever the data. The
+    consecutive count then mostly asks where the utilities first leave rank order, and one swap of two
+    near-degenerate ranks ends it however well the rest agrees. Tau and the inversions weigh every pair
+    of ranks: they tell an isolated swap (one inversion) from a reordering.
+    Returns kendall_tau (NaN with fewer than 2 ranks), inversions, n_ranks (the ranks compared).
+    """
+    from scipy.stats import kendalltau
+
+    t = np.asarray(thresholds, dtype=float)
+    u = np.asarray(utilities, dtype=float)
+    ok = _usable(t) & _usable(u)
+    t, u = t[ok], u[ok]
+    n = len(t)
+    discordant = np.sign(t[:, None] - t[None, :]) * np.sign(u[:, None] - u[None, :]) < 0
+    tau = float(kendalltau(t, u).statistic) if n >= 2 else float("nan")
+    return {"kendall_tau": tau, "inversions": int(np.triu(discordant, 1).sum()), "n_ranks": int(n)}
 
 
 def relative_error(estimate, reference) -> np.ndarray:

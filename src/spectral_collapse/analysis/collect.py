@@ -26,7 +26,8 @@ def read_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def _flatten_totals(payload: Mapping[str, Any]) -> dict[str, float]:
-    """Totals per split (D, D_tilde, R) as flat columns `<split>_<name>`, whatever the nesting."""
+    """run.json's `totals` (per split: D, D_tilde_sampled, R, ...) as flat columns `<split>_<name>`, whatever
+    names the measurement writes."""
     out: dict[str, float] = {}
     totals = payload.get("totals")
     if isinstance(totals, Mapping):
@@ -35,12 +36,6 @@ def _flatten_totals(payload: Mapping[str, Any]) -> dict[str, float]:
                 for name, v in values.items():
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
                         out[f"{split}_{name}"] = float(v)
-    for split in ("test", "validation"):
-        values = payload.get(split)
-        if isinstance(values, Mapping):
-            for name in ("D", "D_tilde", "R"):
-                if isinstance(values.get(name), (int, float)):
-                    out[f"{split}_{name}"] = float(values[name])
     return out
 
 

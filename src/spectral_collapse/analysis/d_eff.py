@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_EPS = (0.05, 0.01, 0.005, 0.001, 1e-4, 1e-5)
-POWERLAW_RANKS = (4, 17)  # paper: D~_K ~ K^-4 over ranks 4-17
-
 
 def pca_distortion(lambda_over_V) -> np.ndarray:
     """D~_K of PCA for K = 0..d: sum_{k>K} lambda_k / V (tail sums, no cancellation)."""
@@ -16,7 +13,7 @@ def pca_distortion(lambda_over_V) -> np.ndarray:
     return np.append(tail, 0.0)
 
 
-def d_eff(D_of_K, eps_list=DEFAULT_EPS, K=None) -> dict[float, float]:
+def d_eff(D_of_K, eps_list, K=None) -> dict[float, float]:
     """d_eff(eps) = the smallest K with D~_K <= eps, for each eps; NaN when no K reaches it.
 
     `D_of_K[i]` is D~ at K[i] (default K = 0, 1, ...).
@@ -30,8 +27,9 @@ def d_eff(D_of_K, eps_list=DEFAULT_EPS, K=None) -> dict[float, float]:
     return out
 
 
-def powerlaw_fit(K, D, ranks=POWERLAW_RANKS) -> dict:
-    """Fit D~_K = A K^-p by least squares in log-log over ranks[0] <= K <= ranks[1] (positive D only).
+def powerlaw_fit(K, D, ranks) -> dict:
+    """Fit D~_K = A K^-p by least squares in log-log over ranks[0] <= K <= ranks[1] (positive D only;
+    config analysis.powerlaw_ranks, paper: D~_K ~ K^-4 over ranks 4-17).
 
     Returns exponent p, prefactor A, the ranks actually used and their count (NaN when < 3 points).
     """

@@ -15,14 +15,15 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .agreement import log_identity_r2, rank_agreement, relative_error
-from .d_eff import DEFAULT_EPS, POWERLAW_RANKS, d_eff, pca_distortion, powerlaw_fit
+from .agreement import leading_ranks, log_identity_r2, rank_agreement, rank_concordance, relative_error
+from .d_eff import d_eff, pca_distortion, powerlaw_fit
 from .spectrum import converged_run_ids, eval_split, utility_spectrum
-from .thresholds import RATE_WINDOW, fit_m2_threshold, fit_rate_threshold, meanfield_exponent
+from .thresholds import fit_m2_threshold, fit_rate_threshold, in_scan, meanfield_exponent, threshold_status
 
 POOLED = -1
-MAX_M2_DRIFT = 0.05  # |dM^2/d log(updates)| at the end of training above which a point is not at equilibrium
 TOP_RANKS = 5  # ranks over which the linear family's threshold error against PCA is summarised
+HELDOUT_WEIGHTING = ("held-out means (validation loss, every validation/test measurement) are "
+                     "cell-area-weighted means")
 
 
 def _clean(obj: Any) -> Any:
@@ -41,62 +42,87 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _by_rank(values: np.ndarray, ranks) -> list[float]:
+    """values[k - 1] for each rank k (NaN past the end: the model may have more latents than PCA has axes)."""
+    return [float(values[k - 1]) if k - 1 < len(values) else np.nan for k in ranks]
+
+
+def _scan_range(rows: pd.DataFrame) -> tuple[float, float]:
+    """(min T, max T) of the scan points used: the T column holds each run's own (effective) T, not a grid."""
+    return float(rows["T"].min()), float(rows["T"].max())
+
+
+def _thresholds(fit_rows: pd.DataFrame, spec: pd.DataFrame, family: str, cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Per rank of `spec`: T_c (NaN unless `threshold_status` is "fitted"), T_c_m2 (linear family, under the
+    same conditions: active somewhere, inside the scan), n_fit (points in the rate window), threshold_status."""
+    T_range = _scan_range(fit_rows)
+    active = set(fit_rows.loc[fit_rows["M2"] > cfg["active_threshold"], "rank"].tolist())
+    by_rank = {k: g for k, g in fit_rows.groupby("rank")}
+    rows = []
+    for k, dD in zip(spec["k"], spec["dD"]):
+        g = by_rank.get(k, fit_rows.iloc[:0])
+        T, R, M2 = (g[c].to_numpy(float) for c in ("T", "rate", "M2"))
+        tc, n = fit_rate_threshold(T, R, dD, cfg["rate_window"])
+        status = threshold_status(tc, dD, k in active, T_range)
+        tc = tc if status == "fitted" else np.nan
+        tc_m2 = np.nan
+        if family == "linear" and k in active:
+            tc_m2 = fit_m2_threshold(T, M2, tc if np.isfinite(tc) else dD)[0]
+            tc_m2 = tc_m2 if in_scan(tc_m2, T_range) else np.nan
+        rows.append({"T_c": tc, "T_c_m2": tc_m2, "n_fit": n, "threshold_status": status})
+    return pd.DataFrame(rows, index=spec.index).astype({"n_fit": int})
+
+
+def _meanfield(fit_rows: pd.DataFrame, T_c: Mapping[int, float], cfg: Mapping[str, Any]) -> dict:
+    """The mean-field exponent over the settled points of every rank with a threshold.
+
+    The mean-field law is a law of equilibrium M^2: points whose M^2 was still moving at the end of
+    training (critical slowing down next to a threshold, even in a run that met its loss tolerance) are
+    left out of the exponent fit.
+    """
+    max_drift = float(cfg["max_m2_drift"])
+    drift = fit_rows["m2_drift"].to_numpy(float) if "m2_drift" in fit_rows else np.zeros(len(fit_rows))
+    settled = ~(drift > max_drift)  # NaN drift counts as settled
+    rows = fit_rows[settled]
+    mf = meanfield_exponent(rows["T"].to_numpy(float), rows["M2"].to_numpy(float),
+                            rows["rank"].map(T_c).to_numpy(float), group=rows["rank"].to_numpy(),
+                            window=tuple(cfg["meanfield_window"]))
+    return {**mf, "max_m2_drift": max_drift, "n_drifting_excluded": int((~settled).sum())}
+
+
 def _one_group(lat: pd.DataFrame, prn: pd.DataFrame, run_ids: set, family: str, lam: np.ndarray,
                cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, dict]:
     """Spectrum, thresholds and headline numbers of one set of scan points (one seed, or pooled)."""
     spec = utility_spectrum(prn, run_ids)
     fit_rows = lat[lat["run_id"].isin(run_ids)]
-    by_rank = {k: g for k, g in fit_rows.groupby("rank")}
-    T_c, T_c_m2, n_fit = [], [], []
-    for k, dD in zip(spec["k"], spec["dD"]):
-        g = by_rank.get(k)
-        if g is None:
-            T_c.append(np.nan), T_c_m2.append(np.nan), n_fit.append(0)
-            continue
-        tc, n = fit_rate_threshold(g["T"].to_numpy(float), g["rate"].to_numpy(float), dD, RATE_WINDOW)
-        T_c.append(tc)
-        n_fit.append(n)
-        if family == "linear":
-            ref = tc if np.isfinite(tc) else dD
-            T_c_m2.append(fit_m2_threshold(g["T"].to_numpy(float), g["M2"].to_numpy(float), ref)[0])
-        else:
-            T_c_m2.append(np.nan)
-    spec["T_c"] = T_c
-    spec["T_c_m2"] = T_c_m2
-    spec["n_fit"] = np.asarray(n_fit, dtype=int)
-    spec["lambda_over_V"] = [lam[k - 1] if k - 1 < len(lam) else np.nan for k in spec["k"]]
+    spec = pd.concat([spec, _thresholds(fit_rows, spec, family, cfg)], axis=1)
+    spec["lambda_over_V"] = _by_rank(lam, spec["k"])
     spec["rel_err_pca"] = relative_error(spec["T_c"], spec["lambda_over_V"]) if family == "linear" else np.nan
 
-    T_c_arr = spec["T_c"].to_numpy(float)
-    dD_arr = spec["dD"].to_numpy(float)
-    usable = np.isfinite(T_c_arr) & (T_c_arr > 0) & np.isfinite(dD_arr) & (dD_arr > 0)
-    tc_map = dict(zip(spec["k"], T_c_arr))
-    # The mean-field law is a law of equilibrium M^2: points whose M^2 was still moving at the end of
-    # training (critical slowing down next to a threshold, even in a run that met its loss tolerance)
-    # are left out of the exponent fit.
-    max_drift = float(cfg.get("max_m2_drift", MAX_M2_DRIFT))
-    drift = fit_rows["m2_drift"].to_numpy(float) if "m2_drift" in fit_rows else np.zeros(len(fit_rows))
-    settled = ~(drift > max_drift)  # NaN drift counts as settled
-    mf_rows = fit_rows[settled]
-    mf = meanfield_exponent(mf_rows["T"].to_numpy(float), mf_rows["M2"].to_numpy(float),
-                            mf_rows["rank"].map(tc_map).to_numpy(float), group=mf_rows["rank"].to_numpy(),
-                            window=tuple(cfg.get("meanfield_window", (0.05, 0.5))))
-    mf["max_m2_drift"] = max_drift
-    mf["n_drifting_excluded"] = int((~settled).sum())
+    T_c = spec["T_c"].to_numpy(float)
+    dD = spec["dD"].to_numpy(float)
+    usable = np.isfinite(T_c) & (T_c > 0) & np.isfinite(dD) & (dD > 0)
     best = np.concatenate([[_best_D0(prn, run_ids)], spec["best_D"].to_numpy(float)])
-    eps = cfg.get("d_eff_eps", DEFAULT_EPS)
-    ranks = tuple(cfg.get("powerlaw_ranks", POWERLAW_RANKS))
     # The model's curve flattens past the last rank ever active in the scan (a floor set by the coldest T):
-    # fit only up to the last rank with a threshold.
+    # fit only up to the last rank with a threshold, and PCA over the same ranks (like with like).
     resolved = spec["k"].to_numpy()[usable]
-    ranks = (ranks[0], min(ranks[1], int(resolved.max()) if len(resolved) else 0))
+    first, last = cfg["powerlaw_ranks"]
+    last = min(last, int(resolved.max()) if len(resolved) else 0)
+    model_fit = powerlaw_fit(np.arange(len(best)), best, (first, last))
+    pca_curve = pca_distortion(lam)
+    concordance = rank_concordance(T_c, dD)
     headline = {
-        "identity_r2": log_identity_r2(T_c_arr[usable], dD_arr[usable]),
+        "identity_r2": log_identity_r2(T_c[usable], dD[usable]),
         "identity_r2_ranks": int(usable.sum()),
-        "rank_agreement": rank_agreement(np.where(usable, T_c_arr, np.nan), np.where(usable, dD_arr, np.nan)),
-        "meanfield": mf,
-        "powerlaw": powerlaw_fit(np.arange(len(best)), best, ranks),
-        "d_eff": d_eff(best, eps),
+        "rank_agreement": rank_agreement(T_c, dD),
+        "rank_agreement_ranks": leading_ranks(T_c, dD),
+        "kendall_tau": concordance["kendall_tau"],
+        "rank_inversions": concordance["inversions"],
+        "kendall_tau_ranks": concordance["n_ranks"],
+        "meanfield": _meanfield(fit_rows, dict(zip(spec["k"], T_c)), cfg),
+        "powerlaw": {"model": model_fit,
+                     "pca": powerlaw_fit(np.arange(len(pca_curve)), pca_curve, tuple(model_fit["ranks"]))},
+        "d_eff": d_eff(best, cfg["d_eff_eps"]),
         "best_D0": float(best[0]),
     }
     if family == "linear":
@@ -112,8 +138,9 @@ def _pca_check(latents, pruning, conv, lam, cfg, pooled, head) -> dict:
     """Linear family: thresholds against lambda_k / V on the data the PCA was computed from.
 
     The PCA is of the training sample, and the held-out spatial blocks have a different covariance (their
-    variance along PC k differs by tens of percent), which shifts the rate curves measured on the test
-    split by 1/2 (a_k - 1) nats. When the run tables hold a `train` split the comparison uses it;
+    variance along PC k is a_k lambda_k, a_k = the PCA table's `a_test`, off 1 by tens of percent), which
+    shifts the rate curves measured on the test split by 1/2 (a_k - 1) nats. When the run tables hold a
+    `train` split the comparison uses it;
     otherwise it falls back to the test-split numbers (and says so).
     """
     if "split" in latents and (latents["split"] == "train").any() and (pruning["split"] == "train").any():
@@ -175,7 +202,7 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
         spectra.append(spec)
         heads[seed] = head
         d_rows += [{"source": model_id, "seed": seed, "eps": e, "d_eff": v} for e, v in head["d_eff"].items()]
-    eps = cfg.get("d_eff_eps", DEFAULT_EPS)
+    eps = cfg["d_eff_eps"]
     pca_curve = pca_distortion(lam)
     d_pca = d_eff(pca_curve, eps)
     d_rows += [{"source": "pca", "seed": POOLED, "eps": e, "d_eff": v} for e, v in d_pca.items()]
@@ -188,6 +215,7 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
     T_grid = sorted({float(t) for t in runs["T"]}, reverse=True) if "T" in runs else sorted(
         {float(t) for t in lat["T"]}, reverse=True)
     unconverged = runs[~runs["converged"].astype(bool)] if "converged" in runs else runs.iloc[:0]
+    pca = pca.sort_values("k")
     summary: dict[str, Any] = {
         "model": model_id,
         "family": family,
@@ -196,6 +224,7 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
         "n_latents": int(lat["latent"].nunique()) if "latent" in lat else int(lat["rank"].max()),
         "seeds": seeds,
         "T_grid": T_grid,
+        "active_threshold": float(cfg["active_threshold"]),
         "runs": {
             "total": int(len(run_conv)) if len(run_conv) else int(len(all_ids)),
             "converged": int(run_conv.sum()) if len(run_conv) else int(len(conv)),
@@ -205,22 +234,34 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
         },
         "rank": pooled["k"].tolist(),
         "lambda_over_V": pooled["lambda_over_V"].tolist(),
+        "a_test": _by_rank(pca["a_test"].to_numpy(float), pooled["k"]),
+        "a_validation": _by_rank(pca["a_validation"].to_numpy(float), pooled["k"]),
         "T_c": pooled["T_c"].tolist(),
+        "threshold_status": pooled["threshold_status"].tolist(),
         "dD": pooled["dD"].tolist(),
         "best_D": pooled["best_D"].tolist(),
         "best_D0": head["best_D0"],
         "threshold_fit": {
             "model": "R_k(T) = [-1/2 log(T/T_c,k)]_+ (slope fixed), least squares in log T_c,k",
-            "window_T_over_dD": list(RATE_WINDOW),
+            "window_T_over_dD": list(cfg["rate_window"]),
             "n_points": pooled["n_fit"].tolist(),
+            "reported_when": "the rank is active (M^2 > active_threshold) at some scan point used and T_c lies "
+                             "inside scan_T_range; otherwise T_c is null and threshold_status says why",
+            "scan_T_range": list(_scan_range(lat[lat["run_id"].isin(conv)])),
         },
         "identity_r2": head["identity_r2"],
         "identity_r2_ranks": head["identity_r2_ranks"],
         "rank_agreement": head["rank_agreement"],
-        "meanfield": {**head["meanfield"], "thresholds": "rate fit T_c,k",
-                      "fit": "log M_k^2 = a + b log(1 - T/T_c,k), pooled over ranks; stderr = max(OLS, bootstrap over ranks)"},
-        "powerlaw": {"model": head["powerlaw"], "pca": powerlaw_fit(np.arange(len(pca_curve)), pca_curve,
-                                                                     tuple(cfg.get("powerlaw_ranks", POWERLAW_RANKS)))},
+        "rank_agreement_ranks": head["rank_agreement_ranks"],
+        "kendall_tau": head["kendall_tau"],
+        "rank_inversions": head["rank_inversions"],
+        "kendall_tau_ranks": head["kendall_tau_ranks"],
+        "meanfield": {**head["meanfield"], "thresholds": "rate fit T_c,k (ranks with a reported threshold)",
+                      "fit": "log M_k^2 = a_k + b log(1 - T/T_c,k): common slope b, one intercept a_k per rank "
+                             "(fixed effects); stderr = max(OLS, bootstrap over ranks)"},
+        "powerlaw": {**head["powerlaw"],
+                     "pca_configured_window": powerlaw_fit(np.arange(len(pca_curve)), pca_curve,
+                                                           tuple(cfg["powerlaw_ranks"]))},
         "d_eff": {"eps": [float(e) for e in eps], "model": [head["d_eff"][float(e)] for e in eps],
                   "pca": [d_pca[float(e)] for e in eps]},
     }
@@ -236,8 +277,10 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
         scalars = {
             "identity_r2": lambda h: h["identity_r2"],
             "rank_agreement": lambda h: h["rank_agreement"],
+            "kendall_tau": lambda h: h["kendall_tau"],
+            "rank_inversions": lambda h: h["rank_inversions"],
             "meanfield_exponent": lambda h: h["meanfield"]["exponent"],
-            "powerlaw_exponent": lambda h: h["powerlaw"]["exponent"],
+            "powerlaw_exponent": lambda h: h["powerlaw"]["model"]["exponent"],
         }
         if family == "linear":
             scalars["pca_relative_error_top5_max"] = lambda h: h["pca_relative_error_top5_max"]
@@ -264,7 +307,9 @@ def combine_summaries(models: Mapping[str, dict], pca: pd.DataFrame, verified: M
         "schema": "spectral-collapse summary v1 (README.md, section Summary keys)",
         "models": dict(models),
         "pca": {"k": pca["k"].tolist(), "lambda": pca["lambda"].tolist(),
-                "lambda_over_V": pca["lambda_over_V"].tolist(), "V": float(pca["V"].iloc[0])},
+                "lambda_over_V": pca["lambda_over_V"].tolist(), "V": float(pca["V"].iloc[0]),
+                "a_test": pca["a_test"].tolist(), "a_validation": pca["a_validation"].tolist()},
+        "heldout_weighting": HELDOUT_WEIGHTING,
         "data": {
             "files_sha256": dict(verified.get("files", {})),
             "source": verified.get("source"),

@@ -76,7 +76,8 @@ def linear_scan_tables(T_k, T_grid, seeds=(0,), noise: float = 0.0, unconverged:
             runs.append({"run_id": run_id, "model": model, "family": "linear", "depth": 0, "T": float(T),
                          "beta": float(T * V), "V": V, "seed": seed,
                          "status": "converged" if conv else "budget", "updates": 1000, "wall_time_s": 1.0,
-                         "totals": {"test": {"D_tilde": float(np.sum(q["err"])), "R": float(np.sum(q["rate"]))}}})
+                         "totals": {"test": {"D_tilde_sampled": float(np.sum(q["err"])),
+                                                    "R": float(np.sum(q["rate"]))}}})
     return pd.DataFrame(lat_rows), pd.DataFrame(prn_rows), runs
 
 
@@ -97,5 +98,8 @@ def write_run_dirs(root: str | Path, latents: pd.DataFrame, pruning: pd.DataFram
 
 
 def pca_table(T_k, V: float = 19.0) -> pd.DataFrame:
+    """The PCA table of the oracle's data; a_test = a_validation = 1: its held-out splits share the training
+    covariance."""
     lam = np.sort(np.asarray(T_k, dtype=float))[::-1]
-    return pd.DataFrame({"k": np.arange(1, len(lam) + 1), "lambda": lam * V, "lambda_over_V": lam, "V": V})
+    return pd.DataFrame({"k": np.arange(1, len(lam) + 1), "lambda": lam * V, "lambda_over_V": lam, "V": V,
+                         "a_test": 1.0, "a_validation": 1.0})

@@ -1,17 +1,18 @@
 """Collapse thresholds and the mean-field exponent (STUDY.md sections 2-3).
 
 - Rate fit: R_k(T) = [-1/2 log(T / T_c,k)]_+ with the slope fixed, least squares in log T_c,k over the
-  window 1e-2 dD~_k <= T <= dD~_k.
+  window rate_window[0] dD~_k <= T <= rate_window[1] dD~_k (config analysis.rate_window).
+- A fitted threshold is reported only when the rank was active somewhere in the scan and the threshold
+  lies inside the scanned T range (`threshold_status`).
 - Signal-fraction fit (linear family): M_k^2(T) = [1 - T / T_c,k]_+ near onset.
-- Mean-field exponent: slope of log M_k^2 against log(1 - T/T_c,k) pooled over ranks, in a window of
-  1 - T/T_c (config analysis.meanfield_window), with its standard error.
+- Mean-field exponent: common slope of log M_k^2 against log(1 - T/T_c,k) over ranks, one intercept per
+  rank, in a window of 1 - T/T_c (config analysis.meanfield_window), with its standard error.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-RATE_WINDOW = (1e-2, 1.0)      # T / dD~_k
 M2_WINDOW = (1e-1, 3.0)        # T / T_ref (near onset, both sides of the threshold)
 ACTIVE_RATE = 1e-3             # nats: a rank "carries rate" at a scan point above this
 ACTIVE_M2 = 1e-3
@@ -47,11 +48,12 @@ def _m2_model(u: float, log_T: np.ndarray) -> np.ndarray:
     return np.maximum(1.0 - np.exp(log_T - u), 0.0)
 
 
-def fit_rate_threshold(T, R, dD, window=RATE_WINDOW) -> tuple[float, int]:
+def fit_rate_threshold(T, R, dD, window) -> tuple[float, int]:
     """T_c,k from the rate of one rank: fit R(T) = [-1/2 log(T/T_c)]_+ (slope fixed) over
     window[0] * dD <= T <= window[1] * dD. Returns (T_c, number of points in the window).
 
-    NaN when dD <= 0, or no point in the window carries rate (> 1e-3 nats).
+    NaN when dD <= 0, or no point in the window carries rate (> 1e-3 nats). Whether the number is reported
+    as the rank's threshold is decided by `threshold_status`.
     """
     T = np.asarray(T, dtype=float)
     R = np.asarray(R, dtype=float)
@@ -66,6 +68,30 @@ def fit_rate_threshold(T, R, dD, window=RATE_WINDOW) -> tuple[float, int]:
     log_T = np.log(T)
     start = float(np.mean(2.0 * R[active] + log_T[active]))  # closed form when every point is active
     return float(np.exp(_fit_log_threshold(log_T, R, _rate_model, start))), n
+
+
+def in_scan(T_c: float, T_range: tuple[float, float]) -> bool:
+    """Whether a threshold lies inside the scanned range [min T, max T] (beyond it, it is an extrapolation)."""
+    return bool(np.isfinite(T_c) and T_range[0] <= T_c <= T_range[1])
+
+
+def threshold_status(T_c: float, dD: float, ever_active: bool, T_range: tuple[float, float]) -> str:
+    """Why rank k's rate-fit threshold is reported or not, first reason first.
+
+    A rate of a few 1e-3 nats is enough for the fit to return a number, so a rank that never carries
+    signal (pure noise in the rate) would get a threshold decades away from anything measured. A
+    threshold is therefore reported ("fitted") only when the rank was active (M^2 > active_threshold) at
+    some scan point used, and the fitted T_c lies inside the scanned range T_range = (min T, max T).
+    Otherwise: "never_active", "no_utility" (dD~_k <= 0: no fit window), "no_rate_in_window" (no point
+    of the window carries rate) or "outside_scan".
+    """
+    if not ever_active:
+        return "never_active"
+    if not (np.isfinite(dD) and dD > 0):
+        return "no_utility"
+    if not np.isfinite(T_c):
+        return "no_rate_in_window"
+    return "fitted" if in_scan(T_c, T_range) else "outside_scan"
 
 
 def fit_m2_threshold(T, M2, T_ref, window=M2_WINDOW) -> tuple[float, int]:
@@ -87,49 +113,51 @@ def fit_m2_threshold(T, M2, T_ref, window=M2_WINDOW) -> tuple[float, int]:
     return float(np.exp(_fit_log_threshold(log_T, M2, _m2_model, start))), n
 
 
-def meanfield_exponent(T, M2, T_c, group=None, window=(0.05, 0.5), n_boot: int = 200, seed: int = 0) -> dict:
-    """Mean-field exponent: slope b of log M^2 = a + b log(1 - T/T_c), pooled over ranks (1 expected).
+def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 200, seed: int = 0) -> dict:
+    """Mean-field exponent: the common slope b of log M_k^2 = a_k + b log(1 - T/T_c,k) (1 expected), with
+    one intercept a_k per group (the rank: fixed effects).
 
-    Points with window[0] <= 1 - T/T_c <= window[1] and M^2 > 0 are used. `group` (e.g. the rank) is used
-    for a bootstrap over groups, which gives the uncertainty that also covers threshold errors shared by a
-    rank's points; the OLS standard error is reported alongside.
-    Returns exponent, stderr (the larger of the two), stderr_ols, stderr_bootstrap, intercept, n_points,
-    n_groups, window.
+    A rank's prefactor a_k (e.g. an M^2 saturating below 1) is a property of the rank, not of the law; with
+    one shared intercept, prefactor differences between ranks that cover different stretches of
+    1 - T/T_c would leak into the slope. The slope is therefore fitted within ranks (each rank's points
+    centred on their own means). Points with window[0] <= 1 - T/T_c <= window[1] and M^2 > 0 are used.
+    The bootstrap over groups gives the uncertainty that also covers threshold errors shared by a rank's
+    points; the OLS standard error is reported alongside.
+    Returns exponent, stderr (the larger of the two), stderr_ols, stderr_bootstrap, intercepts
+    ({group: a_k}), n_points, n_groups, window.
     """
     T = np.asarray(T, dtype=float)
     M2 = np.asarray(M2, dtype=float)
     T_c = np.asarray(T_c, dtype=float)
-    group = np.zeros(len(T), dtype=int) if group is None else np.asarray(group)
+    group = np.asarray(group)
     with np.errstate(divide="ignore", invalid="ignore"):
         x = 1.0 - T / T_c
     sel = np.isfinite(x) & np.isfinite(M2) & (M2 > 0) & (x >= window[0]) & (x <= window[1])
-    lx, ly, g = np.log(x[sel]), np.log(M2[sel]), group[sel]
+    lx, ly = np.log(x[sel]), np.log(M2[sel])
+    groups, inverse = np.unique(group[sel], return_inverse=True)
     out = {"exponent": float("nan"), "stderr": float("nan"), "stderr_ols": float("nan"),
-           "stderr_bootstrap": float("nan"), "intercept": float("nan"), "n_points": int(sel.sum()),
-           "n_groups": int(len(np.unique(g))), "window": [float(window[0]), float(window[1])]}
-    if len(lx) < 3 or np.ptp(lx) == 0:
+           "stderr_bootstrap": float("nan"), "intercepts": {}, "n_points": int(sel.sum()),
+           "n_groups": int(len(groups)), "window": [float(window[0]), float(window[1])]}
+    if len(lx) < 3:
         return out
-
-    def ols(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-        am = a.mean()
-        sxx = float(np.sum((a - am) ** 2))
-        slope = float(np.sum((a - am) * (b - b.mean())) / sxx)
-        intercept = float(b.mean() - slope * am)
-        resid = b - intercept - slope * a
-        se = float(np.sqrt(np.sum(resid ** 2) / max(len(a) - 2, 1) / sxx))
-        return slope, intercept, se
-
-    slope, intercept, se = ols(lx, ly)
-    groups = np.unique(g)
-    boot = []
+    n_g = np.bincount(inverse)
+    mean_x = np.bincount(inverse, lx) / n_g
+    mean_y = np.bincount(inverse, ly) / n_g
+    dx, dy = lx - mean_x[inverse], ly - mean_y[inverse]
+    sxx = np.bincount(inverse, dx * dx)  # per group: the slope's data are these within-group sums
+    sxy = np.bincount(inverse, dx * dy)
+    if sxx.sum() == 0:
+        return out
+    slope = float(sxy.sum() / sxx.sum())
+    dof = len(lx) - len(groups) - 1
+    resid = dy - slope * dx
+    se = float(np.sqrt(np.sum(resid ** 2) / dof / sxx.sum())) if dof > 0 else float("nan")
+    boot = np.array([])
     if len(groups) >= 3 and n_boot > 0:
-        rng = np.random.default_rng(seed)
-        index = {k: np.flatnonzero(g == k) for k in groups}
-        for _ in range(n_boot):
-            pick = np.concatenate([index[k] for k in rng.choice(groups, size=len(groups))])
-            if np.ptp(lx[pick]) > 0:
-                boot.append(ols(lx[pick], ly[pick])[0])
+        pick = np.random.default_rng(seed).integers(0, len(groups), size=(n_boot, len(groups)))
+        den = sxx[pick].sum(axis=1)
+        boot = sxy[pick].sum(axis=1)[den > 0] / den[den > 0]
     se_boot = float(np.std(boot, ddof=1)) if len(boot) > 1 else float("nan")
-    out.update(exponent=slope, intercept=intercept, stderr_ols=se, stderr_bootstrap=se_boot,
-               stderr=float(np.nanmax([se, se_boot])))
+    out.update(exponent=slope, stderr_ols=se, stderr_bootstrap=se_boot, stderr=float(np.nanmax([se, se_boot])),
+               intercepts={g: float(mean_y[i] - slope * mean_x[i]) for i, g in enumerate(groups.tolist())})
     return out

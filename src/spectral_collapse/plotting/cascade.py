@@ -10,11 +10,12 @@ from .style import T_LABEL, apply_style, hollow_legend_handle, rank_colorbar, ra
 from .tables import shown_ranks, test_rows
 
 
-def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame, model: str,
-                 active_threshold: float = 0.1):
-    """M_k^2(T) per rank (seed mean of converged runs; unconverged runs hollow) with the linear oracle
-    [1 - T/T_k]_+, T_k = lambda_k / V from PCA, dashed in the same colour."""
+def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame, summary: dict, model: str):
+    """M_k^2(T) per rank (seed mean at each T; unconverged runs hollow) with the linear oracle
+    [1 - T/T_k]_+, T_k = lambda_k / V from PCA, dashed in the same colour. With an effective T per run
+    (learned decoder variance) the line runs through every run's point in order of T."""
     apply_style()
+    active_threshold = summary["active_threshold"]
     lat = test_rows(latents)
     n = shown_ranks(spectra, latents, active_threshold)
     colors = rank_colors(n)

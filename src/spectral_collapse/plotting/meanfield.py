@@ -21,29 +21,33 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     colors = rank_colors(n)
     tc = dict(zip(p["k"], p["T_c"]))
     dd = dict(zip(p["k"], p["dD"]))
-    mf = summary.get("meanfield", {}) or {}
-    window = mf.get("window") or [0.05, 0.5]
+    mf = summary["meanfield"]
+    window = mf["window"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 4.8))
 
-    max_drift = mf.get("max_m2_drift")
+    max_drift = mf["max_m2_drift"]
     for k in ranks:
         rows = lat[lat["rank"] == k]
         x = 1.0 - rows["T"].to_numpy(float) / tc[k]
         y = rows["M2"].to_numpy(float)
         sel = (x > 0) & (y > 0)
         used = rows["converged"].to_numpy(bool)
-        if max_drift is not None and "m2_drift" in rows:
+        if "m2_drift" in rows:
             used = used & ~(rows["m2_drift"].to_numpy(float) > max_drift)  # M^2 still moving: excluded
         scatter_converged(a, x[sel], y[sel], used[sel], colors[k - 1], size=16)
     xs = np.logspace(-3, 0, 50)
     a.plot(xs, xs, color="0.2", ls="--", lw=1.0, label=r"slope 1: $M^2 = 1 - T/T_c$")
-    if mf.get("exponent") is not None:
-        b_, a0 = mf["exponent"], mf.get("intercept") or 0.0
-        xw = np.logspace(np.log10(window[0]), np.log10(window[1]), 20)
-        a.plot(xw, np.exp(a0) * xw ** b_, color="C3", lw=2.0,
-               label=f"fit in window: slope {b_:.2f} $\\pm$ {mf.get('stderr') or float('nan'):.2f}")
+    if mf["exponent"] is not None:
+        # one line per rank: common slope, the rank's own intercept (fixed effects)
+        slope, xw = mf["exponent"], np.logspace(np.log10(window[0]), np.log10(window[1]), 20)
+        for k in ranks:
+            if mf["intercepts"].get(str(k)) is not None:
+                a.plot(xw, np.exp(mf["intercepts"][str(k)]) * xw ** slope, color=colors[k - 1], lw=1.8)
+        stderr = mf["stderr"] if mf["stderr"] is not None else float("nan")
+        a.plot([], [], color="0.2", lw=1.8,
+               label=f"fit in window: common slope {slope:.2f} $\\pm$ {stderr:.2f}\n(one intercept per rank)")
     else:
-        a.text(0.04, 0.96, f"exponent fit: too few converged points\nin the window ({mf.get('n_points', 0)})",
+        a.text(0.04, 0.96, f"exponent fit: too few converged points\nin the window ({mf['n_points']})",
                transform=a.transAxes, va="top", fontsize=9.5, color="C3")
     a.axvspan(window[0], window[1], color="C3", alpha=0.08, lw=0)
     a.set_xscale("log")
@@ -65,7 +69,8 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     us = np.logspace(-4, 1, 200)
     b.plot(us, np.clip(-0.5 * np.log(us), 0, None), color="0.2", ls="--", lw=1.2,
            label=r"$[-\frac{1}{2}\log(T/\Delta\tilde D_k)]_+$")
-    b.axvspan(1e-2, 1.0, color="C0", alpha=0.06, lw=0, label="threshold-fit window")
+    rate_window = summary["threshold_fit"]["window_T_over_dD"]
+    b.axvspan(rate_window[0], rate_window[1], color="C0", alpha=0.06, lw=0, label="threshold-fit window")
     b.set_xscale("log")
     b.set_xlim(1e-4, 10)
     b.set_ylim(-0.1, max(0.5 * np.log(1e4) + 0.3, 1.0))

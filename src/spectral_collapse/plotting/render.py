@@ -14,8 +14,11 @@ FIGURES = ("cascade", "spectra", "meanfield", "truncation", "maps")
 log = logging.getLogger("figure")
 
 
-def draw(figure: str, inputs: Mapping[str, str | Path], model: str, active_threshold: float = 0.1):
-    """The matplotlib Figure of `figure` for `model` from the named input files (figure_inputs in common.smk)."""
+def draw(figure: str, inputs: Mapping[str, str | Path], model: str):
+    """The matplotlib Figure of `figure` for `model` from the named input files (figure_inputs in common.smk).
+
+    Settings of the analysis (e.g. the active threshold) are read from the model's summary.json, so a figure
+    shows exactly what the analysis that wrote its tables used."""
     read = lambda name: pd.read_parquet(inputs[name])  # noqa: E731
     if figure == "maps":
         import xarray as xr
@@ -28,7 +31,7 @@ def draw(figure: str, inputs: Mapping[str, str | Path], model: str, active_thres
     if figure == "cascade":
         from .cascade import plot_cascade
 
-        return plot_cascade(read("latents"), read("spectra"), read("pca"), model, active_threshold)
+        return plot_cascade(read("latents"), read("spectra"), read("pca"), summary, model)
     if figure == "spectra":
         from .spectra import plot_spectra
 
@@ -44,11 +47,10 @@ def draw(figure: str, inputs: Mapping[str, str | Path], model: str, active_thres
     raise ValueError(f"unknown figure {figure!r} (expected one of {FIGURES})")
 
 
-def render(figure: str, inputs: Mapping[str, str | Path], png: str | Path, pdf: str | Path | None, model: str,
-           active_threshold: float = 0.1) -> None:
+def render(figure: str, inputs: Mapping[str, str | Path], png: str | Path, pdf: str | Path | None, model: str) -> None:
     from .style import save_figure
 
     start = time.perf_counter()
-    fig = draw(figure, inputs, model, active_threshold)
+    fig = draw(figure, inputs, model)
     save_figure(fig, png, pdf)
     log.info("%s/%s drawn in %.2f s", model, figure, time.perf_counter() - start)

@@ -10,6 +10,16 @@ from .style import apply_style, panel_label, rank_colorbar, rank_colors
 from .tables import POOLED, pooled
 
 
+def _agreement_text(summary: dict) -> str:
+    """Identity R^2, the consecutive rank agreement and Kendall's tau, as reported in the summary."""
+    r2, tau = summary["identity_r2"], summary["kendall_tau"]
+    text = f"identity $R^2$ = {r2:.3f}" if r2 is not None else "identity $R^2$: n/a"
+    text += f"\nsame order: first {summary['rank_agreement']} of {summary['rank_agreement_ranks']} ranks"
+    text += (f"\nKendall $\\tau$ = {tau:.2f}, {summary['rank_inversions']} inversions"
+             if tau is not None else "\nKendall $\\tau$: n/a")
+    return text
+
+
 def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
     apply_style()
     p = pooled(spectra)
@@ -32,10 +42,9 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
             ys = seeds[col].to_numpy(float)
             oks = np.isfinite(ys) & (ys > 0)
             a.scatter(seeds["k"].to_numpy()[oks], ys[oks], s=6, color=color, alpha=0.35, zorder=1)
-    if "T_min" in summary or summary.get("T_grid"):
-        t_min = min(summary["T_grid"])
-        a.axhline(t_min, color="0.5", ls=":", lw=1.0)
-        a.text(k.max(), t_min, "coldest scan point ", color="0.4", fontsize=8.5, ha="right", va="bottom")
+    t_min = summary["threshold_fit"]["scan_T_range"][0]
+    a.axhline(t_min, color="0.5", ls=":", lw=1.0)
+    a.text(k.max(), t_min, "coldest scan point ", color="0.4", fontsize=8.5, ha="right", va="bottom")
     a.set_yscale("log")
     a.set_xlabel("rank $k$ (latents ranked by $M^2$)")
     a.set_ylabel(r"value in units of $T$ (fraction of $V$)")
@@ -65,11 +74,7 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
 
     for axis in (b.xaxis, b.yaxis):
         axis.set_minor_formatter(NullFormatter())
-    r2 = summary.get("identity_r2")
-    agree = summary.get("rank_agreement")
-    text = f"identity $R^2$ = {r2:.3f}" if r2 is not None else "identity $R^2$: n/a"
-    text += f"\norders agree on the first {agree} ranks" if agree is not None else ""
-    b.text(0.04, 0.96, text, transform=b.transAxes, va="top", fontsize=10)
+    b.text(0.04, 0.96, _agreement_text(summary), transform=b.transAxes, va="top", fontsize=9.5)
     b.set_xlabel(r"collapse threshold $T_{c,k}$")
     b.set_ylabel(r"utility $\Delta\tilde D_k$")
     b.set_title("Utility against threshold")

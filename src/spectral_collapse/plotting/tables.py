@@ -19,7 +19,7 @@ def pooled(spectra: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values("k").reset_index(drop=True)
 
 
-def shown_ranks(spectra: pd.DataFrame, latents: pd.DataFrame, active: float = 0.1, cap: int = 24) -> int:
+def shown_ranks(spectra: pd.DataFrame, latents: pd.DataFrame, active: float, cap: int = 24) -> int:
     """How many leading ranks to draw: every rank active (M^2 > threshold) somewhere in the scan, or with a
     threshold; at least 1, at most `cap`."""
     lat = test_rows(latents)

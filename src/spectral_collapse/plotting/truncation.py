@@ -45,15 +45,17 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
     pca_curve = pca_distortion(lam)
     Ks = np.arange(len(pca_curve))
     b.plot(Ks[:-1], pca_curve[:-1], "-", color="0.35", marker="^", ms=5, mfc="none", label=r"PCA $\sum_{k>K}\lambda_k/V$")
-    best = np.r_[summary.get("best_D0") or np.nan, p["best_D"].to_numpy(float)]
+    best = np.r_[np.nan if summary["best_D0"] is None else summary["best_D0"], p["best_D"].to_numpy(float)]
     Kb = np.arange(len(best))
     b.plot(Kb, best, "o", color="C0", ms=5, label=f"{model}: best $\\tilde D_K$ over the scan")
-    for key, color in (("model", "C0"), ("pca", "0.35")):
-        fit = (summary.get("powerlaw") or {}).get(key) or {}
-        if fit.get("exponent") is not None:
+    # model and PCA fitted over the same ranks (the model's window); PCA also over the configured window
+    for key, color, ls, what in (("model", "C0", ":", model), ("pca", "0.35", ":", "PCA"),
+                                 ("pca_configured_window", "0.6", "-.", "PCA, configured ranks")):
+        fit = summary["powerlaw"][key]
+        if fit["exponent"] is not None:
             r = np.linspace(fit["ranks"][0], fit["ranks"][1], 50)
-            b.plot(r, fit["prefactor"] * r ** (-fit["exponent"]), color=color, ls=":", lw=2.0,
-                   label=f"fit $K^{{-{fit['exponent']:.1f}}}$ (ranks {fit['ranks'][0]}-{fit['ranks'][1]})")
+            b.plot(r, fit["prefactor"] * r ** (-fit["exponent"]), color=color, ls=ls, lw=2.0,
+                   label=f"{what}: $K^{{-{fit['exponent']:.1f}}}$ (ranks {fit['ranks'][0]}-{fit['ranks'][1]})")
     b.set_yscale("log")
     # PCA's last eigenvalues can be ~0 (bio7 = bio5 - bio6 exactly): do not let them set the axis
     shown = np.r_[best[np.isfinite(best) & (best > 0)], pca_curve[pca_curve > 1e-9]]
@@ -66,8 +68,8 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
     b.legend(fontsize=8.5, loc="lower left")
     panel_label(b, "b")
 
-    d = summary.get("d_eff") or {}
-    eps, dm, dp = d.get("eps", []), d.get("model", []), d.get("pca", [])
+    d = summary["d_eff"]
+    eps, dm, dp = d["eps"], d["model"], d["pca"]
     fmt = lambda v: "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{int(v)}"  # noqa: E731
     cells = [[f"{100 * e:g}%", fmt(x), fmt(y)] for e, x, y in zip(eps, dp, dm)]
     c.axis("off")
