@@ -312,7 +312,8 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
     # no cached tables: the same figure functions on synthetic scan tables
     import numpy as np
 
-    from spectral_collapse.analysis.collect import collect_scan, write_parquet
+    from spectral_collapse.analysis.collect import collect_scan
+    from spectral_collapse.provenance import write_parquet
     from spectral_collapse.analysis.summary import analyse_model
     from spectral_collapse.analysis.synthetic import linear_scan_tables, pca_table, write_run_dirs
     from spectral_collapse.scan import t_grid

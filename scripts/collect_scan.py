@@ -1,6 +1,7 @@
 """Rule collect_scan: concatenate one model's run tables into scan_latents/pruning/runs.parquet."""
 
-from spectral_collapse.analysis.collect import collect_scan, write_parquet
+from spectral_collapse.analysis.collect import collect_scan
+from spectral_collapse.provenance import write_parquet
 from spectral_collapse.analysis.io import setup_logging
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

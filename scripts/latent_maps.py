@@ -1,7 +1,7 @@
 """Rule latent_maps: encode every land cell with the map model; leading latents to NetCDF, their
 correlations with the 19 variables to Parquet."""
 
-from spectral_collapse.analysis.collect import write_parquet
+from spectral_collapse.provenance import write_parquet
 from spectral_collapse.analysis.io import setup_logging
 from spectral_collapse.analysis.maps import latent_maps, write_netcdf
 

@@ -1,6 +1,6 @@
 """Rule pca: lambda_k and lambda_k / V of the standardized training sample (contracts.md section 4)."""
 
-from spectral_collapse.analysis.collect import write_parquet
+from spectral_collapse.provenance import write_parquet
 from spectral_collapse.analysis.io import setup_logging
 from spectral_collapse.analysis.pca_table import pca_from_store
 

@@ -9,7 +9,7 @@ figure = snakemake.wildcards.figure
 log = setup_logging(snakemake.log[0], f"plot_{figure}")
 try:
     render(figure, dict(snakemake.input.items()), snakemake.output.png, snakemake.output.pdf,
-           snakemake.wildcards.model, float(snakemake.params.active_threshold))
+           snakemake.wildcards.model)
 except Exception:
     log.exception("figure %s failed", figure)
     raise

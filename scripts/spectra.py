@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from spectral_collapse.analysis.collect import write_parquet
+from spectral_collapse.provenance import write_parquet
 from spectral_collapse.analysis.io import setup_logging
 from spectral_collapse.analysis.summary import analyse_model
 from spectral_collapse.provenance import write_json

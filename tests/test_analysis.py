@@ -223,15 +223,15 @@ def test_weighted_corr_and_signal_fraction():
     np.testing.assert_allclose(signal_fraction(mu, logvar), [0.5, 0.0])
 
 
-def test_run_rows_single_and_ensemble():
-    single = {"run_id": "linear/T1.0000e-02/seed0", "T": 0.01, "seed": 0, "status": "budget",
-              "totals": {"test": {"D_tilde_sampled": 0.1, "R": 3.0}}, "config": {"a": 1}}
-    (row,) = run_rows(single)
-    assert row["converged"] is False and row["test_D_tilde_sampled"] == 0.1 and "config" not in row
-    ens = {"seed": 0, "runs": [{"run_id": "x", "T": 0.1, "status": "converged"},
-                               {"run_id": "y", "T": 0.01, "status": "budget"}]}
-    rows = run_rows(ens)
+def test_run_rows_of_a_group():
+    group = {"seed": 0, "V": 19.0, "config": {"a": 1},
+             "runs": [{"run_id": "x", "T": 0.1, "status": "converged", "converged": True,
+                       "totals": {"test": {"D_tilde_sampled": 0.1, "R": 3.0}}},
+                      {"run_id": "y", "T": 0.01, "status": "budget", "converged": False,
+                       "totals": {"test": {"D_tilde_sampled": 0.2, "R": 5.0}}}]}
+    rows = run_rows(group)
     assert [r["converged"] for r in rows] == [True, False] and all(r["seed"] == 0 for r in rows)
+    assert rows[1]["test_D_tilde_sampled"] == 0.2 and "config" not in rows[0]
 
 
 def test_clean_makes_strict_json():

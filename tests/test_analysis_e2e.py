@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from spectral_collapse.analysis.collect import collect_scan, write_parquet
+from spectral_collapse.analysis.collect import collect_scan
+from spectral_collapse.provenance import write_parquet
 from spectral_collapse.analysis.summary import POOLED, analyse_model, combine_summaries
 from spectral_collapse.analysis.synthetic import linear_scan_tables, pca_table, write_run_dirs
 from spectral_collapse.config import load_config
@@ -21,7 +22,7 @@ from spectral_collapse.scan import t_grid
 LAM = np.array([9.8, 4.2, 1.9, 1.2, 0.65, 0.53, 0.31, 0.17, 0.11, 0.067, 0.018, 0.015, 0.0053, 0.003])
 LAM = np.r_[LAM, 19.0 - LAM.sum() - 1e-4, 1e-4]
 T_K = np.sort(LAM / 19.0)[::-1]
-T_GRID = t_grid({"T": {"max": 1.0, "min": 1e-3, "per_decade": 8}})
+T_GRID = t_grid({"max": 1.0, "min": 1e-3, "per_decade": 8})
 CFG = load_config()["analysis"]
 # runs stopped short of equilibrium near a threshold: M^2 and rate scaled down
 UNCONVERGED = {(0, T_GRID[4]): 0.4, (1, T_GRID[9]): 0.4, (2, T_GRID[14]): 0.4}

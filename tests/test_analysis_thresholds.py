@@ -18,7 +18,7 @@ T_K = np.array([3.0, 0.1, 0.01, 1e-7])
 
 
 def summarise(lat: pd.DataFrame, prn: pd.DataFrame, runs: list[dict]) -> dict:
-    table = pd.DataFrame([row for run in runs for row in run_rows(run)])
+    table = pd.DataFrame([row for run in runs for row in run_rows({"runs": [run]})])
     return analyse_model(lat, prn, table, pca_table(T_K), CFG, "linear")[2]
 
 

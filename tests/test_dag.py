@@ -6,7 +6,6 @@ the counts are those of a fresh checkout whatever results/ the developer already
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import subprocess
@@ -17,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spectral_collapse.scan import model_specs, t_chunks, t_grid
+from spectral_collapse.config import load_config
+from spectral_collapse.scan import model_specs, model_t_grid, scan_groups
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -27,18 +27,14 @@ PRESETS = {"laptop": None, "ci": "presets/ci.yaml", "paper": "presets/paper.yaml
 
 
 def merged_config(preset: str | None) -> dict:
-    """config.yaml with a preset merged over it, as snakemake's --configfile merges (recursively)."""
+    """config.yaml with a preset merged over it, as snakemake's --configfile merges, validated."""
+    return load_config(*([REPO / preset] if preset else []))
 
-    def merge(base: dict, over: dict) -> dict:
-        out = copy.deepcopy(base)
-        for key, value in over.items():
-            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        return out
 
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    if preset:
-        config = merge(config, yaml.safe_load((REPO / preset).read_text()))
-    return config
+def n_jobs(config: dict, model_id: str) -> int:
+    """Training jobs of one model and seed: the model's scan in groups of scan.points_per_job."""
+    family = "linear" if model_id == "linear" else "mlp"
+    return len(scan_groups(model_t_grid(config, family), int(config["scan"]["points_per_job"])))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +80,7 @@ def _dry_run_jobs(workdir: Path, preset: str | None) -> tuple[Counter, Counter]:
             rule = match.group(1)
             per_rule[rule] += 1
             continue
-        if rule in ("train",) and line.strip().startswith("wildcards:"):
+        if rule == "train" and line.strip().startswith("wildcards:"):
             wc = dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
             per_model[(wc["model"], wc["seed"])] += 1
     return per_rule, per_model
@@ -93,8 +89,7 @@ def _dry_run_jobs(workdir: Path, preset: str | None) -> tuple[Counter, Counter]:
 def expected_counts(config: dict) -> dict[str, int]:
     models = [spec.model_id for spec in model_specs(config)]
     seeds = config["scan"]["seeds"]
-    points = len(t_chunks(t_grid(config["scan"]), int(config["scan"]["points_per_job"])))
-    runs = points * len(models) * len(seeds)
+    runs = sum(n_jobs(config, m) for m in models) * len(seeds)
     return {
         "runs": runs,
         "models": len(models),
@@ -117,18 +112,27 @@ def test_dry_run_job_counts(workdir: Path, name: str):
     per_rule, per_model = dry_run_jobs(workdir, preset)
     for rule in ("figure", "collect_scan", "spectra", "latent_maps", "pca", "summary", "build_store", "fetch_worldclim"):
         assert per_rule[rule] == expected[rule], f"{name}: {rule} jobs {per_rule[rule]} != {expected[rule]}; all: {dict(per_rule)}"
-    training_rules = {rule: n for rule, n in per_rule.items() if rule.startswith("train") and rule != "training"}
-    assert sum(training_rules.values()) == expected["runs"], f"{name}: training jobs {training_rules} != {expected['runs']}"
-    if config["scan"]["points_per_job"] == 1:
-        assert per_rule["train"] == per_rule["measure"] == expected["runs"], dict(per_rule)
-        n_T = len(t_grid(config["scan"]))
-        assert set(per_model.values()) == {n_T}, f"{name}: training jobs per (model, seed) {dict(per_model)}"
+    assert per_rule["train"] == per_rule["measure"] == expected["runs"], f"{name}: {dict(per_rule)} != {expected['runs']}"
+    for (model, _), n in per_model.items():
+        assert n == n_jobs(config, model), f"{name}: training jobs of {model}: {n}"
+
+
+def test_a_preset_can_give_an_explicit_T_list(workdir: Path):
+    """scan: {T: {values: [...]}} in a --configfile is merged over config.yaml's {max, min, per_decade}: the
+    list wins (one training job per listed value and model), and validation passes."""
+    configfile = write_preset(workdir, "t_values", {"scan": {"T": {"values": [0.3, 0.03, 0.003]}}})
+    proc = snakemake(workdir, "-n", "--configfile", configfile)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert text.count("rule train:") == 3 * len(model_specs(merged_config(None)))
+    for label in ("T3.0000e-01", "T3.0000e-02", "T3.0000e-03"):
+        assert f"results/runs/mlp-d4/{label}/seed0/model.pt" in text
 
 
 def test_paper_preset_is_the_protocol(workdir: Path):
     """121 training jobs per family, depth and seed, and the protocol's values (STUDY.md section 4)."""
     config = merged_config("presets/paper.yaml")
-    grid = t_grid(config["scan"])
+    grid = model_t_grid(config, "mlp")
     assert len(grid) == 121 and grid[0] == pytest.approx(1.0) and grid[-1] == pytest.approx(1e-6)
     ratios = [a / b for a, b in zip(grid, grid[1:])]
     assert max(ratios) == pytest.approx(10 ** (1 / 20)) and min(ratios) == pytest.approx(10 ** (1 / 20))

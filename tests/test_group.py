@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning
 import torch
 
 from spectral_collapse.datamodule import ArrayDataModule
@@ -156,3 +157,84 @@ def test_dag_trains_groups_when_asked(tmp_path, worldclim_dir):
         assert f"results/runs/mlp-d4/{group}/seed0/run.json" in text
         assert f"results/runs/mlp-d4/{group}/seed0/train.json" in text
     assert text.count("rule train:") == 4 and text.count("rule measure:") == 4
+
+
+# --------------------------------------------------------------------------- freezing converged members
+
+FREEZE = {"lr": 1e-2, "batch_size": 256, "max_updates": 3000, "tolerance": 1e-3, "patience_fraction": 0.05,
+          "eval_every": 50, "lr_drops": 1}
+FREEZE_T = [2.0, 0.02, 0.005]  # everything collapsed (converges first), then two colder points
+
+
+def _freeze_data() -> ArrayDataModule:
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((6000, 5)) * np.sqrt([4.0, 2.0, 1.0, 0.5, 0.25])).astype(np.float32)
+    return ArrayDataModule(x, x[:1500])
+
+
+class _Snapshots(pytorch_lightning.Callback):
+    """The ensemble's parameters after every evaluation."""
+
+    def __init__(self) -> None:
+        self.steps, self.params = [], []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.steps.append(int(trainer.global_step))
+        self.params.append({k: v.detach().clone() for k, v in pl_module.vae.state_dict().items()})
+
+
+class _Killed(Exception):
+    pass
+
+
+class _CrashAt(pytorch_lightning.Callback):
+    """A job killed right after the checkpoint of update `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.global_step == self.step:
+            raise _Killed(f"killed at {self.step}")
+
+
+def test_converged_members_are_frozen_and_cost_nothing(tmp_path):
+    """A member that has converged (after its annealing step) stops training: its parameters never change
+    again, its record keeps the update it froze at, and the job's computed point-updates are the sum over
+    members of the updates each received, fewer than every member training to the end."""
+    snaps = _Snapshots()
+    res = train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+                run_dir=tmp_path, threads=1, progress=False, extra_callbacks=[snaps])
+    members, steps = res.record["members"], res.record["updates"]
+    assert [m["lr_drops_done"] for m in members if m["status"] == "converged"] == [1] * sum(
+        m["status"] == "converged" for m in members)
+    hot = members[0]
+    assert hot["status"] == "converged" and hot["updates"] == hot["converged_at"] < steps, members
+    assert res.record["point_updates"] == sum(m["updates"] for m in members) < 3 * steps
+    frozen_at = snaps.steps.index(hot["converged_at"])
+    for later in snaps.params[frozen_at + 1:]:
+        for name, value in later.items():
+            assert torch.equal(value[0], snaps.params[frozen_at][name][0]), name  # member 0 frozen
+    assert not torch.equal(snaps.params[-1]["dec.weight"][2], snaps.params[frozen_at]["dec.weight"][2])
+    assert hot["final"]["step"] == hot["converged_at"]  # its record: the values it froze with
+
+
+def test_a_job_killed_after_a_member_froze_resumes_bit_for_bit(tmp_path):
+    """Resume with a frozen member: the job killed after its checkpoint at a step where member 0 is frozen and
+    the others still train continues exactly as the uninterrupted job (same weights, same record)."""
+    ref = train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+                run_dir=tmp_path / "ref", threads=1, progress=False)
+    members = ref.record["members"]
+    frozen, end = members[0]["converged_at"], ref.record["updates"]
+    crash = frozen + FREEZE["eval_every"]
+    assert crash < end and members[1]["updates"] > crash, ref.record  # member 0 frozen, another training
+    with pytest.raises(_Killed):
+        train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+              run_dir=tmp_path / "run", threads=1, progress=False, extra_callbacks=[_CrashAt(crash)])
+    again = train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+                  run_dir=tmp_path / "run", threads=1, progress=False)
+    assert again.record["resumed_from_step"] == crash
+    assert all(torch.equal(a, b) for a, b in zip(ref.model.state_dict().values(), again.model.state_dict().values()))
+    for a, b in zip(members, again.record["members"]):
+        assert (a["converged_at"], a["updates"], a["lr_drops_done"], a["status"]) == (
+            b["converged_at"], b["updates"], b["lr_drops_done"], b["status"])

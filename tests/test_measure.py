@@ -134,21 +134,22 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     config["data"]["worldclim_dir"] = str(worldclim_dir)
     config["store"]["n_train"] = 20000
     config["scan"]["families"] = ["linear"]
-    config["scan"]["T"] = {"values": [0.1]}
+    config["scan"]["T"] = {"values": [10 ** -0.25]}  # a grid value its 5-digit label (5.6234e-01) only names
     config["models"]["linear"]["training"] = {"lr": 1e-2, "batch_size": 1024, "max_updates": 400}
     config["training"].update({"eval_every": 100, "patience_fraction": 0.5})
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    target = "results/runs/linear/T1.0000e-01/seed0/run.json"  # a group of one scan point
+    target = "results/runs/linear/T5.6234e-01/seed0/run.json"  # a group of one scan point
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO_ROOT / "Snakefile"), "-d", str(tmp_path),
            "--configfile", str(cfg), "-c2", target]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    run_dir = tmp_path / "results/runs/linear/T1.0000e-01/seed0"
+    run_dir = tmp_path / "results/runs/linear/T5.6234e-01/seed0"
     payload = json.loads((run_dir / "run.json").read_text())
     (run,) = payload["runs"]
-    assert run["T"] == run["T_grid"] == 0.1 and run["beta"] == pytest.approx(0.1 * payload["V"])
+    # trained at the exact grid value, not at the label's 0.56234 (issue 10: one T per scan point)
+    assert run["T"] == run["T_grid"] == 10 ** -0.25 and run["beta"] == pytest.approx(10 ** -0.25 * payload["V"])
     assert run["updates"] <= 400 and run["status"] in ("converged", "budget")
     assert set(run["totals"]) == set(MEASURED_SPLITS) == {"test", "validation", "train"}
     assert len(payload["data_checksums"]) == 19
@@ -157,12 +158,13 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     prune = pd.read_parquet(run_dir / "pruning.parquet")
     assert list(prune.columns) == PRUNING_COLUMNS and len(prune) == 3 * 20
     assert (run_dir / "checkpoints/last.ckpt").is_file() and (run_dir / "logs/metrics.csv").is_file()
-    log = (tmp_path / "results/logs/train/linear/T1.0000e-01/seed0.log").read_text()
+    log = (tmp_path / "results/logs/train/linear/T5.6234e-01/seed0.log").read_text()
     assert "step 100/400" in log  # one line per evaluation when not on a terminal
     from spectral_collapse.vae import encode_array, load_trained
 
     model, meta = load_trained(run_dir / "model.pt")
-    assert meta["T"] == [0.1] and meta["run_id"] == ["linear/T1.0000e-01/seed0"]
+    assert meta["T"] == [10 ** -0.25] and meta["run_id"] == ["linear/T5.6234e-01/seed0"]
+    assert set(lat["T"]) == {10 ** -0.25}
     from spectral_collapse.store import load_split, load_weights
 
     store = tmp_path / "results/data/worldclim.zarr"
@@ -171,4 +173,4 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     mu2, s2 = (w * mu**2).sum(0) / w.sum(), (w * np.exp(logvar)).sum(0) / w.sum()
     M2 = mu2 / (mu2 + s2)
     test = lat[lat.split == "test"].sort_values("latent")
-    assert np.allclose(M2, test["M2"], rtol=1e-4)
+    assert np.allclose(M2, test["M2"], rtol=1e-4, atol=1e-6)

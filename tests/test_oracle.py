@@ -133,3 +133,34 @@ def test_learned_decoder_variance_is_ppca():
     assert s["T_eff"] == pytest.approx(s["sigma_dec2"] / data.V, rel=1e-6)
     w2 = np.sort(measure_split(res.model, x, data.V, ACTIVE)["w2"][0])[::-1]
     assert np.allclose(w2, p.lam[:4] - s["sigma_dec2"], atol=0.03 * p.lam[0])
+
+
+@pytest.mark.slow
+def test_learned_variance_runs_are_labelled_by_T_eff_and_follow_the_oracle_in_it():
+    """With a learned sigma_dec^2 a run's temperature is T_eff = beta sigma_dec^2 / V (docs/science.md section 3:
+    in that T the thresholds are still lambda_k / V). The measurement tables carry T_eff, not the nominal T the
+    run was started at, and the measured M_k^2 follow [1 - T_eff / T_k]_+ (beta = 1 and 0.5, pPCA spectrum)."""
+    from spectral_collapse.measure import measure_tables
+
+    lam = np.array([5, 3, 2, 1, 0.5, 0.25])
+    x = (np.random.default_rng(1).standard_normal((20_000, 6)) * np.sqrt(lam)).astype(np.float32)
+    p = pca(x)
+    data = ArrayDataModule(x)
+    nominal = [1.0 / data.V, 0.5 / data.V]  # beta = 1, 0.5 at sigma2_init = 1
+    res = train(data, {"family": "linear", "latents": 4, "learned_variance": True, "sigma2": 1.0}, T=nominal,
+                settings=LINEAR_FAST, seed=0, threads=1, progress=False)
+    members = res.record["members"]
+    lat, _, _ = measure_tables(res.model, {"train": x}, V=data.V, run_ids=["a", "b"], model_id="linear",
+                               T=[m["T"] for m in members], beta=[m["beta"] for m in members], seed=0,
+                               active_threshold=ACTIVE)
+    for e, m in enumerate(members):
+        assert m["T_grid"] == nominal[e] and m["T"] == m["T_eff"] == pytest.approx(m["beta"] * m["sigma_dec2"] / data.V)
+        assert m["T"] < 0.6 * nominal[e]  # sigma_dec^2 learned well below its initial 1: T_eff is another T
+        rows = lat[lat.run_id == "ab"[e]]
+        assert np.allclose(rows["T"], m["T"])
+        M2 = np.sort(rows["M2"].to_numpy())[::-1]
+        T_k = p.lam[:4] / data.V
+        expected = np.maximum(1.0 - m["T"] / T_k, 0.0)
+        print(f"beta={m['beta']:.3f}: sigma^2={m['sigma_dec2']:.4f} T_eff={m['T']:.5f} M2={np.round(M2, 3)} "
+              f"oracle={np.round(expected, 3)}")
+        assert np.abs(M2 - expected).max() <= 0.02

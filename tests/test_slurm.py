@@ -18,7 +18,6 @@ Needs root and apt-get (CI has both); on a developer laptop without them the tes
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -28,7 +27,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -61,18 +59,9 @@ def _skip_reason() -> str | None:
 
 def _merged_config() -> dict:
     """config.yaml with presets/ci.yaml merged over it, the way snakemake's --configfile merges."""
+    from spectral_collapse.config import load_config
 
-    def merge(base: dict, over: dict) -> dict:
-        out = copy.deepcopy(base)
-        for key, value in over.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = value
-        return out
-
-    base = yaml.safe_load((REPO / "config.yaml").read_text())
-    return merge(base, yaml.safe_load((REPO / PRESET).read_text()))
+    return load_config(REPO / PRESET)
 
 
 def _worldclim_dir() -> Path:
@@ -152,12 +141,13 @@ def _failure_report(cluster: dict, workdir: Path, proc: subprocess.CompletedProc
 
 
 def test_ci_preset_through_slurm(slurm_cluster, tmp_path: Path):
-    from spectral_collapse.scan import model_specs, t_chunks, t_grid
+    from spectral_collapse.scan import ModelSpec, model_specs, model_t_grid, scan_groups
 
     config = _merged_config()
     models = [spec.model_id for spec in model_specs(config)]
-    n_points = len(t_chunks(t_grid(config["scan"]), int(config["scan"]["points_per_job"])))
-    n_train_jobs = n_points * len(models) * len(config["scan"]["seeds"])
+    per_seed = sum(len(scan_groups(model_t_grid(config, ModelSpec.from_id(m).family), config["scan"]["points_per_job"]))
+                   for m in models)
+    n_train_jobs = per_seed * len(config["scan"]["seeds"])
 
     workdir = tmp_path / "study"
     workdir.mkdir()

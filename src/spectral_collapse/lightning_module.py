@@ -48,6 +48,7 @@ class BetaVAESystem(pl.LightningModule):
         self.member_lr = [self.lr] * E  # set by callbacks.Convergence (annealing)
         self.training_members = [True] * E  # False: frozen (converged)
         self._rows: list[tuple[int, int, VAE, Any]] | None = None  # contiguous runs of training members
+        self._opt: FusedAdam | None = None
         self.last_eval: dict[str, Any] | None = None  # the latest validation pass, for the callbacks
         self.resumed_from_step = 0
         self._train_sum, self._train_count = None, 0
@@ -66,7 +67,7 @@ class BetaVAESystem(pl.LightningModule):
         n = batches.shape[0]
         if self.trainer.max_steps is not None and self.trainer.max_steps >= 0:
             n = min(n, self.trainer.max_steps - start)
-        rows, ranges = self._training_rows(opt), self._lr_ranges()
+        rows, ranges = self._training_rows(), self._lr_ranges()
         learned = self.vae.config.learned_variance
         losses = batches.new_zeros((n, self.vae.ensemble))
         for k in range(n):
@@ -159,7 +160,8 @@ class BetaVAESystem(pl.LightningModule):
 
     # --------------------------------------------------------------------------------------- optimizer, hooks
     def configure_optimizers(self) -> FusedAdam:
-        return FusedAdam(self.parameters(), lr=self.lr)
+        self._opt, self._rows = FusedAdam(self.parameters(), lr=self.lr), None  # it re-points the parameters
+        return self._opt
 
     def on_fit_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -178,19 +180,20 @@ class BetaVAESystem(pl.LightningModule):
         self.training_members, self.member_lr = [bool(t) for t in training], [float(v) for v in lr]
         self._rows = None
 
-    def _training_rows(self, opt: FusedAdam | None = None) -> list[tuple[int, int, VAE, Any]]:
-        """(a, b, VAE of member rows [a, b), gradient slots) for each maximal run of training members; the
-        whole ensemble itself while every member trains (the path of a group that has not frozen anyone)."""
+    def _training_rows(self) -> list[tuple[int, int, VAE, Any]]:
+        """(a, b, VAE of member rows [a, b), its gradient slots) for each maximal run of training members; the
+        whole ensemble itself while every member trains (the path of a group that has not frozen anyone).
+        Gradient slots only once the optimizer exists (not in a validation-only run)."""
         if self._rows is None:
-            opt = opt or self.optimizers().optimizer
-            E = self.vae.ensemble
+            E, opt = self.vae.ensemble, self._opt
             if all(self.training_members):
-                self._rows = [(0, E, self.vae, opt.grad_view)]
+                self._rows = [(0, E, self.vae, opt.grad_view if opt else None)]
             else:
                 self._rows = []
                 for a, b in _runs(self.training_members, [True] * E):
                     view = self.vae.rows(a, b)
-                    slots = {id(v): opt.grad_view(p)[a:b] for v, p in zip(view.parameters(), self.vae.parameters())}
+                    slots = {} if opt is None else {
+                        id(v): opt.grad_view(p)[a:b] for v, p in zip(view.parameters(), self.vae.parameters())}
                     self._rows.append((a, b, view, lambda p, slots=slots: slots[id(p)]))
         return self._rows
 

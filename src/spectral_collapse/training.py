@@ -81,12 +81,14 @@ def train(
     progress: bool | None = None,
     accelerator: str = "auto",
     resume: bool = True,
+    extra_callbacks: Sequence[pl.Callback] = (),
 ) -> TrainResult:
     """Train a group of scan points (one ensemble member each) and return the model and the training record.
 
     Checkpoints go to ``checkpoint_dir`` (default ``run_dir/checkpoints``), CSV logs to ``log_dir``
     (default ``run_dir/logs``). With ``resume`` and an existing ``last.ckpt`` of the same settings there,
     training continues from it. A NaN/inf loss raises ``NonFiniteLossError`` naming the run and the step.
+    ``extra_callbacks`` (benchmarks, tests) run after the job's own.
     """
     t_start = time.perf_counter()
     if threads:
@@ -119,6 +121,7 @@ def train(
     if not progress:
         callbacks.append(EvalLinePrinter(convergence, run_name, st["max_updates"]))
     callbacks.append(AtomicLastCheckpoint(checkpoint_dir, fingerprint))
+    callbacks.extend(extra_callbacks)  # after the job's own: they see each evaluation's decisions and checkpoint
     from lightning_fabric.plugins.environments import LightningEnvironment
     from pytorch_lightning.loggers import CSVLogger
 

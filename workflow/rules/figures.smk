@@ -20,8 +20,6 @@ rule figure:
             subcategory="{figure}",
         ),
         pdf=f"{FIGURE_DIR}/{{figure}}.pdf",
-    params:
-        active_threshold=config["analysis"]["active_threshold"],
     log:
         "results/logs/figures/{model}/{figure}.log",
     benchmark:

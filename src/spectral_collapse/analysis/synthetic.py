@@ -75,14 +75,15 @@ def linear_scan_tables(T_k, T_grid, seeds=(0,), noise: float = 0.0, unconverged:
                                      "K": K, "D_tilde": D})
             runs.append({"run_id": run_id, "model": model, "family": "linear", "depth": 0, "T": float(T),
                          "beta": float(T * V), "V": V, "seed": seed,
-                         "status": "converged" if conv else "budget", "updates": 1000, "wall_time_s": 1.0,
+                         "status": "converged" if conv else "budget", "converged": conv, "updates": 1000, "wall_time_s": 1.0,
                          "totals": {"test": {"D_tilde_sampled": float(np.sum(q["err"])),
                                                     "R": float(np.sum(q["rate"]))}}})
     return pd.DataFrame(lat_rows), pd.DataFrame(prn_rows), runs
 
 
 def write_run_dirs(root: str | Path, latents: pd.DataFrame, pruning: pd.DataFrame, runs: list[dict]) -> dict:
-    """Write the tables as per-run directories root/{model}/T{T}/seed{seed}/; returns the path lists."""
+    """Write the tables as one job directory per run, root/{model}/T{T}/seed{seed}/ (groups of one scan point,
+    run.json in the job layout of contracts.md section 3); returns the path lists."""
     root = Path(root)
     paths = {"latents": [], "pruning": [], "runs": []}
     for run in runs:
@@ -90,7 +91,7 @@ def write_run_dirs(root: str | Path, latents: pd.DataFrame, pruning: pd.DataFram
         d.mkdir(parents=True, exist_ok=True)
         latents[latents["run_id"] == run["run_id"]].to_parquet(d / "latents.parquet", index=False)
         pruning[pruning["run_id"] == run["run_id"]].to_parquet(d / "pruning.parquet", index=False)
-        (d / "run.json").write_text(json.dumps(run))
+        (d / "run.json").write_text(json.dumps({"runs": [run]}))
         paths["latents"].append(d / "latents.parquet")
         paths["pruning"].append(d / "pruning.parquet")
         paths["runs"].append(d / "run.json")
