@@ -17,13 +17,14 @@ import pytest
 import yaml
 
 from spectral_collapse.config import load_config
-from spectral_collapse.scan import model_specs, model_t_grid, scan_groups
+from spectral_collapse.scan import model_seeds, model_specs, model_t_grid, scan_groups
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs"]
 FIGURES = 5  # cascade, spectra, meanfield, truncation, maps
-PRESETS = {"laptop": None, "ci": "presets/ci.yaml", "paper": "presets/paper.yaml"}
+PRESETS = {"laptop": None, "ci": "presets/ci.yaml", "paper": "presets/paper.yaml",
+           "reference": "presets/reference.yaml"}
 
 
 def merged_config(preset: str | None) -> dict:
@@ -88,8 +89,7 @@ def _dry_run_jobs(workdir: Path, preset: str | None) -> tuple[Counter, Counter]:
 
 def expected_counts(config: dict) -> dict[str, int]:
     models = [spec.model_id for spec in model_specs(config)]
-    seeds = config["scan"]["seeds"]
-    runs = sum(n_jobs(config, m) for m in models) * len(seeds)
+    runs = sum(n_jobs(config, m) * len(model_seeds(config, m)) for m in models)
     return {
         "runs": runs,
         "models": len(models),

@@ -15,9 +15,10 @@ import torch
 import yaml
 
 from spectral_collapse import measure as measure_module
-from spectral_collapse.measure import MEASURED_SPLITS, measure_split, measure_tables
+from spectral_collapse.measure import measure_split, measure_tables
 from spectral_collapse.vae import VAE, VAEConfig
 
+MEASURED_SPLITS = ("test", "validation", "train")  # the config's default models.<family>.measured_splits
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LATENT_COLUMNS = ["run_id", "model", "family", "depth", "T", "beta", "V", "seed", "split", "latent", "rank", "mu2",
                   "s2", "logs2", "rate", "M2", "snr", "active", "m2_drift", "converged", "w2"]

@@ -29,12 +29,6 @@ MIN_BLOCK_ROWS = 256
 MIN_PRUNE_ROWS = 32
 
 
-# Splits every trained model is measured on. Headline metrics use `test` (STUDY.md section 4); `train`
-# (the training sample the PCA is computed from) is where the linear oracle is exact, so the
-# threshold-vs-lambda_k/V check uses it; `validation` is kept for model selection and diagnostics.
-MEASURED_SPLITS = ("test", "validation", "train")
-
-
 @torch.no_grad()
 def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_threshold: float,
                   weights: np.ndarray | None = None) -> dict[str, np.ndarray]:

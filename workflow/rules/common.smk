@@ -1,12 +1,12 @@
 # Shared helpers: the scan design, output paths and input functions (config validated in the Snakefile).
 import os
 
-from spectral_collapse.measure import MEASURED_SPLITS
 from spectral_collapse.scan import (
     GROUP_PATTERN,
     MODEL_ID_PATTERN,
     ModelSpec,
     group_label,
+    model_seeds,
     model_settings,
     model_specs,
     model_t_grid,
@@ -17,7 +17,6 @@ from spectral_collapse.worldclim import resolve_local_source
 
 
 MODELS = [spec.model_id for spec in model_specs(config)]
-SEEDS = [int(s) for s in config["scan"]["seeds"]]
 POINTS_PER_JOB = int(config["scan"]["points_per_job"])
 # Every training job trains one group of scan points (scan.points_per_job of them; default one):
 # {model id: {group label: [T values]}}, in grid order.
@@ -56,7 +55,7 @@ def worldclim_inputs(wildcards):
 
 def run_tables(model, table):
     """One table of every training job (group) of one model over the scan and seeds."""
-    return expand(f"{RUN_DIR}/{table}", model=model, group=list(GROUPS[model]), seed=SEEDS)
+    return expand(f"{RUN_DIR}/{table}", model=model, group=list(GROUPS[model]), seed=model_seeds(config, model))
 
 
 def scan_tables(wildcards):
@@ -71,6 +70,11 @@ def scan_tables(wildcards):
 def group_T(wildcards):
     """The scan points (exact grid values) a training job trains."""
     return GROUPS[wildcards.model][wildcards.group]
+
+
+def measured_splits(wildcards):
+    """The splits a trained group is measured on (models.<family>.measured_splits)."""
+    return config["models"][ModelSpec.from_id(wildcards.model).family]["measured_splits"]
 
 
 def job_settings(wildcards):
@@ -96,9 +100,9 @@ def measure_runtime(wildcards, attempt):
 
 
 def map_model(wildcards):
-    """The trained model drawn in the world maps: the job holding the coldest scan point, seed 0."""
+    """The trained model drawn in the world maps: the job holding the coldest scan point, first seed."""
     coldest = list(GROUPS[wildcards.model])[-1]
-    return f"results/runs/{wildcards.model}/{coldest}/seed{SEEDS[0]}/model.pt"
+    return f"results/runs/{wildcards.model}/{coldest}/seed{model_seeds(config, wildcards.model)[0]}/model.pt"
 
 
 def figure_inputs(wildcards):

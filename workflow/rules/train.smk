@@ -44,7 +44,7 @@ rule measure:
         pruning=f"{RUN_DIR}/pruning.parquet",
         run=f"{RUN_DIR}/run.json",
     params:
-        splits=list(MEASURED_SPLITS),
+        splits=measured_splits,
         active_threshold=config["analysis"]["active_threshold"],
     log:
         "results/logs/measure/{model}/{group}/seed{seed}.log",
