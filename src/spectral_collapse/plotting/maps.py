@@ -11,7 +11,7 @@ import seaborn as sns
 from .style import apply_style
 
 UNIT_SYMBOLS = {"degC": "\u00b0C", "deg C": "\u00b0C"}
-DRAW_COARSEN = 2  # draw 20' cells (2 x 2 means of the 10' grid): plenty for print, 4x lighter PDFs
+DRAW_CELL_DEG = 1.0 / 3.0  # draw cells of about 20' (2 x 2 means of the 10' grid): plenty for print, 4x lighter PDFs
 
 
 def _variable_label(row) -> str:
@@ -38,7 +38,9 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
     fig = plt.figure(figsize=(19.0, max(3.1 * nrows, 6.5) + 0.8), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=[1.55, 1.0], wspace=0.02)
     lat, lon = maps["lat"].values, maps["lon"].values
-    half = abs(float(lat[1] - lat[0])) / 2 if len(lat) > 1 else 0.0
+    cell = abs(float(lat[1] - lat[0])) if len(lat) > 1 else 0.0
+    half = cell / 2
+    coarsen = max(1, round(DRAW_CELL_DEG / cell)) if cell else 1  # a coarser map (the reference bundle's) as is
     extent = [lon.min() - half, lon.max() + half, lat.min() - half, lat.max() + half]
     origin = "upper" if lat[0] > lat[-1] else "lower"
     M2 = maps["M2"].values
@@ -48,7 +50,7 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
         if i >= n:
             ax.axis("off")
             continue
-        field = _coarsen(maps["mu"].values[i].astype(np.float32), DRAW_COARSEN)
+        field = _coarsen(maps["mu"].values[i].astype(np.float32), coarsen)
         v = float(np.nanpercentile(np.abs(field), 99)) or 1.0
         im = ax.imshow(field, extent=extent, origin=origin, cmap="RdBu_r", vmin=-v, vmax=v,
                        interpolation="nearest", rasterized=True)
