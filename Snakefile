@@ -25,3 +25,12 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# ---- BEGIN redraw-only runs (issue 11; workflow/rules/common.smk, spectral_collapse.redraw) ----------
+# When only redraw targets are requested (`snakemake figures`, `make figures`, `make report`), every rule
+# upstream of the cached tables (data, training, measurement, collect, PCA, maps) is removed before the
+# DAG is built: they cannot run, whatever their code, params or mtimes say.
+if REDRAW_ONLY:
+    start_redraw_only(workflow)
+# ---- END redraw-only runs (issue 11) ----------------------------------------------------------------

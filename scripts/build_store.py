@@ -1,15 +1,20 @@
 """Rule build_store: tile the verified rasters into the Zarr store and write its JSON summary.
 
-Thin wrapper around spectral_collapse.store.build_store (layout: docs/contracts.md section 2).
+Thin wrapper around spectral_collapse.store.build_store (layout: docs/contracts.md section 2). The rasters
+are found at run time (spectral_collapse.worldclim.locate_rasters: the configured local copy, else the
+earlier download in data.download_dir, else a download), not through a Snakemake param: their location
+is not part of the data's identity, their 19 checksums are, and they must equal the verified record's.
 """
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 from spectral_collapse.provenance import write_json
 from spectral_collapse.store import build_store
+from spectral_collapse.worldclim import ENV_VAR, WorldClimError, locate_rasters, resolve_local_source
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
 logging.basicConfig(
@@ -22,11 +27,18 @@ log = logging.getLogger("build_store")
 try:
     start = time.perf_counter()
     verified = json.loads(Path(snakemake.input.verified).read_text())
+    data = snakemake.config["data"]
+    local = resolve_local_source(data.get("worldclim_dir"), os.environ.get(ENV_VAR))
+    folder, info, files = locate_rasters(local.path if local else None, data["url"], data["download_dir"])
+    if files != verified["files"]:
+        raise WorldClimError(f"the rasters in {folder} are not the verified data ({snakemake.input.verified})")
     settings = dict(snakemake.params.store)
-    log.info("building %s from %s with %s", snakemake.output.store, verified["raster_dir"], settings)
-    summary = build_store(verified["raster_dir"], snakemake.output.store, settings, sha256=verified["files"])
+    log.info("building %s from %s (%s: %s) with %s", snakemake.output.store, folder, info["source"],
+             info["origin"], settings)
+    summary = build_store(folder, snakemake.output.store, settings, sha256=files)
     summary["store"] = str(snakemake.output.store)
-    summary["sha256"] = verified["files"]
+    summary["sha256"] = files
+    summary["raster_source"] = {**info, "raster_dir": str(folder)}  # provenance only, not identity
     write_json(snakemake.output.report, summary)
     log.info("n_land=%d n_blocks=%d blocks=%s cells=%s V=%.6f in %.1f s", summary["n_land"], summary["n_blocks"],
              summary["blocks"], summary["cells"], summary["V"], time.perf_counter() - start)

@@ -1,12 +1,18 @@
 """Rule fetch_worldclim: locate or download WorldClim 2.1 (10', bio), verify the 19 pinned checksums.
 
-Thin wrapper around spectral_collapse.worldclim.fetch; writes results/data/worldclim_verified.json.
+Writes results/data/worldclim_verified.json = the 19 checksums and nothing else (the data's identity).
+Where the rasters are (config data.worldclim_dir / $WORLDCLIM_DIR, an earlier download in
+data.download_dir, or a fresh download of data.url) is read here at run time, on purpose not from
+Snakemake params or inputs: another path to the same files must not rerun this rule or anything after it.
+The rule only exists while no current verified record does (workflow/rules/data.smk), so it never
+downloads when the data is already verified.
 """
 
 import logging
+import os
 
 from spectral_collapse.provenance import write_json
-from spectral_collapse.worldclim import fetch
+from spectral_collapse.worldclim import ENV_VAR, locate_rasters, resolve_local_source, verified_record
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
 logging.basicConfig(
@@ -17,11 +23,14 @@ logging.basicConfig(
 log = logging.getLogger("fetch_worldclim")
 
 try:
-    source = snakemake.params.local_source
-    log.info("source: %s", source if source else f"download {snakemake.params.url}")
-    record = fetch(source, snakemake.params.url, snakemake.params.download_dir)
-    write_json(snakemake.output.verified, record)
-    log.info("verified 19 files in %s", record["raster_dir"])
+    data = snakemake.config["data"]
+    local = resolve_local_source(data.get("worldclim_dir"), os.environ.get(ENV_VAR))
+    log.info("source: %s", local.path if local else f"earlier download in {data['download_dir']}, else {data['url']}")
+    folder, info, files = locate_rasters(local.path if local else None, data["url"], data["download_dir"])
+    if files != dict(snakemake.params.sha256):
+        raise RuntimeError("verified checksums differ from the rule's pins (spectral_collapse.worldclim)")
+    write_json(snakemake.output.verified, verified_record(files))
+    log.info("verified 19 files in %s (%s: %s)", folder, info["source"], info["origin"])
 except Exception:
     log.exception("fetch_worldclim failed")
     raise

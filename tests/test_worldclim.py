@@ -248,7 +248,8 @@ def test_not_a_zip(tmp_path: Path) -> None:
 
 
 def test_workflow_stops_on_bad_file(worldclim_dir: Path, tmp_path: Path) -> None:
-    """With one corrupt file, `snakemake data` fails naming it and builds no store."""
+    """With one corrupt file, `snakemake data` fails naming it and builds no store: the configured copy is
+    verified when the workflow is parsed, before any job starts (tests/test_cached_runs.py: with results)."""
     work = tmp_path / "wf"
     work.mkdir()
     for item in ("Snakefile", "config.yaml", "workflow", "scripts", "envs"):
@@ -264,9 +265,9 @@ def test_workflow_stops_on_bad_file(worldclim_dir: Path, tmp_path: Path) -> None
         [sys.executable, "-m", "snakemake", "-c1", "data", "--directory", str(work), "--snakefile", str(work / "Snakefile")],
         cwd=work, env=env, capture_output=True, text=True, timeout=300,
     )
-    log = (work / "results/logs/data/fetch_worldclim.log").read_text()
+    text = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in log
+    assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in text and "WORLDCLIM_DIR" in text, text[-3000:]
     assert not (work / "results/data/worldclim_verified.json").exists()
     assert not (work / "results/data/worldclim.zarr").exists()
 

@@ -2,10 +2,16 @@
 
 Every later stage trusts these 19 files, so nothing is used until all of them match the pinned
 SHA-256 checksums below; each failure names the file and what to do about it.
+
+Content, not path: the data's identity is its 19 checksums. The verified record
+(results/data/worldclim_verified.json, `verified_record`) holds nothing else, so the same files reached
+through another folder, a symlink, a zip or the download are the same data, and a change of source never
+invalidates anything built from them. Where the files are is decided at run time (`locate_rasters`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -13,7 +19,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from spectral_collapse.provenance import atomic_path, sha256_file
 
@@ -25,6 +31,7 @@ FOLDER_NAME = "wc2.1_10m_bio"
 OFFICIAL_URL = "https://geodata.ucdavis.edu/climate/worldclim/2_1/base/wc2.1_10m_bio.zip"
 CONFIG_KEY = "data.worldclim_dir"
 ENV_VAR = "WORLDCLIM_DIR"
+DATASET = "WorldClim 2.1, 10 arc-minutes, bioclimatic variables bio1-bio19"
 
 # Pinned from ../shared/worldclim/wc2.1_10m_bio/SHA256SUMS (sha256sum format), plus each file's size
 # in bytes so that a truncated copy is reported as truncated rather than as a bare mismatch.
@@ -109,18 +116,20 @@ def pinned_checksums() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class LocalSource:
-    """A local WorldClim copy: `path` is the folder or the zip; `files` are the inputs to track."""
+    """A local WorldClim copy: `path` is the folder or the zip; `files` the tifs (or the zip) found there;
+    `origin` names where it was configured (for messages)."""
 
     path: str
     files: list[str] = field(default_factory=list)
     kind: str = "folder"  # "folder" | "zip"
+    origin: str = ""
 
 
 def resolve_local_source(config_value: str | None, env_value: str | None) -> LocalSource | None:
     """The local copy named by config `data.worldclim_dir` (wins) or $WORLDCLIM_DIR; None to download.
 
-    Only existence is checked here (this runs when the DAG is parsed); completeness and
-    checksums are verified by the fetch step, which names any missing or bad file.
+    Only existence is checked here; `verify_local_source` checks completeness and checksums (the
+    workflow calls it when it is parsed, before any job runs).
     """
     for value, origin in ((config_value, f"config key {CONFIG_KEY}"), (env_value, f"environment variable {ENV_VAR}")):
         if value is None or str(value).strip() == "":
@@ -132,17 +141,37 @@ def resolve_local_source(config_value: str | None, env_value: str | None) -> Loc
                 f"{BIO_FILES[0]} ... {BIO_FILES[-1]} (or at {ARCHIVE_NAME}), or unset it to download "
                 "the official archive."
             )
-        return _local_source(path)
+        return _local_source(path, origin=f"{origin} = {value!r}")
     return None
 
 
-def _local_source(path: Path) -> LocalSource:
+def _local_source(path: Path, origin: str = "") -> LocalSource:
     if path.is_file():
-        return LocalSource(str(path), [str(path)], kind="zip")
+        return LocalSource(str(path), [str(path)], kind="zip", origin=origin)
     tifs = [path / name for name in BIO_FILES if (path / name).is_file()]
     if not tifs and (path / ARCHIVE_NAME).is_file():
-        return LocalSource(str(path), [str(path / ARCHIVE_NAME)], kind="zip")
-    return LocalSource(str(path), [str(t) for t in tifs], kind="folder")
+        return LocalSource(str(path), [str(path / ARCHIVE_NAME)], kind="zip", origin=origin)
+    return LocalSource(str(path), [str(t) for t in tifs], kind="folder", origin=origin)
+
+
+def verify_local_source(src: LocalSource) -> dict[str, str]:
+    """Check a configured local copy (folder or zip) against the 19 pins; return {file name: sha256}.
+
+    Reads ~55 MB (well under a second), so the workflow runs it when it is parsed: a bad copy stops
+    the run before any job starts and nothing already built is touched. Raises a WorldClimError that
+    names the file, the configured path and the way out.
+    """
+    try:
+        if src.kind == "zip":
+            return verify_zip(src.files[0])
+        return verify_folder(src.path)
+    except WorldClimError as exc:
+        where = src.origin or src.path
+        raise WorldClimError(
+            f"{where}: the WorldClim copy there fails verification against the pinned checksums. {exc} "
+            f"Nothing was run and no result was touched. Fix the copy, point {ENV_VAR} / {CONFIG_KEY} at a good "
+            f"one, or unset both to keep using the already verified data (results/data/worldclim_verified.json)."
+        ) from exc
 
 
 # --------------------------------------------------------------------------- verification
@@ -194,6 +223,66 @@ def verify_folder(folder: str | os.PathLike) -> dict[str, str]:
     check_complete(folder)
     pins = pinned_checksums()
     return {name: verify_file(Path(folder) / name, pins[name], PINNED_SIZES.get(name)) for name in BIO_FILES}
+
+
+def verify_zip(archive: str | os.PathLike) -> dict[str, str]:
+    """Verify the 19 GeoTIFFs inside a zip (members streamed, nothing extracted); return {file name: sha256}."""
+    import hashlib
+
+    archive = Path(archive)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise WorldClimError(f"{archive.name}: not a readable zip archive ({exc}) at {archive}.") from exc
+    pins = pinned_checksums()
+    with zf:
+        members = {Path(m.filename).name: m for m in zf.infolist() if not m.is_dir()}
+        missing = [name for name in BIO_FILES if name not in members]
+        if missing:
+            raise WorldClimError(
+                f"{archive.name} holds {N_BIO - len(missing)} of the 19 GeoTIFFs; missing: {', '.join(missing)}. "
+                f"Use the official archive {OFFICIAL_URL}."
+            )
+        out = {}
+        for name in BIO_FILES:
+            member, expected = members[name], PINNED_SIZES.get(name)
+            if expected is not None and member.file_size < expected:
+                raise WorldClimError(
+                    f"{name}: truncated ({member.file_size} of {expected} bytes) in {archive}. "
+                    f"Re-copy or re-download it from {OFFICIAL_URL}."
+                )
+            digest = hashlib.sha256()
+            with zf.open(member) as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+            if digest.hexdigest() != pins[name]:
+                raise WorldClimError(
+                    f"{name}: SHA-256 mismatch in {archive} (got {digest.hexdigest()}, pinned {pins[name]}). "
+                    f"The file is corrupt or not WorldClim 2.1 10'; replace the archive with the one from {OFFICIAL_URL}."
+                )
+            out[name] = digest.hexdigest()
+    return out
+
+
+# --------------------------------------------------------------------------- the verified record
+
+
+def verified_record(files: Mapping[str, str]) -> dict[str, Any]:
+    """Content of results/data/worldclim_verified.json: the data's identity, i.e. its 19 checksums.
+
+    Deliberately no path, source or URL: the same files reached another way give the same bytes, so
+    Snakemake (which compares input checksums of small files) sees no change downstream."""
+    return {"dataset": DATASET, "files": {name: files[name] for name in BIO_FILES}}
+
+
+def record_is_current(path: str | os.PathLike) -> bool:
+    """True when `path` is a verified record whose 19 checksums are the pinned ones (any extra keys,
+    e.g. the raster_dir/source/origin of records written before issue 11, are ignored)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("files") == pinned_checksums()
 
 
 # --------------------------------------------------------------------------- zip extraction
@@ -347,20 +436,60 @@ def _download_attempt(requests, url: str, part: Path, timeout: float, progress: 
 # --------------------------------------------------------------------------- the fetch step
 
 
-def fetch(local_source: str | None, url: str, download_dir: str | os.PathLike, progress: bool = True) -> dict:
-    """Locate (local folder or zip) or download and extract WorldClim, verify it; return the record
-    written to results/data/worldclim_verified.json (docs/contracts.md section 1)."""
+def locate_rasters(
+    local_source: str | None, url: str, download_dir: str | os.PathLike, progress: bool = True,
+    allow_download: bool = True,
+) -> tuple[Path, dict[str, str], dict[str, str]]:
+    """Find the 19 rasters and verify them: (folder, provenance {"source", "origin"}, {file name: sha256}).
+
+    Order: the configured local copy (a folder is used in place, a zip is extracted into
+    `download_dir`), else an earlier extraction in `download_dir`, else an earlier download there,
+    else a fresh download of `url`. Run-time only: where the files are found is never part of any
+    Snakemake input or param, so finding them elsewhere next time reruns nothing.
+    """
     download_dir = Path(download_dir)
+    extracted = download_dir / FOLDER_NAME
     if local_source is not None:
         src = _local_source(Path(local_source).resolve())
         if src.kind == "folder":
-            folder, source, origin = Path(src.path), "local", src.path
+            folder, info = Path(src.path), {"source": "local", "origin": src.path}
         else:
-            folder = safe_extract(src.files[0], download_dir / FOLDER_NAME)
-            source, origin = "local", src.files[0]
-    else:
+            folder = _extracted_or_extract(src.files[0], extracted)
+            info = {"source": "local", "origin": src.files[0]}
+    elif extracted.is_dir() and (raster_folder(extracted) / BIO_FILES[0]).is_file():
+        folder, info = raster_folder(extracted), {"source": "download", "origin": str(extracted.resolve())}
+        log.info("using the earlier extraction in %s (no download)", folder)
+    elif (download_dir / ARCHIVE_NAME).is_file():
+        folder = safe_extract(download_dir / ARCHIVE_NAME, extracted)
+        info = {"source": "download", "origin": str((download_dir / ARCHIVE_NAME).resolve())}
+        log.info("using the earlier download %s (no download)", download_dir / ARCHIVE_NAME)
+    elif allow_download:
         archive = download(url, download_dir / ARCHIVE_NAME, progress=progress)
-        folder = safe_extract(archive, download_dir / FOLDER_NAME)
-        source, origin = "download", url
-    files = verify_folder(folder)
-    return {"raster_dir": str(folder.resolve()), "source": source, "origin": origin, "files": files}
+        folder, info = safe_extract(archive, extracted), {"source": "download", "origin": url}
+    else:
+        raise WorldClimError(
+            f"no WorldClim copy found: {ENV_VAR} and {CONFIG_KEY} are unset and {download_dir} holds no "
+            f"{ARCHIVE_NAME}. Set {ENV_VAR} to a folder holding {BIO_FILES[0]} ... {BIO_FILES[-1]}."
+        )
+    return folder.resolve(), info, verify_folder(folder)
+
+
+def _extracted_or_extract(archive: str | os.PathLike, extracted: Path) -> Path:
+    """The folder of an earlier extraction of the same archive when it verifies, else a fresh extraction."""
+    if extracted.is_dir():
+        try:
+            folder = raster_folder(extracted)
+            verify_folder(folder)
+            return folder
+        except WorldClimError:
+            pass
+    return safe_extract(archive, extracted)
+
+
+def fetch(local_source: str | None, url: str, download_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Locate (local folder or zip, earlier download) or download and extract WorldClim, verify it.
+
+    Returns {"raster_dir", "source", "origin", "files"}; only `files` (`verified_record`) is written to
+    results/data/worldclim_verified.json (docs/contracts.md section 1), the rest goes to the logs."""
+    folder, info, files = locate_rasters(local_source, url, download_dir, progress=progress)
+    return {"raster_dir": str(folder), **info, "files": files}

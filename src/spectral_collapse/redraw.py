@@ -1,0 +1,419 @@
+"""Redraw-only runs (issue 11): `snakemake figures`, `make figures` and `make report` draw the figures,
+tables and report from the cached tables and never run anything upstream of them.
+
+The one place that names
+- REDRAW_RULES: the rules that draw from the cached tables (the only rules of a redraw-only run);
+- cached_inputs(): the cached tables and records those rules read (must exist; never recomputed);
+- which command-line requests are redraw-only (`parse_request`, `is_redraw_only`).
+A renamed redraw rule or a moved cached table is a one-line change here.
+
+The Snakefile calls `start` (through common.smk) when the request is redraw-only. It stops, naming the
+missing files and the command that produces them, when a cached input is missing; it removes every other
+rule from the workflow before the DAG is built, so no data, training, measurement or collect job can run
+whatever Snakemake's rerun triggers say; and it warns (never fails, never recomputes) when a cached input
+is older than the code that produced it or was produced with another config.
+
+Why the command line: Snakemake 9 assigns `workflow.dag_settings` (targets, --forcerun, ...) only after
+the Snakefile is parsed (snakemake/api.py, DAGApi.__post_init__), so at parse time it is None. The
+request is read from sys.argv with Snakemake's own argument parser instead; anything it cannot read
+(the Python API, a cluster job's `--target-jobs`) is a full run, i.e. today's behaviour.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+# --------------------------------------------------------------------------- the redraw boundary
+
+# Rules that draw from the cached tables: the per-model analysis (`spectra`), the combined summary, the
+# figures and their plain-name target. Everything else is upstream and absent from a redraw-only run.
+REDRAW_RULES: tuple[str, ...] = ("spectra", "summary", "figure", "figures")
+# Plain-name targets that only redraw, and the folder of redraw-only file targets.
+REDRAW_TARGETS: tuple[str, ...] = ("figures",)
+REDRAW_FILE_PREFIX = "results/figures/"
+# `snakemake --report` without targets reports the default target: with nothing run, a redraw too.
+DEFAULT_TARGET = "all"
+KEEP_RULES: tuple[str, ...] = (*REDRAW_RULES, DEFAULT_TARGET)
+
+# The cached inputs of the redraw rules, and the command that produces each.
+ANALYSIS_COMMAND = "`make run` (or `snakemake analysis`)"
+DATA_COMMAND = "`make run` (or `snakemake data`)"
+PER_MODEL_CACHED: tuple[str, ...] = (
+    "scan_latents.parquet", "scan_pruning.parquet", "scan_runs.parquet",  # rule collect_scan
+    "latent_maps.nc", "latent_correlations.parquet",  # rule latent_maps
+)
+ANALYSIS_ROOT = "results/analysis"
+PCA_TABLE = "results/analysis/pca.parquet"
+VERIFIED = "results/data/worldclim_verified.json"
+STORE_REPORT = "results/data/worldclim_store.json"
+
+
+def cached_inputs(models: Iterable[str]) -> dict[str, str]:
+    """{path: command that produces it} for every cached input of a redraw of `models`."""
+    out = {f"{ANALYSIS_ROOT}/{model}/{name}": ANALYSIS_COMMAND for model in models for name in PER_MODEL_CACHED}
+    out[PCA_TABLE] = ANALYSIS_COMMAND
+    out[VERIFIED] = DATA_COMMAND
+    out[STORE_REPORT] = DATA_COMMAND
+    return out
+
+
+class RedrawError(Exception):
+    """A redraw-only run cannot start (missing cached inputs, a redraw rule not defined)."""
+
+
+# --------------------------------------------------------------------------- what was asked for
+
+
+@dataclass(frozen=True)
+class Request:
+    """The parts of a snakemake command line that decide whether it only redraws."""
+
+    targets: tuple[str, ...] = ()
+    job_rules: tuple[str, ...] = ()  # rules of --target-jobs (a job submitted to a cluster)
+    report: bool = False  # --report without --report-after-run: builds the report, runs nothing
+    named_rules: tuple[str, ...] = ()  # rules named by --forcerun / --until / --omit-from
+    inspect: bool = False  # --lint, --list-rules, ...: look at every rule
+
+
+def _is_snakemake_cli(argv: Sequence[str]) -> bool:
+    if not argv:
+        return False
+    prog = Path(argv[0])
+    return prog.name == "snakemake" or (prog.name == "__main__.py" and prog.parent.name == "snakemake")
+
+
+def parse_request(argv: Sequence[str] | None = None) -> Request | None:
+    """The request of this snakemake command line (default: sys.argv), or None when it is not one."""
+    if argv is None:
+        if not _is_snakemake_cli(sys.argv):
+            return None
+        argv = sys.argv[1:]
+    try:
+        from snakemake.cli import get_argument_parser
+
+        args, _ = get_argument_parser().parse_known_args(list(argv))
+    except (Exception, SystemExit):  # an unreadable command line is a full run
+        return None
+    named = [*(args.forcerun or ()), *(args.until or ()), *(args.omit_from or ())]
+    inspect = any(getattr(args, name, False) for name in ("lint", "list_rules", "list_target_rules", "print_compilation"))
+    return Request(
+        targets=tuple(os.path.normpath(t) if "/" in t else t for t in (args.targets or ())),
+        job_rules=tuple(sorted({spec.rulename for spec in (args.target_jobs or ())})),
+        report=bool(args.report) and not args.report_after_run,
+        named_rules=tuple(named),
+        inspect=bool(inspect),
+    )
+
+
+def is_redraw_only(request: Request | None) -> bool:
+    """True when the request asks only for redraw targets (`figures`, files under results/figures/, or
+    --report of those or of the default target), and names no other rule (--forcerun train is a request
+    for training)."""
+    if request is None or request.job_rules or request.inspect:
+        return False
+    allowed = set(REDRAW_TARGETS) | ({DEFAULT_TARGET} if request.report else set())
+    targets = request.targets or ((DEFAULT_TARGET,) if request.report else ())
+    if not targets or not all(t in allowed or t.startswith(REDRAW_FILE_PREFIX) for t in targets):
+        return False
+    return all(name in REDRAW_RULES for name in request.named_rules)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_cached_inputs(models: Sequence[str], root: str | os.PathLike = ".") -> None:
+    """Raise RedrawError naming every missing cached input and the command that produces it."""
+    root = Path(root)
+    missing: dict[str, list[str]] = {}
+    for path, command in cached_inputs(models).items():
+        if not (root / path).is_file():
+            missing.setdefault(command, []).append(path)
+    if not missing:
+        return
+    n = sum(len(paths) for paths in missing.values())
+    lines = [
+        f"Cannot redraw: {n} cached result(s) that the figures, tables and report are drawn from are missing.",
+        "`snakemake figures`, `make figures` and `make report` only redraw; they never recompute these.",
+    ]
+    for command, paths in missing.items():
+        lines.append(f"Produce them with {command}, using the same --configfile as this command:")
+        lines += [f"    {p}" for p in paths]
+    found = sorted(p.parent.name for p in (root / ANALYSIS_ROOT).glob("*/scan_runs.parquet"))
+    if found and set(found) != set(models):
+        lines.append(
+            f"{ANALYSIS_ROOT} holds scan tables of {', '.join(found)}; this config asks for {', '.join(models)}: "
+            "were they made with another --configfile (e.g. presets/ci.yaml)?"
+        )
+    raise RedrawError("\n".join(lines))
+
+
+def drop_upstream_rules(workflow: Any, keep: Iterable[str] = KEEP_RULES) -> list[Any]:
+    """Remove every rule not in `keep` from a parsed workflow (before the DAG is built); return them.
+
+    Snakemake has no public call for this (`--allowed-rules` is a command-line setting that only
+    arrives after parsing), so this edits Workflow._rules and Workflow._localrules of the pinned
+    Snakemake 9 (tests/test_cached_runs.py checks the behaviour)."""
+    rules, local = getattr(workflow, "_rules", None), getattr(workflow, "_localrules", None)
+    if not isinstance(rules, dict) or not isinstance(local, set):
+        raise RedrawError(
+            "cannot restrict this workflow to its redraw rules: Snakemake's Workflow._rules/_localrules changed "
+            "(this code is written for the Snakemake pinned in requirements.txt)."
+        )
+    undefined = [name for name in REDRAW_RULES if name not in rules]
+    if undefined:
+        raise RedrawError(
+            f"redraw rule(s) {', '.join(undefined)} listed in spectral_collapse.redraw.REDRAW_RULES are not defined "
+            "in the workflow; after renaming a rule, update that list."
+        )
+    keep = set(keep)
+    dropped = [rule for name, rule in rules.items() if name not in keep]
+    for rule in dropped:
+        del rules[rule.name]
+        local.discard(rule.name)
+    return dropped
+
+
+# --------------------------------------------------------------------------- staleness: code
+
+
+def rule_script(rule: Any) -> Path | None:
+    """The script file of a `script:` rule, or None."""
+    script = getattr(rule, "script", None)
+    if not script:
+        return None
+    base = rule.basedir.get_path_or_uri(secret_free=True) if rule.basedir is not None else "."
+    return Path(os.path.normpath(os.path.join(str(base), str(script))))
+
+
+def package_files(scripts: Iterable[Path], package: str = "spectral_collapse") -> set[Path]:
+    """The scripts and every module of `package` they import, transitively (static, by `ast`)."""
+    spec = importlib.util.find_spec(package)
+    pkg_dir = Path(spec.origin).parent if spec and spec.origin else None
+    seen: set[Path] = set()
+    todo = [Path(s).resolve() for s in scripts]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        if pkg_dir is None:
+            continue
+        try:
+            tree = ast.parse(path.read_text(), filename=str(path))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for name in _imported_names(tree, path, pkg_dir, package):
+            parts = name.split(".")[1:]
+            todo.append(pkg_dir / "__init__.py")
+            for i in range(1, len(parts) + 1):
+                base = pkg_dir.joinpath(*parts[:i])
+                todo += [base.with_suffix(".py"), base / "__init__.py"]
+    return seen
+
+
+def _imported_names(tree: ast.AST, path: Path, pkg_dir: Path, package: str) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative import inside the package
+                try:
+                    here = list(path.parent.relative_to(pkg_dir.parent).parts)
+                except ValueError:
+                    continue
+                here = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+                module = ".".join([*here, *([module] if module else [])])
+            names.append(module)
+            names += [f"{module}.{alias.name}" for alias in node.names]  # `from pkg import submodule`
+    return [n for n in names if n == package or n.startswith(package + ".")]
+
+
+def _upstream_rules(path: str, dropped: Sequence[Any], depth: int = 0) -> set[str] | None:
+    """Names of the dropped rules that `path` was made by, directly or through their file inputs; None
+    when an input is a function or has wildcards (then every dropped rule may be upstream)."""
+    from snakemake.io import contains_wildcard, is_callable
+
+    names: set[str] = set()
+    for rule in dropped:
+        try:
+            produces = rule.is_producer(path)
+        except Exception:
+            return None
+        if not produces:
+            continue
+        names.add(rule.name)
+        for item in rule.input:
+            if is_callable(item) or contains_wildcard(str(item)) or depth > 20:
+                return None
+            sub = _upstream_rules(str(item), dropped, depth + 1)
+            if sub is None:
+                return None
+            names |= sub
+    return names
+
+
+def stale_code_warnings(dropped: Sequence[Any], models: Sequence[str], root: str | os.PathLike = ".") -> list[str]:
+    """A warning when a cached input is older than a code file of the rules that produced it (their
+    scripts and the spectral_collapse modules those import)."""
+    root = Path(root)
+    code_of: dict[str, set[Path]] = {}
+    for rule in dropped:
+        script = rule_script(rule)
+        code_of[rule.name] = package_files([script]) if script else set()
+    mtimes = {code: code.stat().st_mtime_ns for codes in code_of.values() for code in codes}
+    newer: dict[Path, list[str]] = {}
+    users: dict[Path, set[str]] = {}
+    for path in cached_inputs(models):
+        target = root / path
+        if not target.is_file():
+            continue
+        upstream = _upstream_rules(path, dropped)
+        made = target.stat().st_mtime_ns
+        for name in sorted(code_of if upstream is None else upstream):
+            for code in code_of.get(name, ()):
+                users.setdefault(code, set()).add(name)
+                if mtimes[code] > made and path not in newer.setdefault(code, []):
+                    newer[code].append(path)
+    newer = {code: paths for code, paths in newer.items() if paths}
+    if not newer:
+        return []
+    lines = [
+        "Redraw only: some cached inputs are older than the code of the path that produced them. They are "
+        "drawn as they are; nothing is recomputed."
+    ]
+    for code, paths in sorted(newer.items(), key=lambda kv: -mtimes[kv[0]]):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtimes[code] / 1e9))
+        more = f" and {len(paths) - 2} more" if len(paths) > 2 else ""
+        lines.append(
+            f"    {_show(code, root)} (modified {stamp}; rules {', '.join(sorted(users[code]))}) is newer than "
+            f"{', '.join(paths[:2])}{more}"
+        )
+    lines.append(
+        "If the change matters for the results, recompute with `snakemake --forcerun <rule>` for the rules named "
+        "(a training rule retrains); after a checkout or copy that only touched these files, ignore this. "
+        "README: 'What reruns, what never does'."
+    )
+    return ["\n".join(lines)]
+
+
+def _show(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- staleness: config
+
+STORE_KEYS = ("n_train", "block_km", "heldout_fraction", "split_seed")
+
+
+def training_fingerprint(config: Mapping[str, Any], model_id: str) -> dict[str, Any]:
+    """The parts of a config that one model's trained and measured runs depend on (not the analysis
+    settings, which the redraw applies, and not the data's location, which is not its identity)."""
+    from spectral_collapse.scan import ModelSpec, training_settings
+
+    family = ModelSpec.from_id(model_id).family
+    model = {k: v for k, v in dict(config.get("models", {}).get(family, {})).items() if k not in ("depths", "training")}
+    scan = dict(config.get("scan", {}))
+    return {
+        "store": {k: config.get("store", {}).get(k) for k in STORE_KEYS},
+        "scan": {"T": scan.get("T"), "seeds": scan.get("seeds"), "points_per_job": scan.get("points_per_job")},
+        "model": model,
+        "decoder": dict(config.get("decoder", {})),
+        "training": training_settings(config, family),
+    }
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key, "<absent>"), new.get(key, "<absent>"), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]}: cached {old!r}, config {new!r}"]
+
+
+def config_warnings(
+    config: Mapping[str, Any], models: Sequence[str], root: str | os.PathLike = ".",
+    run_records: Callable[[str], Sequence[str]] | None = None,
+) -> list[str]:
+    """Warnings when the cached inputs were produced with another config than `config`.
+
+    Cheap checks of what the cached inputs record: the store settings and data checksums
+    (worldclim_store.json), the scan grid and seeds per model (scan_runs.parquet), and, where the runs'
+    own records are present (`run_records(model)`, e.g. run.json), the training settings of each model."""
+    from spectral_collapse.scan import t_grid, t_label
+    from spectral_collapse.worldclim import pinned_checksums
+
+    root = Path(root)
+    found: list[str] = []
+    try:
+        store = json.loads((root / STORE_REPORT).read_text())
+        found += [f"store.{k}: cached {store.get(k)!r}, config {config['store'].get(k)!r}"
+                  for k in STORE_KEYS if k in store and store.get(k) != config["store"].get(k)]
+        if store.get("sha256") and store["sha256"] != pinned_checksums():
+            found.append("data: the store was built from other WorldClim files than the pinned ones")
+    except (OSError, ValueError, KeyError) as exc:
+        found.append(f"{STORE_REPORT}: not readable ({exc})")
+    grid = {t_label(T) for T in t_grid(config["scan"])}
+    seeds = {int(s) for s in config["scan"]["seeds"]}
+    for model in models:
+        path = root / ANALYSIS_ROOT / model / "scan_runs.parquet"
+        try:
+            import pandas as pd
+
+            runs = pd.read_parquet(path, columns=["T", "seed"])
+            cached_grid = {t_label(float(T)) for T in runs["T"]}
+            cached_seeds = {int(s) for s in runs["seed"]}
+        except Exception as exc:  # noqa: BLE001 - a warning, never a failure
+            found.append(f"{path.relative_to(root)}: not readable ({exc})")
+            continue
+        if cached_grid != grid:
+            found.append(f"{model}: the cached scan has {len(cached_grid)} T values, the config's grid {len(grid)} "
+                         f"({len(cached_grid - grid)} cached only, {len(grid - cached_grid)} in the config only)")
+        if cached_seeds != seeds:
+            found.append(f"{model}: cached seeds {sorted(cached_seeds)}, config seeds {sorted(seeds)}")
+        record = next((root / p for p in (run_records(model) if run_records else ()) if (root / p).is_file()), None)
+        if record is None:
+            continue
+        try:
+            recorded = json.loads(record.read_text())["config"]
+            found += [f"{model}: {d}" for d in _differences(training_fingerprint(recorded, model),
+                                                            training_fingerprint(config, model))]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            found.append(f"{record.relative_to(root)}: no readable config ({exc})")
+    if not found:
+        return []
+    return ["\n".join([
+        "Redraw only: the cached inputs were produced with another config than this one. They are drawn as "
+        "they are; nothing is recomputed. Differences:",
+        *(f"    {line}" for line in found[:12]),
+        *([f"    ... and {len(found) - 12} more"] if len(found) > 12 else []),
+        "Use the --configfile of the run that produced them, or run the study with this config (`make run`).",
+    ])]
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def start(
+    workflow: Any, config: Mapping[str, Any], models: Sequence[str],
+    run_records: Callable[[str], Sequence[str]] | None = None, root: str | os.PathLike = ".",
+) -> tuple[list[str], list[str]]:
+    """Begin a redraw-only run: check the cached inputs (RedrawError when missing), drop every rule
+    upstream of them, and return (names of the dropped rules, staleness warnings)."""
+    check_cached_inputs(models, root)
+    dropped = drop_upstream_rules(workflow)
+    warnings = stale_code_warnings(dropped, models, root) + config_warnings(config, models, root, run_records)
+    return [rule.name for rule in dropped], warnings

@@ -1,0 +1,437 @@
+"""Finished runs are never thrown away (issue 11).
+
+- Redraw only: `make figures`, `make report` and `snakemake figures` run the redraw rules
+  (spectral_collapse.redraw.REDRAW_RULES) from the cached tables and nothing upstream of them; a missing
+  cached table stops the run naming it; stale ones are reported, never recomputed.
+- Content, not path: the WorldClim data is its 19 checksums. Another folder, a symlinked copy, a zip or
+  an unset WORLDCLIM_DIR reruns nothing; a changed file stops the run with a checksum error before any
+  job starts.
+
+The end-to-end tests run the CI preset once (module fixture `study`, several minutes) in a copy of the
+repository, then check Snakemake's own record of the jobs each command ran (.snakemake/log) against the
+allowlist of redraw rules, and the mtime of every file under results/ that a redraw must not touch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from spectral_collapse import redraw
+from spectral_collapse import worldclim as wc
+from spectral_collapse.worldclim import BIO_FILES, WorldClimError
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs", "src",
+          "Makefile", "requirements.txt", "pyproject.toml"]
+CI = "--configfile presets/ci.yaml"
+CI_MODELS = ["linear", "mlp-d2"]
+# Outputs of the figure rule (figures, their logs and benchmarks) and the report: a redraw rewrites them.
+FIGURE_OUTPUTS = ("results/figures/", "results/logs/figures/", "results/benchmarks/figures/", "results/report.html")
+
+
+# --------------------------------------------------------------------------- the redraw request
+
+
+@pytest.mark.parametrize(
+    "argv, redraw_only",
+    [
+        (["figures"], True),
+        (["figures", "--configfile", "presets/ci.yaml", "-c2"], True),
+        (["figures", "--forcerun", "figure"], True),
+        (["results/figures/linear/cascade.png"], True),
+        (["./results/figures/linear/cascade.png"], True),
+        (["--report", "results/report.html"], True),
+        (["figures", "--report", "results/report.html"], True),
+        (["--report", "results/report.html", "all"], True),
+        ([], False),
+        (["all"], False),
+        (["training"], False),
+        (["figures", "training"], False),
+        (["figures", "--forcerun", "train"], False),
+        (["figures", "--until", "build_store"], False),
+        (["--report", "results/report.html", "--report-after-run"], False),
+        (["--lint", "figures"], False),
+        (["--target-jobs", "figure:model=linear,figure=maps", "--mode", "remote"], False),
+    ],
+)
+def test_redraw_request(argv: list[str], redraw_only: bool) -> None:
+    assert redraw.is_redraw_only(redraw.parse_request(argv)) is redraw_only
+
+
+def test_request_outside_the_snakemake_cli_is_a_full_run() -> None:
+    assert redraw.parse_request() is None  # sys.argv is pytest's here, as under the Python API
+    assert not redraw.is_redraw_only(None)
+
+
+def test_cached_inputs_are_the_redraw_boundary() -> None:
+    cached = redraw.cached_inputs(["linear", "mlp-d4"])
+    assert len(cached) == 2 * 5 + 3
+    assert cached["results/analysis/linear/scan_runs.parquet"] == redraw.ANALYSIS_COMMAND
+    assert cached["results/analysis/mlp-d4/latent_maps.nc"] == redraw.ANALYSIS_COMMAND
+    assert cached["results/data/worldclim_verified.json"] == redraw.DATA_COMMAND
+    assert set(redraw.REDRAW_RULES) <= set(redraw.KEEP_RULES) and "all" in redraw.KEEP_RULES
+
+
+def test_missing_cached_inputs_are_named_with_their_command(tmp_path: Path) -> None:
+    for path in redraw.cached_inputs(["linear"]):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    (tmp_path / "results/analysis/linear/scan_pruning.parquet").unlink()
+    (tmp_path / "results/data/worldclim_store.json").unlink()
+    with pytest.raises(redraw.RedrawError) as err:
+        redraw.check_cached_inputs(["linear", "mlp-d4"], tmp_path)
+    text = str(err.value)
+    assert "results/analysis/linear/scan_pruning.parquet" in text and "results/data/worldclim_store.json" in text
+    assert "results/analysis/mlp-d4/scan_runs.parquet" in text and "make run" in text
+    assert "snakemake analysis" in text and "snakemake data" in text
+    assert "another --configfile" in text  # results hold linear only, the config asks for mlp-d4 too
+    assert "results/analysis/linear/scan_latents.parquet" not in text
+
+
+def test_drop_upstream_rules() -> None:
+    names = ["all", "fetch_worldclim", "build_store", "train", "measure", "collect_scan", "pca", "spectra",
+             "latent_maps", "summary", "analysis", "figure", "figures"]
+    workflow = SimpleNamespace(
+        _rules=OrderedDict((n, SimpleNamespace(name=n)) for n in names), _localrules={"build_store", "figure", "pca"}
+    )
+    dropped = redraw.drop_upstream_rules(workflow)
+    assert list(workflow._rules) == ["all", "spectra", "summary", "figure", "figures"]
+    assert workflow._localrules == {"figure"}
+    assert [r.name for r in dropped] == [n for n in names if n not in redraw.KEEP_RULES]
+    renamed = SimpleNamespace(_rules=OrderedDict((n, SimpleNamespace(name=n)) for n in ["figure", "figures"]), _localrules=set())
+    with pytest.raises(redraw.RedrawError, match="spectra, summary.*REDRAW_RULES"):
+        redraw.drop_upstream_rules(renamed)
+
+
+def test_code_of_a_rule_follows_its_imports() -> None:
+    collect = redraw.package_files([REPO / "scripts/collect_scan.py"])
+    names = {p.name for p in collect}
+    assert {"collect_scan.py", "collect.py", "io.py"} <= names
+    assert not any("plotting" in p.parts for p in collect)
+    train = redraw.package_files([REPO / "scripts/train_ensemble.py"])
+    assert {"ensemble.py", "vae.py"} <= {p.name for p in train}
+    plot = redraw.package_files([REPO / "scripts/plot_figure.py"])
+    assert any("plotting" in p.parts for p in plot)
+
+
+def test_config_warnings(tmp_path: Path) -> None:
+    from spectral_collapse.scan import t_grid
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["scan"]["families"] = ["linear"]
+    store = {k: config["store"][k] for k in redraw.STORE_KEYS} | {"sha256": wc.pinned_checksums()}
+    (tmp_path / "results/data").mkdir(parents=True)
+    (tmp_path / redraw.STORE_REPORT).write_text(json.dumps(store))
+    runs = tmp_path / "results/analysis/linear"
+    runs.mkdir(parents=True)
+    pd.DataFrame({"T": t_grid(config["scan"]), "seed": 0}).to_parquet(runs / "scan_runs.parquet")
+    (tmp_path / "run.json").write_text(json.dumps({"config": config}))
+    records = lambda model: ["run.json"]  # noqa: E731
+    assert redraw.config_warnings(config, ["linear"], tmp_path, records) == []
+    # The analysis settings and the data's location are not what the runs depend on.
+    other = yaml.safe_load(yaml.safe_dump(config))
+    other["analysis"]["active_threshold"] = 0.2
+    other["data"]["worldclim_dir"] = str(tmp_path)
+    assert redraw.config_warnings(other, ["linear"], tmp_path, records) == []
+    other["models"]["linear"]["training"]["max_updates"] = 100
+    other["store"]["n_train"] = 5000
+    other["scan"]["T"]["per_decade"] = 8
+    [text] = redraw.config_warnings(other, ["linear"], tmp_path, records)
+    assert "linear: training.max_updates: cached 6000, config 100" in text
+    assert "store.n_train: cached 100000, config 5000" in text
+    assert "linear: the cached scan has 13 T values, the config's grid 25" in text
+    assert "nothing is recomputed" in text
+
+
+# --------------------------------------------------------------------------- the data's identity
+
+
+@pytest.fixture(scope="module")
+def wc_zip(worldclim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("wczip") / wc.ARCHIVE_NAME
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in BIO_FILES:
+            zf.write(worldclim_dir / name, arcname=f"{wc.FOLDER_NAME}/{name}")
+    return path
+
+
+def _linked_copy(src: Path, dst: Path, corrupt: str | None = None) -> Path:
+    dst.mkdir(parents=True)
+    for name in BIO_FILES:
+        if name == corrupt:
+            data = bytearray((src / name).read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            (dst / name).write_bytes(data)
+        else:
+            (dst / name).symlink_to(src / name)
+    return dst
+
+
+def test_verified_record_is_the_checksums_only(worldclim_dir: Path, wc_zip: Path) -> None:
+    folder = wc.verify_local_source(wc.resolve_local_source(None, str(worldclim_dir)))
+    zipped = wc.verify_local_source(wc.resolve_local_source(None, str(wc_zip)))
+    assert folder == zipped == wc.pinned_checksums()
+    record = wc.verified_record(folder)
+    assert set(record) == {"dataset", "files"} and record == wc.verified_record(zipped)
+    assert not any(str(worldclim_dir) in str(v) for v in record.values())
+
+
+def test_record_is_current(tmp_path: Path) -> None:
+    path = tmp_path / "verified.json"
+    assert not wc.record_is_current(path)
+    path.write_text(json.dumps(wc.verified_record(wc.pinned_checksums())))
+    assert wc.record_is_current(path)
+    # a record written before issue 11 (with raster_dir/source/origin) is current too: nothing reruns
+    path.write_text(json.dumps({"raster_dir": "/x", "source": "local", "origin": "/x", "files": wc.pinned_checksums()}))
+    assert wc.record_is_current(path)
+    path.write_text(json.dumps({"files": {**wc.pinned_checksums(), BIO_FILES[3]: "0" * 64}}))
+    assert not wc.record_is_current(path)
+    path.write_text("{not json")
+    assert not wc.record_is_current(path)
+
+
+def test_bad_local_copy_names_file_and_variable(worldclim_dir: Path, tmp_path: Path) -> None:
+    folder = _linked_copy(worldclim_dir, tmp_path / "wc", corrupt="wc2.1_10m_bio_9.tif")
+    src = wc.resolve_local_source(None, str(folder))
+    with pytest.raises(WorldClimError, match=r"WORLDCLIM_DIR.*wc2\.1_10m_bio_9\.tif: SHA-256 mismatch.*Nothing was run"):
+        wc.verify_local_source(src)
+    bad_zip = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad_zip, "w") as zf:
+        for name in BIO_FILES:
+            zf.write(folder / name, arcname=name)
+    with pytest.raises(WorldClimError, match=r"config key data\.worldclim_dir.*wc2\.1_10m_bio_9\.tif: SHA-256 mismatch"):
+        wc.verify_local_source(wc.resolve_local_source(str(bad_zip), None))
+
+
+def test_locate_reuses_an_earlier_download(wc_zip: Path, tmp_path: Path) -> None:
+    """No download when download_dir already holds the archive or its extraction (the URL is unreachable)."""
+    shutil.copy(wc_zip, tmp_path / wc.ARCHIVE_NAME)
+    unreachable = "http://127.0.0.1:9/wc2.1_10m_bio.zip"
+    folder, info, files = wc.locate_rasters(None, unreachable, tmp_path, progress=False)
+    assert files == wc.pinned_checksums() and info["source"] == "download"
+    (tmp_path / wc.ARCHIVE_NAME).unlink()
+    again, _, files = wc.locate_rasters(None, unreachable, tmp_path, progress=False)
+    assert again == folder and files == wc.pinned_checksums()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _copy_repo(dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst / name)
+    (dst / ".venv").symlink_to((REPO / ".venv").resolve())
+    return dst
+
+
+def _env(work: Path, worldclim: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "WORLDCLIM_DIR"}
+    env["PYTHONPATH"] = str(work / "src")  # the copy's code, so that edits here stay here
+    if worldclim is not None:
+        env["WORLDCLIM_DIR"] = str(worldclim)
+    return env
+
+
+def _logs(work: Path) -> set[Path]:
+    return set((work / ".snakemake" / "log").glob("*.snakemake.log"))
+
+
+def _run(work: Path, cmd: list[str], worldclim: Path | None, timeout: int = 1500) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run a command in the copy; return it and the rules of the jobs it ran (Snakemake's own logs)."""
+    before = _logs(work)
+    proc = subprocess.run(cmd, cwd=work, env=_env(work, worldclim), capture_output=True, text=True, timeout=timeout)
+    jobs = []
+    for log in sorted(_logs(work) - before):
+        jobs += re.findall(r"^(?:local)?rule (\w+):$", log.read_text(), flags=re.MULTILINE)
+    return proc, jobs
+
+
+def _make(work: Path, target: str, worldclim: Path | None, args: str = CI):
+    # -o: the copy's .venv is the repository's, already installed; never rebuild it from here.
+    return _run(work, ["make", "-o", ".venv/.installed", target, f"SNAKEMAKE_ARGS={args}"], worldclim)
+
+
+def _snakemake(work: Path, args: list[str], worldclim: Path | None):
+    return _run(work, [str(work / ".venv/bin/snakemake"), *args], worldclim)
+
+
+def _mtimes(work: Path, exclude: tuple[str, ...] = FIGURE_OUTPUTS) -> dict[str, int]:
+    out = {}
+    for path in (work / "results").rglob("*"):
+        rel = path.relative_to(work).as_posix()
+        if path.is_file() and not rel.startswith(exclude):
+            out[rel] = path.stat().st_mtime_ns
+    return out
+
+
+def _assert_redraw_only(proc: subprocess.CompletedProcess, jobs: list[str], before: dict[str, int], after: dict[str, int]) -> None:
+    text = proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, text
+    assert set(jobs) <= set(redraw.REDRAW_RULES), f"jobs outside the redraw rules ran: {jobs}\n{text}"
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, f"a redraw touched earlier outputs: {changed[:20]}"
+
+
+@pytest.fixture(scope="module")
+def study(worldclim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CI preset run once in a copy of the repository (`make run-ci`, WORLDCLIM_DIR set)."""
+    work = _copy_repo(tmp_path_factory.mktemp("cached") / "repo")
+    proc, jobs = _make(work, "run-ci", worldclim_dir, args="")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
+    assert "train_ensemble" in jobs and (work / "results/summary.json").is_file()
+    return work
+
+
+@pytest.fixture(scope="module")
+def moved_copy(worldclim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second folder with the same 19 files (copies: other inodes, other mtimes)."""
+    folder = tmp_path_factory.mktemp("moved") / "elsewhere"
+    folder.mkdir()
+    for name in BIO_FILES:
+        shutil.copy(worldclim_dir / name, folder / name)
+    return folder
+
+
+@pytest.mark.slow
+def test_report_with_worldclim_unset(study: Path) -> None:
+    """The issue's step 2: `make report` in a shell without WORLDCLIM_DIR redraws and reports only."""
+    before = _mtimes(study)
+    proc, jobs = _make(study, "report", None)
+    _assert_redraw_only(proc, jobs, before, _mtimes(study))
+    assert jobs.count("figure") == 5 * len(CI_MODELS)  # make figures redraws every figure
+    assert (study / "results/report.html").is_file()
+    text = proc.stdout + proc.stderr
+    assert "Redraw only" in text and "older than the code" not in text
+
+
+@pytest.mark.slow
+def test_figures_from_another_copy(study: Path, moved_copy: Path) -> None:
+    before = _mtimes(study)
+    proc, jobs = _make(study, "figures", moved_copy)
+    _assert_redraw_only(proc, jobs, before, _mtimes(study))
+    assert "figure" in jobs
+    # plain `snakemake figures` too: the same rules only (nothing is outdated, so nothing runs)
+    proc, jobs = _snakemake(study, ["figures", *CI.split()], moved_copy)
+    _assert_redraw_only(proc, jobs, before, _mtimes(study))
+
+
+@pytest.mark.slow
+def test_full_run_after_a_change_of_source_runs_nothing(study: Path, moved_copy: Path, wc_zip: Path,
+                                                        worldclim_dir: Path, tmp_path: Path) -> None:
+    """The whole study (default target) with the same data reached another way: nothing to do."""
+    symlinked = tmp_path / "link"
+    symlinked.symlink_to(worldclim_dir, target_is_directory=True)
+    before = _mtimes(study, exclude=())
+    for source in (moved_copy, symlinked, wc_zip, None):
+        proc, jobs = _snakemake(study, CI.split(), source)
+        text = proc.stdout[-3000:] + proc.stderr[-4000:]
+        assert proc.returncode == 0 and jobs == [], f"source {source}: jobs {jobs}\n{text}"
+        assert "Nothing to be done" in text, text
+    assert _mtimes(study, exclude=()) == before
+
+
+@pytest.mark.slow
+def test_plotting_code_change_redraws_only(study: Path) -> None:
+    style = study / "src/spectral_collapse/plotting/style.py"
+    style.write_text(style.read_text() + "\n# a comment: plotting code changed\n")
+    before = _mtimes(study)
+    proc, jobs = _make(study, "figures", None)
+    _assert_redraw_only(proc, jobs, before, _mtimes(study))
+    assert jobs.count("figure") == 5 * len(CI_MODELS)
+    assert "older than the code" not in proc.stdout + proc.stderr  # plotting code never makes cached tables stale
+
+
+@pytest.mark.slow
+def test_training_code_change_warns_and_recomputes_nothing(study: Path) -> None:
+    vae = study / "src/spectral_collapse/vae.py"
+    text, stat = vae.read_text(), vae.stat()
+    vae.write_text(text + "\n# a comment: training code changed\n")
+    try:
+        before = _mtimes(study)
+        proc, jobs = _snakemake(study, ["figures", *CI.split()], None)
+        _assert_redraw_only(proc, jobs, before, _mtimes(study))
+        assert "older than the code of the path that produced them" in proc.stderr
+        assert "src/spectral_collapse/vae.py" in proc.stderr and "scan_latents.parquet" in proc.stderr
+    finally:
+        vae.write_text(text)
+        os.utime(vae, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.slow
+def test_config_change_warns_and_recomputes_nothing(study: Path) -> None:
+    (study / "more_updates.yaml").write_text(yaml.safe_dump({"models": {"linear": {"training": {"max_updates": 100}}}}))
+    # results/summary.json records the config, so its redraw rule may rerun; nothing upstream may.
+    exclude = (*FIGURE_OUTPUTS, "results/summary.json", "results/logs/analysis/summary.log")
+    before = _mtimes(study, exclude)
+    proc, jobs = _snakemake(study, ["figures", "--configfile", "presets/ci.yaml", "more_updates.yaml"], None)
+    _assert_redraw_only(proc, jobs, before, _mtimes(study, exclude))
+    assert "linear: training.max_updates: cached 9000, config 100" in proc.stderr
+
+
+@pytest.mark.slow
+def test_missing_cached_table_stops_the_redraw(study: Path) -> None:
+    table = study / "results/analysis/linear/scan_runs.parquet"
+    aside = table.with_name("scan_runs.parquet.aside")
+    before = _mtimes(study, exclude=())
+    os.rename(table, aside)  # a rename keeps the mtime
+    try:
+        proc, jobs = _snakemake(study, ["figures", *CI.split()], None)
+        assert proc.returncode != 0 and jobs == []
+        assert "Cannot redraw" in proc.stderr and "results/analysis/linear/scan_runs.parquet" in proc.stderr
+        assert "make run" in proc.stderr
+        proc, jobs = _make(study, "figures", None, args="")  # the laptop config: other models
+        assert proc.returncode != 0 and jobs == [] and "another --configfile" in proc.stderr
+    finally:
+        os.rename(aside, table)
+    assert _mtimes(study, exclude=()) == before
+
+
+@pytest.mark.slow
+def test_corrupt_copy_stops_before_any_job(study: Path, worldclim_dir: Path, tmp_path: Path) -> None:
+    corrupt = _linked_copy(worldclim_dir, tmp_path / "corrupt", corrupt="wc2.1_10m_bio_5.tif")
+    before = _mtimes(study, exclude=())
+    for run in (lambda: _make(study, "figures", corrupt), lambda: _snakemake(study, CI.split(), corrupt)):
+        proc, jobs = run()
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and jobs == [], text[-4000:]
+        assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in text and "WORLDCLIM_DIR" in text, text[-4000:]
+    assert _mtimes(study, exclude=()) == before
+    assert wc.record_is_current(study / "results/data/worldclim_verified.json")
+
+
+# --------------------------------------------------------------------------- the boundary, without a run
+
+
+def test_redraw_dag_needs_only_the_cached_inputs(tmp_path: Path) -> None:
+    """`snakemake -n figures` with only the cached inputs present (empty placeholders): the DAG holds the
+    redraw rules only, so the list in spectral_collapse.redraw covers every input they read."""
+    for name in ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs"]:
+        (tmp_path / name).symlink_to(REPO / name)
+    for path in redraw.cached_inputs(CI_MODELS):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "WORLDCLIM_DIR"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-n", "figures", *CI.split()],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    rules = set(re.findall(r"^(?:local)?rule (\w+):$", text, flags=re.MULTILINE))
+    assert {"spectra", "figure", "figures"} <= rules <= set(redraw.REDRAW_RULES), text[-3000:]
