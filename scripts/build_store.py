@@ -6,25 +6,20 @@ earlier download in data.download_dir, else a download), not through a Snakemake
 is not part of the data's identity, their 19 checksums are, and they must equal the verified record's.
 """
 
-import json
-import logging
-import os
-import time
-from pathlib import Path
-
-from spectral_collapse.provenance import write_json
-from spectral_collapse.store import build_store
-from spectral_collapse.worldclim import ENV_VAR, WorldClimError, locate_rasters, resolve_local_source
+from spectral_collapse.rulelog import rule_log
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-logging.basicConfig(
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    handlers=[logging.FileHandler(snakemake.log[0], mode="w"), logging.StreamHandler()],
-)
-log = logging.getLogger("build_store")
 
-try:
+with rule_log(snakemake.log[0], "build_store") as log:
+    import json
+    import os
+
+    import time
+    from pathlib import Path
+    from spectral_collapse.provenance import write_json
+    from spectral_collapse.store import build_store
+    from spectral_collapse.worldclim import ENV_VAR, WorldClimError, locate_rasters, resolve_local_source
+
     start = time.perf_counter()
     verified = json.loads(Path(snakemake.input.verified).read_text())
     data = snakemake.config["data"]
@@ -42,6 +37,3 @@ try:
     write_json(snakemake.output.report, summary)
     log.info("n_land=%d n_blocks=%d blocks=%s cells=%s V=%.6f in %.1f s", summary["n_land"], summary["n_blocks"],
              summary["blocks"], summary["cells"], summary["V"], time.perf_counter() - start)
-except Exception:
-    log.exception("build_store failed")
-    raise

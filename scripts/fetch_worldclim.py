@@ -8,21 +8,16 @@ The rule only exists while no current verified record does (workflow/rules/data.
 downloads when the data is already verified.
 """
 
-import logging
-import os
-
-from spectral_collapse.provenance import write_json
-from spectral_collapse.worldclim import ENV_VAR, locate_rasters, resolve_local_source, verified_record
+from spectral_collapse.rulelog import rule_log
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-logging.basicConfig(
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    handlers=[logging.FileHandler(snakemake.log[0], mode="w"), logging.StreamHandler()],
-)
-log = logging.getLogger("fetch_worldclim")
 
-try:
+with rule_log(snakemake.log[0], "fetch_worldclim") as log:
+    import os
+
+    from spectral_collapse.provenance import write_json
+    from spectral_collapse.worldclim import ENV_VAR, locate_rasters, resolve_local_source, verified_record
+
     data = snakemake.config["data"]
     local = resolve_local_source(data.get("worldclim_dir"), os.environ.get(ENV_VAR))
     log.info("source: %s", local.path if local else f"earlier download in {data['download_dir']}, else {data['url']}")
@@ -31,6 +26,3 @@ try:
         raise RuntimeError("verified checksums differ from the rule's pins (spectral_collapse.worldclim)")
     write_json(snakemake.output.verified, verified_record(files))
     log.info("verified 19 files in %s (%s: %s)", folder, info["source"], info["origin"])
-except Exception:
-    log.exception("fetch_worldclim failed")
-    raise

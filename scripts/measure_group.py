@@ -9,11 +9,11 @@ provenance only: deliberately not params, so that a config change that does not 
 import json
 from pathlib import Path
 
-from spectral_collapse.rulelog import output_to_log
+from spectral_collapse.rulelog import rule_log
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
 
-with output_to_log(snakemake.log[0], append=False):
+with rule_log(snakemake.log[0], "measure"):
     import torch
 
     from spectral_collapse.group import measure_group_job

@@ -5,11 +5,11 @@ evaluation) are appended to the rule's log, so a resumed job keeps its history. 
 NonFiniteLossError (run and step named); nothing is written then.
 """
 
-from spectral_collapse.rulelog import output_to_log
+from spectral_collapse.rulelog import rule_log
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
 
-with output_to_log(snakemake.log[0], append=True):
+with rule_log(snakemake.log[0], "train", append=True):
     from spectral_collapse.group import train_group_job
     from spectral_collapse.provenance import config_hash
 

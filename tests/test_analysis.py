@@ -14,7 +14,7 @@ from spectral_collapse.analysis.collect import run_rows
 from spectral_collapse.analysis.d_eff import d_eff, pca_distortion, powerlaw_fit
 from spectral_collapse.analysis.maps import signal_fraction, weighted_corr
 from spectral_collapse.analysis.spectrum import utility_spectrum
-from spectral_collapse.analysis.summary import _clean
+from spectral_collapse.analysis.model_analysis import _clean
 from spectral_collapse.analysis.thresholds import (
     fit_m2_threshold, fit_rate_threshold, meanfield_exponent, threshold_status)
 from spectral_collapse.config import load_config

@@ -12,7 +12,8 @@ import xarray as xr
 
 from spectral_collapse.analysis.collect import collect_scan
 from spectral_collapse.provenance import write_parquet
-from spectral_collapse.analysis.summary import POOLED, analyse_model, combine_summaries
+from spectral_collapse.analysis.model_analysis import POOLED, analyse_model
+from spectral_collapse.analysis.study_summary import study_summary
 from spectral_collapse.analysis.synthetic import linear_scan_tables, pca_table, write_run_dirs
 from spectral_collapse.config import load_config
 from spectral_collapse.plotting.render import FIGURES, render
@@ -43,8 +44,8 @@ def scan(tmp_path_factory):
     for name, df in tables.items():
         inputs[name] = out / f"{name}.parquet"
         write_parquet(df, inputs[name])
-    inputs["summary"] = out / "summary.json"
-    inputs["summary"].write_text(json.dumps(summary, allow_nan=False))
+    inputs["analysis"] = out / "analysis.json"
+    inputs["analysis"].write_text(json.dumps(summary, allow_nan=False))
     return {"root": root, "inputs": inputs, "summary": summary, "spectra": spectra, "runs": run_table,
             "d_eff": d_eff, "latents": latents}
 
@@ -136,9 +137,9 @@ def test_unconverged_runs_are_excluded(scan):
 
 
 def test_summary_is_strict_json_and_combines(scan):
-    text = scan["inputs"]["summary"].read_text()
+    text = scan["inputs"]["analysis"].read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    combined = combine_summaries({"linear": scan["summary"]}, pca_table(T_K),
+    combined = study_summary({"linear": scan["summary"]}, pca_table(T_K),
                                  {"files": {"wc2.1_10m_bio_1.tif": "ab"}, "source": "local"},
                                  {"n_land": 808053, "V": 19.0}, CFG)
     assert set(combined) >= {"models", "pca", "data", "config_hash", "package_versions", "heldout_weighting"}

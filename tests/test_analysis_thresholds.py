@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from spectral_collapse.analysis.collect import run_rows
-from spectral_collapse.analysis.summary import analyse_model
+from spectral_collapse.analysis.model_analysis import analyse_model
 from spectral_collapse.analysis.synthetic import linear_scan_tables, pca_table
 from spectral_collapse.config import load_config
 

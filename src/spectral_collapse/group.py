@@ -169,7 +169,7 @@ def measure_group_job(
     cell area) and write the latents / pruning tables and ``run.json`` (never retrains)."""
     from .allocator import keep_freed_memory
     from .provenance import package_versions, sha256_file, write_json, write_parquet
-    from .store import load_split, load_weights
+    from .store import HELDOUT_WEIGHTING, load_split, load_weights
     from .vae import load_trained
 
     keep_freed_memory()  # a job: no page faults on every block's activations (allocator.py)
@@ -185,7 +185,7 @@ def measure_group_job(
     group.run.update({
         "measured_splits": list(splits),
         "active_threshold": active_threshold,
-        "heldout_weighting": "cell-area-weighted means over the validation and test cells; training sample unweighted",
+        "heldout_weighting": HELDOUT_WEIGHTING,
         "package_versions": package_versions(),
         "model_sha256": sha256_file(model_path),
         "measure_time_s": time.perf_counter() - start,

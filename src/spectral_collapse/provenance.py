@@ -61,6 +61,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
 def write_json(path: str | os.PathLike, payload: Any) -> None:
     """Write JSON atomically (temporary name, then rename)."""
     with atomic_path(path) as tmp:

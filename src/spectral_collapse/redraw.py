@@ -33,9 +33,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 # --------------------------------------------------------------------------- the redraw boundary
 
-# Rules that draw from the cached tables: the per-model analysis (`spectra`), the combined summary, the
+# Rules that draw from the cached tables: the per-model analysis (`analyse_model`), the combined summary, the
 # figures and their plain-name target. Everything else is upstream and absent from a redraw-only run.
-REDRAW_RULES: tuple[str, ...] = ("spectra", "summary", "figure", "figures")
+REDRAW_RULES: tuple[str, ...] = ("analyse_model", "summary", "figure", "figures")
 # Plain-name targets that only redraw, and the folder of redraw-only file targets.
 REDRAW_TARGETS: tuple[str, ...] = ("figures",)
 REDRAW_FILE_PREFIX = "results/figures/"

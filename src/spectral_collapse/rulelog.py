@@ -1,30 +1,38 @@
-"""Send everything a training-stage rule script prints to its rule's log file.
+"""Everything a rule script prints or logs goes to its rule's log file: one set-up for every rule script.
 
-Lightning and the training loop print progress to stdout/stderr; inside a Snakemake job that output
-belongs in the rule's `log:` file, together with the traceback when the job fails.
+Lightning and the training loop print progress to stdout/stderr, the other stages log with ``logging``;
+inside a Snakemake job both belong in the rule's ``log:`` file, together with the traceback when the job
+fails. ``rule_log`` redirects stdout and stderr to that file and sends ``logging`` there too, once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Iterator
 
 
 @contextlib.contextmanager
-def output_to_log(log_path: str | Path, append: bool = False) -> Iterator[TextIO]:
-    """Redirect stdout and stderr to `log_path` (line-buffered); on an exception write its traceback
-    there and re-raise. `append=True` keeps the history of a job that resumes after a retry."""
+def rule_log(log_path: str | Path, name: str, append: bool = False) -> Iterator[logging.Logger]:
+    """Within the block, stdout, stderr and ``logging`` (INFO and up, timestamped) write to ``log_path``
+    (line-buffered); an exception's traceback is written there and the exception re-raised. ``append=True``
+    keeps the history of a job that resumes after a retry."""
     path = Path(log_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a" if append else "w", buffering=1) as log:
         sys.stdout = sys.stderr = log
+        handler = logging.StreamHandler(log)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            handlers=[handler], force=True)
+        logging.captureWarnings(True)
         try:
-            yield log
+            yield logging.getLogger(name)
         except BaseException:
             traceback.print_exc(file=log)
             raise
         finally:
+            logging.getLogger().removeHandler(handler)
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__

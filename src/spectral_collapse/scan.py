@@ -15,6 +15,7 @@ import numpy as np
 FAMILIES = ("linear", "mlp")
 MODEL_ID_PATTERN = r"linear|mlp-d[0-9]+"
 T_LABEL_PATTERN = r"[0-9]\.[0-9]{4}e[+-][0-9]{2}"
+VAE_KEYS = ("latents", "width", "logvar_bias_init")  # keys of a family's model block that shape its VAE
 GROUP_PATTERN = rf"T{T_LABEL_PATTERN}(_T{T_LABEL_PATTERN})?"
 
 
@@ -102,7 +103,7 @@ def model_settings(config: Mapping[str, Any], model_id: str) -> dict[str, Any]:
     """Everything a training job needs to know about its model: family, depth, the family's model block,
     the decoder and the training settings (the ``settings`` of ``group.train_group``)."""
     spec = ModelSpec.from_id(model_id)
-    model = {k: v for k, v in config["models"].get(spec.family, {}).items() if k not in ("training", "T", "depths")}
+    model = {k: v for k, v in config["models"].get(spec.family, {}).items() if k in VAE_KEYS}
     return {
         "family": spec.family,
         "depth": spec.depth,

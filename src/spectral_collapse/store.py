@@ -300,6 +300,10 @@ def store_V(path: str | os.PathLike) -> float:
         return float(ds.attrs["V"])
 
 
+HELDOUT_WEIGHTING = ("held-out means (validation loss, every validation/test measurement) are "
+                     "cell-area-weighted means; the training sample (area-weighted draws) weighs each row 1")
+
+
 def load_weights(path: str | os.PathLike, split: str) -> np.ndarray:
     """Per-sample weights of one split, float64 (n,): what a mean over that split weighs each row by.
 

@@ -4,7 +4,7 @@
 localrules:
     pca,
     collect_scan,
-    spectra,
+    analyse_model,
     latent_maps,
     summary,
     analysis,
@@ -50,8 +50,8 @@ rule collect_scan:
         "../../scripts/collect_scan.py"
 
 
-rule spectra:
-    """Utility spectrum, collapse thresholds, agreement scores, mean-field exponent, d_eff."""
+rule analyse_model:
+    """Utility spectrum, collapse thresholds, agreement scores, mean-field exponent, d_eff: the model's analysis."""
     input:
         latents=f"{ANALYSIS_DIR}/scan_latents.parquet",
         pruning=f"{ANALYSIS_DIR}/scan_pruning.parquet",
@@ -60,20 +60,20 @@ rule spectra:
     output:
         spectra=f"{ANALYSIS_DIR}/spectra.parquet",
         d_eff=f"{ANALYSIS_DIR}/d_eff.parquet",
-        summary=f"{ANALYSIS_DIR}/summary.json",
+        analysis=f"{ANALYSIS_DIR}/analysis.json",
     params:
         analysis=config["analysis"],
     log:
-        "results/logs/analysis/{model}/spectra.log",
+        "results/logs/analysis/{model}/analyse_model.log",
     benchmark:
-        "results/benchmarks/analysis/{model}/spectra.tsv"
+        "results/benchmarks/analysis/{model}/analyse_model.tsv"
     conda:
         "../../envs/study.yaml"
     resources:
         runtime=5,
         mem_mb=2000,
     script:
-        "../../scripts/spectra.py"
+        "../../scripts/analyse_model.py"
 
 
 rule latent_maps:
@@ -100,9 +100,9 @@ rule latent_maps:
 
 
 rule summary:
-    """results/summary.json: every headline number per model, with checksums, config hash, versions."""
+    """results/summary.json, the study summary: every model's analysis, with checksums, config hash, versions."""
     input:
-        summaries=expand(f"{ANALYSIS_DIR}/summary.json", model=MODELS),
+        analyses=expand(f"{ANALYSIS_DIR}/analysis.json", model=MODELS),
         pca="results/analysis/pca.parquet",
         verified=VERIFIED,
         store_report=STORE_REPORT,

@@ -109,7 +109,7 @@ def figure_inputs(wildcards):
         "runs": f"{base}/scan_runs.parquet",
         "spectra": f"{base}/spectra.parquet",
         "d_eff": f"{base}/d_eff.parquet",
-        "summary": f"{base}/summary.json",
+        "analysis": f"{base}/analysis.json",
         "pca": "results/analysis/pca.parquet",
     }
     if wildcards.figure == "maps":

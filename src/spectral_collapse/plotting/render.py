@@ -17,7 +17,7 @@ log = logging.getLogger("figure")
 def draw(figure: str, inputs: Mapping[str, str | Path], model: str):
     """The matplotlib Figure of `figure` for `model` from the named input files (figure_inputs in common.smk).
 
-    Settings of the analysis (e.g. the active threshold) are read from the model's summary.json, so a figure
+    Settings of the analysis (e.g. the active threshold) are read from the model's analysis.json, so a figure
     shows exactly what the analysis that wrote its tables used."""
     read = lambda name: pd.read_parquet(inputs[name])  # noqa: E731
     if figure == "maps":
@@ -27,7 +27,7 @@ def draw(figure: str, inputs: Mapping[str, str | Path], model: str):
 
         with xr.open_dataset(inputs["maps"], engine="scipy") as maps:
             return plot_maps(maps.load(), read("correlations"), model)
-    summary = json.loads(Path(inputs["summary"]).read_text())
+    summary = json.loads(Path(inputs["analysis"]).read_text())
     if figure == "cascade":
         from .cascade import plot_cascade
 

@@ -1,7 +1,7 @@
 """Everything the study reports for one model, per seed and pooled over seeds, and the combined summary.
 
 `analyse_model` turns the scan tables of one model (contracts.md section 4) and the PCA table into
-`spectra.parquet`, `d_eff.parquet` and the model's `summary.json` (keys: README.md, section Summary keys).
+`spectra.parquet`, `d_eff.parquet` and the model's `analysis.json` (keys: docs/summary-keys.md).
 Seed -1 in the tables means "all seeds pooled" (every converged scan point of every seed in one fit);
 the per-seed rows give the spread across seeds.
 """
@@ -22,8 +22,6 @@ from .thresholds import fit_m2_threshold, fit_rate_threshold, in_scan, meanfield
 
 POOLED = -1
 TOP_RANKS = 5  # ranks over which the linear family's threshold error against PCA is summarised
-HELDOUT_WEIGHTING = ("held-out means (validation loss, every validation/test measurement) are "
-                     "cell-area-weighted means")
 
 
 def _clean(obj: Any) -> Any:
@@ -295,28 +293,3 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
             spread[f"d_eff_{float(e):g}"] = _spread([h["d_eff"][float(e)] for h in per.values()])
         summary["seed_spread"] = spread
     return spectra_df, d_eff_df, _clean(summary)
-
-
-def combine_summaries(models: Mapping[str, dict], pca: pd.DataFrame, verified: Mapping[str, Any],
-                      store_report: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
-    """results/summary.json: every model's summary plus PCA, data checksums, config hash, versions."""
-    from spectral_collapse.provenance import config_hash, package_versions
-
-    pca = pca.sort_values("k")
-    return _clean({
-        "schema": "spectral-collapse summary v1 (README.md, section Summary keys)",
-        "models": dict(models),
-        "pca": {"k": pca["k"].tolist(), "lambda": pca["lambda"].tolist(),
-                "lambda_over_V": pca["lambda_over_V"].tolist(), "V": float(pca["V"].iloc[0]),
-                "a_test": pca["a_test"].tolist(), "a_validation": pca["a_validation"].tolist()},
-        "heldout_weighting": HELDOUT_WEIGHTING,
-        "data": {
-            "files_sha256": dict(verified.get("files", {})),
-            "source": verified.get("source"),
-            "origin": verified.get("origin"),
-            "store": {k: store_report[k] for k in ("n_land", "n_train", "n_blocks", "V", "blocks", "cells")
-                      if k in store_report},
-        },
-        "config_hash": config_hash(dict(config)),
-        "package_versions": package_versions(),
-    })
