@@ -130,7 +130,7 @@ def test_a_preset_can_give_an_explicit_T_list(workdir: Path):
 
 
 def test_paper_preset_is_the_protocol(workdir: Path):
-    """121 training jobs per family, depth and seed, and the protocol's values (STUDY.md section 4)."""
+    """121 training jobs per family, depth and seed, and the protocol's values (docs/science.md section 4)."""
     config = merged_config("presets/paper.yaml")
     grid = model_t_grid(config, "mlp")
     assert len(grid) == 121 and grid[0] == pytest.approx(1.0) and grid[-1] == pytest.approx(1e-6)

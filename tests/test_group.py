@@ -2,7 +2,7 @@
 members are independent; a group's tables have the schema of a group of one; converged members are frozen.
 
 Tolerance of the agreement test: at equilibrium the linear oracle gives M_k^2 = [1 - beta / lambda_k]_+
-(STUDY.md section 3). Issue 3 accepts a trained linear model when every mode away from its threshold
+(docs/science.md section 3). Issue 3 accepts a trained linear model when every mode away from its threshold
 (lambda_k > 1.5 beta) is within 0.02 of the oracle, which bounds the seed noise of one run (constant-lr
 Adam keeps the weights fluctuating around the optimum; finite test sample). An ensemble member and the
 separate job of the same scan point are two such runs, so they may differ by up to 2 x 0.02 = 0.04 per

@@ -1,4 +1,4 @@
-"""The linear Gaussian oracle (STUDY.md section 3): formulas, and trained linear VAEs that reproduce it."""
+"""The linear Gaussian oracle (docs/science.md section 3): formulas, and trained linear VAEs that reproduce it."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_reference_cases():
     # pPCA: beta = 1, learned sigma^2 = mean of the discarded eigenvalues = (0.5 + 0.25) / 2
     s2 = oracle.learned_sigma2([5, 3, 2, 1, 0.5, 0.25], beta=1.0, n_latents=4)
     assert s2 == pytest.approx(0.375, abs=1e-12)
-    assert s2 == pytest.approx(0.37489, abs=2e-4)  # the value quoted in STUDY.md
+    assert s2 == pytest.approx(0.37489, abs=2e-4)  # the value quoted in docs/science.md
     T_k = oracle.thresholds(LAM, 55.0)
     assert np.allclose(oracle.m2(2 / 55, T_k), np.maximum(1 - 2 / LAM, 0))
     assert np.allclose(oracle.s2(2 / 55, T_k)[:4] + oracle.var_mu(2 / 55, T_k)[:4], 1.0)
@@ -113,7 +113,7 @@ def _train_split(store):
 @pytest.mark.slow
 def test_learned_decoder_variance_is_ppca():
     """beta = 1 with a learned sigma_dec^2 is probabilistic PCA: sigma^2 = mean of the discarded eigenvalues
-    (lambda = 5, 3, 2, 1, .5, .25, 4 latents: 0.375 for the population spectrum, STUDY.md quotes 0.37489).
+    (lambda = 5, 3, 2, 1, .5, .25, 4 latents: 0.375 for the population spectrum, docs/science.md quotes 0.37489).
 
     With a learned variance, T is mapped at the initial variance (beta = T V / sigma2_init; here sigma2_init = 1,
     so T = 1 / V gives beta = 1) and the summary reports T_eff = beta sigma2_learned / V.

@@ -58,7 +58,7 @@ def test_flat_fused_adam_is_adam(family):
 @pytest.mark.parametrize("family,learned", [("mlp", False), ("mlp", True), ("linear", False), ("linear", True)])
 def test_hand_written_gradient_is_the_autograd_gradient(family, learned):
     """elbo_grad: the loss bit for bit, and the gradient of every parameter to 1e-12 (float64), against the
-    plain expression of STUDY.md section 2 differentiated by autograd; every gradient slot is written."""
+    plain expression of docs/science.md section 2 differentiated by autograd; every gradient slot is written."""
     torch.manual_seed(1)
     cfg = VAEConfig(family=family, n_features=19, latents=6, depth=2 if family == "mlp" else 0, width=16,
                     ensemble=3, learned_variance=learned)
@@ -69,7 +69,7 @@ def test_hand_written_gradient_is_the_autograd_gradient(family, learned):
     fwd = elbo_grad.forward(model, x, noise, keep=True)
     elbo_grad.backward(model, fwd, beta, lambda p: written[id(p)])
     fast = fwd.loss(beta, learned)
-    # the plain expression of STUDY.md section 2, differentiated by autograd
+    # the plain expression of docs/science.md section 2, differentiated by autograd
     mu, logvar = model.encode(x)
     z = mu + torch.exp(0.5 * logvar) * noise
     D = (model.decode(z) - x).pow(2).sum(-1).mean(-1) / (2 * model.sigma2)

@@ -31,7 +31,7 @@ def gaussian(n: int = 4000, lam=(4.0, 2.0, 1.0, 0.5, 0.25), seed: int = 0) -> np
 
 
 def test_loss_is_a_sum_over_features_with_half_and_kl_summed_over_latents():
-    """STUDY.md section 2: D = mean ||x - x_hat||^2 / (2 sigma^2) summed over features; R summed over latents."""
+    """docs/science.md section 2: D = mean ||x - x_hat||^2 / (2 sigma^2) summed over features; R summed over latents."""
     torch.manual_seed(0)
     cfg = VAEConfig(family="linear", n_features=3, latents=2, sigma2=0.5, logvar_bias_init=-1.0)
     model = VAE(cfg)

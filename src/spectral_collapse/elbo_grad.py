@@ -6,7 +6,7 @@ gradient tensor allocated per parameter and then gathered into the optimizer's f
 backward pass is written out once: every weight and bias gradient is written by ``out=`` straight into
 the view the optimizer hands out (``lightning_module.FusedAdam.grad_view``), intermediate gradients are
 updated in place, and no graph is built. The forward expressions are those of ``vae.negative_elbo_terms``
-(STUDY.md section 2) op for op, so the loss is bit for bit the same; the gradient equals autograd's up to
+(docs/science.md section 2) op for op, so the loss is bit for bit the same; the gradient equals autograd's up to
 float rounding (``tests/test_performance.py`` checks both, in float64 to 1e-12).
 
 Objective differentiated: ``J = sum_e loss_e`` with ``loss_e = D_e + beta_e R_e (+ (d/2) log sigma_dec^2_e
@@ -54,7 +54,7 @@ class Forward:
 
 def beta_vae_loss(D: torch.Tensor, R: torch.Tensor, lognorm: torch.Tensor, beta: torch.Tensor,
                   learned_variance: bool) -> torch.Tensor:
-    """loss_e = D_e + beta_e R_e, plus (d/2) log sigma_dec^2_e when sigma_dec^2 is learned (STUDY.md section 2)."""
+    """loss_e = D_e + beta_e R_e, plus (d/2) log sigma_dec^2_e when sigma_dec^2 is learned (docs/science.md section 2)."""
     loss = D + beta * R
     return loss + lognorm if learned_variance else loss
 

@@ -1,4 +1,4 @@
-"""Measurements of a trained model (STUDY.md section 2): per-latent table and ranked-pruning curve.
+"""Measurements of a trained model (docs/science.md section 2): per-latent table and ranked-pruning curve.
 
 For every ensemble member e and latent k, over an evaluation split:
 mu2 = mean(mu_k^2), s2 = mean(s_k^2), logs2 = mean(log s_k^2), rate R_k = mean KL_k,

@@ -1,4 +1,4 @@
-"""The linear Gaussian oracle of STUDY.md section 3 (exact equilibrium of a linear beta-VAE).
+"""The linear Gaussian oracle of docs/science.md section 3 (exact equilibrium of a linear beta-VAE).
 
 lambda_k: covariance eigenvalues of the (standardized) training data; V = total variance;
 T = beta sigma_dec^2 / V; T_k = lambda_k / V. Every function takes numpy arrays / floats.

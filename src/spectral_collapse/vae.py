@@ -7,7 +7,7 @@ points at once while their parameters (and, with Adam, their updates) stay indep
 Tensor shapes: data ``x`` is ``(B, d)`` (shared by all members) or ``(E, B, d)``; latents are
 ``(E, B, L)``; reconstructions ``(E, B, d)``.
 
-Families (STUDY.md section 3, issue 3):
+Families (docs/science.md section 3, issue 3):
 
 - ``linear``: ``mu = x C + c``, one input-independent log-variance per latent, ``x_hat = z W + b``.
 - ``mlp``: ``depth`` hidden layers of ``width`` units with SiLU in encoder and decoder, Kaiming init,
@@ -202,7 +202,7 @@ def negative_elbo_terms(
     model: VAE, x: torch.Tensor, noise: torch.Tensor | None = None,
     encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-member (D, R, log-normaliser) batch means, each of shape (E,), STUDY.md section 2.
+    """Per-member (D, R, log-normaliser) batch means, each of shape (E,), docs/science.md section 2.
 
     D = mean_n ||x - x_hat(z)||^2 / (2 sigma_dec^2): a SUM over the features, with the 1/2.
     R = mean_n sum_k KL(q(z_k|x) || N(0,1)): a SUM over latents.

@@ -7,7 +7,7 @@ localrules:
 
 
 rule figure:
-    """One of the five figures of STUDY.md section 5 for one model, as PNG and PDF."""
+    """One of the five figures of docs/science.md section 5 for one model, as PNG and PDF."""
     input:
         unpack(figure_inputs),
     output:

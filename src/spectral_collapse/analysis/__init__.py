@@ -1,4 +1,4 @@
-"""Analysis of a temperature scan, from the cached per-run tables (STUDY.md sections 2-3, 5).
+"""Analysis of a temperature scan, from the cached per-run tables (docs/science.md sections 2-3, 5).
 
 Small modules, each importable on its own (numpy/pandas only; scipy is imported where needed):
 

@@ -1,4 +1,4 @@
-"""Agreement between collapse thresholds and utilities (STUDY.md section 2): identity R^2, and how well
+"""Agreement between collapse thresholds and utilities (docs/science.md section 2): identity R^2, and how well
 the threshold order and the utility order agree (consecutively from the top, and pair by pair)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Truncation: effective dimension d_eff(eps) = min{K : D~_K <= eps}, the PCA truncation curve, and the
-power-law fit of D~_K against K (STUDY.md sections 4-5)."""
+power-law fit of D~_K against K (docs/science.md sections 4-5)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def weighted_corr(a: np.ndarray, B: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def signal_fraction(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """M_k^2 = mean(mu_k^2) / (mean(mu_k^2) + mean(s_k^2)) per latent (STUDY.md section 2)."""
+    """M_k^2 = mean(mu_k^2) / (mean(mu_k^2) + mean(s_k^2)) per latent (docs/science.md section 2)."""
     mu2 = np.mean(mu.astype(np.float64) ** 2, axis=0)
     s2 = np.mean(np.exp(logvar.astype(np.float64)), axis=0)
     return mu2 / (mu2 + s2)

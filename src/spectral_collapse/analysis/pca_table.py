@@ -20,7 +20,7 @@ def pca_table(lam: np.ndarray, V: float) -> pd.DataFrame:
 def heldout_shift(x: np.ndarray, weights: np.ndarray, vectors: np.ndarray, lam: np.ndarray) -> np.ndarray:
     """a_k = (weighted variance of a held-out split along the training principal axis k) / lambda_k.
 
-    Held-out means are cell-area-weighted (STUDY.md section 4), so the variance is too: each row weighs
+    Held-out means are cell-area-weighted (docs/science.md section 4), so the variance is too: each row weighs
     its cell area, and the variance is taken about the split's own weighted mean (an offset of the held-out
     blocks' mean is not variance). The held-out blocks' covariance differs from the training one, and a
     rate measured on the test split is shifted by about 1/2 (a_k - 1) nats from its training-split value

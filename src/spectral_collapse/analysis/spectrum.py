@@ -1,4 +1,4 @@
-"""The utility spectrum (STUDY.md section 2): the best (lowest) D~_K reached at each rank K across the
+"""The utility spectrum (docs/science.md section 2): the best (lowest) D~_K reached at each rank K across the
 scan, differenced: dD~_k = best D~_{k-1} - best D~_k."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Synthetic per-run tables of a linear Gaussian VAE at equilibrium (STUDY.md section 3), in the schema
+"""Synthetic per-run tables of a linear Gaussian VAE at equilibrium (docs/science.md section 3), in the schema
 of contracts.md section 3, for tests and demonstrations of the analysis without training.
 
 At T with T_k = lambda_k / V: Var(mu_k) = [1 - T/T_k]_+, s_k^2 = min(T/T_k, 1), M_k^2 = [1 - T/T_k]_+,

@@ -1,4 +1,4 @@
-"""Collapse thresholds and the mean-field exponent (STUDY.md sections 2-3).
+"""Collapse thresholds and the mean-field exponent (docs/science.md sections 2-3).
 
 - Rate fit: R_k(T) = [-1/2 log(T / T_c,k)]_+ with the slope fixed, least squares in log T_c,k over the
   window rate_window[0] dD~_k <= T <= rate_window[1] dD~_k (config analysis.rate_window).
