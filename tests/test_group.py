@@ -26,7 +26,7 @@ import pytorch_lightning
 import torch
 
 from spectral_collapse.datamodule import ArrayDataModule
-from spectral_collapse.group import member_run_ids, run_group
+from spectral_collapse.group import measure_group_job, member_run_ids, train_group_job
 from spectral_collapse.measure import measure_split
 from spectral_collapse.training import train
 from spectral_collapse.vae import VAE, VAEConfig, negative_elbo_terms
@@ -99,7 +99,7 @@ def test_members_are_independent():
 
 
 def test_group_job_writes_the_one_point_schema(real_store, tmp_path):
-    """run_group on the real store: model.pt, latents/pruning tables and run.json, one run_id per member,
+    """A group job on the real store (rules train and measure): model.pt, latents/pruning tables and run.json, one run_id per member,
     with the columns of a group of one; collect_scan reads the group like separate runs."""
     from spectral_collapse.analysis.collect import read_runs
     from spectral_collapse.measure import measure_tables
@@ -111,8 +111,11 @@ def test_group_job_writes_the_one_point_schema(real_store, tmp_path):
     }
     Ts = [0.1, 0.01]
     out = tmp_path / "T1.0000e-01_T1.0000e-02"
-    group = run_group(real_store, settings, Ts, model_id="linear", seed=0, out_dir=out, splits=MEASURED_SPLITS,
-                      active_threshold=0.1, threads=1, progress=False)
+    train_group_job(real_store, settings, Ts, model_id="linear", seed=0, model_path=out / "model.pt",
+                    record_path=out / "train.json", threads=1, progress=False)
+    group = measure_group_job(real_store, out / "model.pt", out / "train.json", latents_path=out / "latents.parquet",
+                              pruning_path=out / "pruning.parquet", run_path=out / "run.json",
+                              splits=MEASURED_SPLITS, active_threshold=0.1)
     for name in ("model.pt", "train.json", "latents.parquet", "pruning.parquet", "run.json"):
         assert (out / name).is_file(), name
     ids = member_run_ids("linear", Ts, 0)

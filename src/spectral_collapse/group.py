@@ -16,7 +16,7 @@ gradient and Adam moments are its own). A group of E scan points is one such ens
 
 Entry points: ``train_group`` / ``measure_group`` (in memory); ``train_group_job`` (rule ``train``:
 ``model.pt``, ``train.json``) and ``measure_group_job`` (rule ``measure``: ``latents.parquet``,
-``pruning.parquet``, ``run.json``), so that changing a measurement never retrains; ``run_group`` does both.
+``pruning.parquet``, ``run.json``), so that changing a measurement never retrains.
 """
 
 from __future__ import annotations
@@ -193,26 +193,3 @@ def measure_group_job(
     })
     write_json(run_path, group.run)
     return group
-
-
-def run_group(
-    store: str | Path,
-    settings: Mapping[str, Any],
-    Ts: Sequence[float],
-    *,
-    model_id: str,
-    seed: int,
-    out_dir: str | Path,
-    splits: Sequence[str],
-    active_threshold: float,
-    threads: int | None = None,
-    progress: bool | None = None,
-) -> GroupResult:
-    """Both rules in one call (tests, interactive use): train, then measure; writes ``model.pt``,
-    ``train.json``, ``latents.parquet``, ``pruning.parquet`` and ``run.json`` into ``out_dir``."""
-    out_dir = Path(out_dir)
-    train_group_job(store, settings, Ts, model_id=model_id, seed=seed, model_path=out_dir / "model.pt",
-                    record_path=out_dir / "train.json", threads=threads, progress=progress)
-    return measure_group_job(store, out_dir / "model.pt", out_dir / "train.json",
-                             latents_path=out_dir / "latents.parquet", pruning_path=out_dir / "pruning.parquet",
-                             run_path=out_dir / "run.json", splits=splits, active_threshold=active_threshold)

@@ -48,6 +48,17 @@ def _m2_model(u: float, log_T: np.ndarray) -> np.ndarray:
     return np.maximum(1.0 - np.exp(log_T - u), 0.0)
 
 
+def _in_window(T, y, ref: float, window) -> tuple[np.ndarray, np.ndarray, int]:
+    """The finite points with window[0] * ref <= T <= window[1] * ref, and their number (none when ref is not
+    a positive number)."""
+    T = np.asarray(T, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if not (np.isfinite(ref) and ref > 0):
+        return T[:0], y[:0], 0
+    sel = np.isfinite(T) & np.isfinite(y) & (T > 0) & (T >= window[0] * ref) & (T <= window[1] * ref)
+    return T[sel], y[sel], int(sel.sum())
+
+
 def fit_rate_threshold(T, R, dD, window) -> tuple[float, int]:
     """T_c,k from the rate of one rank: fit R(T) = [-1/2 log(T/T_c)]_+ (slope fixed) over
     window[0] * dD <= T <= window[1] * dD. Returns (T_c, number of points in the window).
@@ -55,13 +66,7 @@ def fit_rate_threshold(T, R, dD, window) -> tuple[float, int]:
     NaN when dD <= 0, or no point in the window carries rate (> 1e-3 nats). Whether the number is reported
     as the rank's threshold is decided by `threshold_status`.
     """
-    T = np.asarray(T, dtype=float)
-    R = np.asarray(R, dtype=float)
-    if not (np.isfinite(dD) and dD > 0):
-        return float("nan"), 0
-    sel = np.isfinite(T) & np.isfinite(R) & (T > 0) & (T >= window[0] * dD) & (T <= window[1] * dD)
-    n = int(sel.sum())
-    T, R = T[sel], R[sel]
+    T, R, n = _in_window(T, R, dD, window)
     active = R > ACTIVE_RATE
     if not active.any():
         return float("nan"), n
@@ -98,13 +103,7 @@ def fit_m2_threshold(T, M2, T_ref, window=M2_WINDOW) -> tuple[float, int]:
     """T_c,k from the signal fraction (linear family): fit M^2(T) = [1 - T/T_c]_+ near onset,
     over window[0] * T_ref <= T <= window[1] * T_ref (T_ref: the rate threshold, else dD~_k).
     Returns (T_c, number of points); NaN when no point in the window is active."""
-    T = np.asarray(T, dtype=float)
-    M2 = np.asarray(M2, dtype=float)
-    if not (np.isfinite(T_ref) and T_ref > 0):
-        return float("nan"), 0
-    sel = np.isfinite(T) & np.isfinite(M2) & (T > 0) & (T >= window[0] * T_ref) & (T <= window[1] * T_ref)
-    n = int(sel.sum())
-    T, M2 = T[sel], M2[sel]
+    T, M2, n = _in_window(T, M2, T_ref, window)
     active = M2 > ACTIVE_M2
     if not active.any():
         return float("nan"), n

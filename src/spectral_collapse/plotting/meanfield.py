@@ -7,7 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .style import T_LABEL, apply_style, hollow_legend_handle, panel_label, rank_colorbar, rank_colors, scatter_converged
+from .style import (T_LABEL, apply_style, finish_panel, hollow_legend_handle, panel_label, rank_colorbar, rank_colors,
+                    scatter_converged)
 from .tables import pooled, test_rows
 
 
@@ -74,11 +75,8 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     b.set_xscale("log")
     b.set_xlim(1e-4, 10)
     b.set_ylim(-0.1, max(0.5 * np.log(1e4) + 0.3, 1.0))
-    b.set_xlabel(r"rescaled temperature $T / \Delta\tilde D_k$   (" + T_LABEL + ")")
-    b.set_ylabel(r"rate $R_k$ (nats)")
-    b.set_title("Rate curves rescaled by the utility")
-    b.legend(loc="upper right", fontsize=9)
+    finish_panel(b, "b", r"rescaled temperature $T / \Delta\tilde D_k$   (" + T_LABEL + ")", r"rate $R_k$ (nats)",
+                 "Rate curves rescaled by the utility", loc="upper right", fontsize=9)
     rank_colorbar(fig, b, n)
-    panel_label(b, "b")
     fig.suptitle(f"{model}: mean-field collapse (test split)", y=1.02)
     return fig

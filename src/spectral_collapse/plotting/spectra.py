@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .style import apply_style, panel_label, rank_colorbar, rank_colors
+from .style import apply_style, finish_panel, rank_colorbar, rank_colors
 from .tables import POOLED, pooled
 
 
@@ -46,12 +46,8 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
     a.axhline(t_min, color="0.5", ls=":", lw=1.0)
     a.text(k.max(), t_min, "coldest scan point ", color="0.4", fontsize=8.5, ha="right", va="bottom")
     a.set_yscale("log")
-    a.set_xlabel("rank $k$ (latents ranked by $M^2$)")
-    a.set_ylabel(r"value in units of $T$ (fraction of $V$)")
-    a.set_title("Spectra by rank")
-    a.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    a.legend(fontsize=9, loc="lower left")
-    panel_label(a, "a")
+    finish_panel(a, "a", "rank $k$ (latents ranked by $M^2$)", r"value in units of $T$ (fraction of $V$)",
+                 "Spectra by rank", integer_x=True, fontsize=9, loc="lower left")
 
     tc, dd = p["T_c"].to_numpy(float), p["dD"].to_numpy(float)
     ok = np.isfinite(tc) & np.isfinite(dd) & (tc > 0) & (dd > 0)
@@ -75,11 +71,8 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
     for axis in (b.xaxis, b.yaxis):
         axis.set_minor_formatter(NullFormatter())
     b.text(0.04, 0.96, _agreement_text(summary), transform=b.transAxes, va="top", fontsize=9.5)
-    b.set_xlabel(r"collapse threshold $T_{c,k}$")
-    b.set_ylabel(r"utility $\Delta\tilde D_k$")
-    b.set_title("Utility against threshold")
-    b.legend(loc="lower right", fontsize=9)
+    finish_panel(b, "b", r"collapse threshold $T_{c,k}$", r"utility $\Delta\tilde D_k$", "Utility against threshold",
+                 loc="lower right", fontsize=9)
     rank_colorbar(fig, b, n)
-    panel_label(b, "b")
     fig.suptitle(f"{model}: collapse thresholds, utilities and the PCA spectrum (test split)", y=1.02)
     return fig

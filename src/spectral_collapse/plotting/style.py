@@ -78,3 +78,17 @@ def save_figure(fig, png: str | Path, pdf: str | Path | None = None) -> None:
 
 def panel_label(ax, letter: str) -> None:
     ax.text(-0.12, 1.04, letter, transform=ax.transAxes, fontsize=14, fontweight="bold", va="bottom")
+
+
+def finish_panel(ax, letter: str, xlabel: str, ylabel: str, title: str, integer_x: bool = False,
+                 **legend) -> None:
+    """Axis labels, title, legend (keyword arguments of ``ax.legend``) and the panel letter of one panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if integer_x:
+        import matplotlib.pyplot as plt
+
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.legend(**legend)
+    panel_label(ax, letter)

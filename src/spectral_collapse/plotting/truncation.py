@@ -9,7 +9,8 @@ import pandas as pd
 
 from spectral_collapse.analysis.d_eff import pca_distortion
 
-from .style import T_LABEL, apply_style, hollow_legend_handle, panel_label, rank_colorbar, rank_colors, scatter_converged
+from .style import (T_LABEL, apply_style, finish_panel, hollow_legend_handle, panel_label, rank_colorbar, rank_colors,
+                    scatter_converged)
 from .tables import converged_flags, pooled, test_rows
 
 
@@ -61,12 +62,8 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
     shown = np.r_[best[np.isfinite(best) & (best > 0)], pca_curve[pca_curve > 1e-9]]
     if len(shown):
         b.set_ylim(bottom=0.5 * shown.min(), top=2.0 * shown.max())
-    b.set_xlabel("rank $K$")
-    b.set_ylabel(r"$\tilde D_K$")
-    b.set_title("Best distortion against rank")
-    b.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    b.legend(fontsize=8.5, loc="lower left")
-    panel_label(b, "b")
+    finish_panel(b, "b", "rank $K$", r"$\tilde D_K$", "Best distortion against rank", integer_x=True, fontsize=8.5,
+                 loc="lower left")
 
     d = summary["d_eff"]
     eps, dm, dp = d["eps"], d["model"], d["pca"]
