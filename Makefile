@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag figures report lint clean-venv
+.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag gpu-check figures report lint clean-venv
 
 venv: $(STAMP)
 
@@ -36,12 +36,19 @@ run-paper: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (benchmarks/, docs/performance.md): single jobs on this machine's device (BENCH_DEVICE=auto).
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python benchmarks/bench_step.py
 
-# The training stage of a sweep through Snakemake: one point per job against vectorized chunks (minutes).
+# The training stage of a sweep through Snakemake: one point per job against groups of points (minutes).
 bench-dag: $(STAMP)
-	$(BIN)/python scripts/bench_dag.py
+	$(BIN)/python benchmarks/bench_dag.py
+
+# The GPU check (docs/gpu.md): CUDA tests, step timings at E = 1, 16, 121, the paper preset's GPU-hours; under
+# 5 minutes on one GPU, a dry run on the CPU without one. GPU_PYTHON: an interpreter with a CUDA build of torch
+# (and Lightning, pandas, pytest) to use instead of the venv's CPU torch; the venv is then not needed.
+gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
+	PYTHONPATH=src $(or $(GPU_PYTHON),$(BIN)/python) benchmarks/gpu_check.py
 
 # Redraw only (issue 11). `snakemake figures` and `--report` keep only the redraw rules
 # (src/spectral_collapse/redraw.py): nothing is fetched, trained, measured or collected, whatever changed,

@@ -166,7 +166,10 @@ def measure_group_job(
     extra: Mapping[str, Any] | None = None,
 ) -> GroupResult:
     """Rule measure: measure every member of a trained group on ``splits`` (each held-out mean weighted by
-    cell area) and write the latents / pruning tables and ``run.json`` (never retrains)."""
+    cell area) and write the latents / pruning tables and ``run.json`` (never retrains). Runs on the GPU when
+    there is one (the same tables as on the CPU up to float rounding: measure.measure_split)."""
+    import torch
+
     from .allocator import keep_freed_memory
     from .provenance import package_versions, sha256_file, write_json, write_parquet
     from .store import HELDOUT_WEIGHTING, load_split, load_weights
@@ -175,6 +178,7 @@ def measure_group_job(
     keep_freed_memory()  # a job: no page faults on every block's activations (allocator.py)
     start = time.perf_counter()
     model, _ = load_trained(model_path)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     record = json.loads(Path(record_path).read_text())
     group = GroupResult(record=record, model=model, run_ids=list(record["run_ids"]))
     data = {s: load_split(store, s) for s in splits}
@@ -189,6 +193,7 @@ def measure_group_job(
         "package_versions": package_versions(),
         "model_sha256": sha256_file(model_path),
         "measure_time_s": time.perf_counter() - start,
+        "measure_device": str(model.log_sigma2.device),
         **dict(extra or {}),
     })
     write_json(run_path, group.run)

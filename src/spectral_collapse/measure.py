@@ -25,6 +25,7 @@ from .vae import VAE
 NOISE_ROWS = 32768  # rows per draw of the sampling noise (fixes which noise each row gets)
 NOISE_SEED = 20260522
 BLOCK_ROWS = 8192  # rows x members (x pruning levels) per forward pass: activations that stay in cache
+BLOCK_ROWS_GPU = 2**19  # the same on a GPU: no cache to fit, the cost is per kernel launch (128 MB per activation)
 MIN_BLOCK_ROWS = 256
 MIN_PRUNE_ROWS = 32
 
@@ -49,17 +50,19 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     if w is not None and w.shape != (n,):
         raise ValueError(f"{len(w)} weights for {n} rows")
     total = float(n) if w is None else float(w.sum())
-    gen = torch.Generator(device=device).manual_seed(NOISE_SEED)
+    # The noise is drawn by the CPU generator on every device (then moved): the same tables wherever measured.
+    gen = torch.Generator().manual_seed(NOISE_SEED)
+    block_rows = BLOCK_ROWS if device.type == "cpu" else BLOCK_ROWS_GPU
     mu2 = torch.zeros(E, L, dtype=torch.float64, device=device)
     s2 = torch.zeros_like(mu2)
     logs2 = torch.zeros_like(mu2)
     kl = torch.zeros_like(mu2)
     sq_sample = torch.zeros(E, dtype=torch.float64, device=device)
     mus = torch.empty((E, n, L), dtype=model.log_sigma2.dtype, device=device)  # posterior means, model's dtype
-    block = max(MIN_BLOCK_ROWS, BLOCK_ROWS // E)
+    block = max(MIN_BLOCK_ROWS, block_rows // E)
     for start in range(0, n, NOISE_ROWS):
         rows = min(NOISE_ROWS, n - start)
-        noise = torch.randn((E, rows, L), generator=gen, device=device)
+        noise = torch.randn((E, rows, L), generator=gen).to(device)
         for b in range(0, rows, block):
             lo, hi = start + b, start + min(b + block, rows)
             xb = x[lo:hi]
@@ -82,7 +85,7 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     # ranked pruning: keep[e, K, 0, k] = 1 if latent k of member e has rank <= K
     keep = (rank[:, None, None, :] <= torch.arange(L + 1, device=device)[None, :, None, None]).to(mus.dtype)
     sq_pruned = torch.zeros(E, L + 1, dtype=torch.float64, device=device)
-    block = max(MIN_PRUNE_ROWS, BLOCK_ROWS // (E * (L + 1)))
+    block = max(MIN_PRUNE_ROWS, block_rows // (E * (L + 1)))
     for start in range(0, n, block):
         xb = x[start : start + block]
         z = mus[:, None, start : start + block] * keep  # (E, L + 1, rows, L)

@@ -1,97 +1,68 @@
 """`make bench`: where the time goes, and how the project's training compares with a plain PyTorch loop.
 
-One process (plus two short subprocess jobs for the sweep), real WorldClim data (store built in a
-temporary folder from $WORLDCLIM_DIR, default ../shared/worldclim/wc2.1_10m_bio), settings from
-config.yaml (model mlp-d4: 4 x 64 MLP VAE, 32 latents, 19 features, batch 256, Adam lr 3e-4).
-Prints, one `name: value` line each:
+One process (plus short subprocess jobs for the sweep), settings from config.yaml via
+``spectral_collapse.config.load_config`` (model mlp-d4: 4 x 64 MLP VAE, 32 latents, 19 features, batch 256,
+Adam lr 3e-4), on the device of ``BENCH_DEVICE`` (auto: the GPU when there is one, else the CPU), on the real
+WorldClim data (store built in a scratch folder from $WORLDCLIM_DIR, default ../shared/worldclim/wc2.1_10m_bio)
+or, with ``BENCH_DATA=synthetic``, on synthetic data of the study's shape (benchmarks/common.py). Prints, one
+`name: value` line each:
 
 - store build, training-data load, PCA and figure-regeneration times;
 - ms/step of (a) a plain eager PyTorch loop (nn.Linear layers, torch.optim.Adam with default settings,
-  batches indexed from the in-memory training tensor) and (b) the project's own Lightning training job
-  (spectral_collapse.training.train, the code path of the `train` rule), same model, batch, update count
-  and thread count, alternated over rounds (best round of each reported, every round printed);
+  batches indexed from the training tensor on the device) and (b) the project's own Lightning training job
+  (spectral_collapse.training.train, the code path of the `train` rule), same model, batch, update count,
+  device and thread count, alternated over rounds (best round of each reported, every round printed);
   (b)'s step time is its update loop (Lightning's batch loop, optimizer steps, batch gathering) without the
   periodic validation passes and checkpoint writes, which (a) does not do; they are printed separately,
   and so is (b)'s end-to-end fit time per update;
 - peak memory (VmHWM, peak resident set) of a training job (a subprocess);
-- sweep throughput, scan points x updates per second, of one-point-per-job against one vectorized
-  ensemble job over the config's T grid (both fresh subprocesses: imports, store load, Trainer, training,
-  validation, checkpoints, model.pt); and a projection of both to the config's full update budget from
-  the measured fixed and per-update costs;
+- sweep throughput, scan points x updates per second, of one point per job against one job training the
+  config's whole T grid as one group (both fresh subprocesses: imports, data, Trainer, training, validation,
+  checkpoints, model.pt); and a projection of both to the config's full update budget from the measured
+  fixed and per-update costs;
 - last line: `step_speedup_vs_plain_torch: X.XX` = (a) ms/step / (b) ms/step.
 
-Environment: WORLDCLIM_DIR; BENCH_UPDATES (updates per timing round, default 1000), BENCH_ROUNDS (3),
-BENCH_SWEEP_UPDATES (1000), BENCH_SWEEP_ROUNDS (2 jobs of each layout, fastest compared), BENCH_THREADS
-(1: what the train rule gets, profiles/default set-threads).
+Environment: WORLDCLIM_DIR; BENCH_DEVICE (auto); BENCH_DATA (store | synthetic; store); BENCH_UPDATES (updates
+per timing round, default 1000), BENCH_ROUNDS (3), BENCH_SWEEP_UPDATES (1000), BENCH_SWEEP_ROUNDS (2 jobs of
+each layout, fastest compared), BENCH_THREADS (1: what the train rule gets, profiles/default set-threads);
+BENCH_SCRATCH, BENCH_RESULTS_DIR (benchmarks/common.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WORLDCLIM = REPO.parent / "shared" / "worldclim" / "wc2.1_10m_bio"
+from common import (
+    MODEL_ID,
+    REPO,
+    describe_device,
+    device,
+    lightning_job,
+    load_config,
+    model_settings,
+    out,
+    peak_rss_mb,
+    quiet,
+    results_dir,
+    scratch,
+    synchronize,
+    synthetic_data,
+    worldclim_folder,
+)
+
 UPDATES = int(os.environ.get("BENCH_UPDATES", 1000))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 SWEEP_UPDATES = int(os.environ.get("BENCH_SWEEP_UPDATES", 1000))
 THREADS = int(os.environ.get("BENCH_THREADS", 1))
 SWEEP_ROUNDS = int(os.environ.get("BENCH_SWEEP_ROUNDS", 2))
-MODEL_ID = "mlp-d4"
+DATA = os.environ.get("BENCH_DATA", "store").strip().lower()
 T_STEP = 0.1  # scan point of the step-time comparison (beta = T V / sigma_dec^2)
-
-
-def quiet() -> None:
-    """Silence Lightning's info banners (pytorch_lightning sets its logger to INFO on import)."""
-    import pytorch_lightning  # noqa: F401
-
-    warnings.filterwarnings("ignore")
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def out(name: str, value, note: str = "") -> None:
-    print(f"{name}: {value}" + (f"  ({note})" if note else ""), flush=True)
-
-
-def worldclim_folder(prog: str) -> Path:
-    """$WORLDCLIM_DIR, else the shared copy next to the repository; exits naming the variable if it holds no rasters."""
-    folder = Path(os.environ.get("WORLDCLIM_DIR") or DEFAULT_WORLDCLIM).expanduser().resolve()
-    if not (folder / "wc2.1_10m_bio_1.tif").is_file():
-        sys.exit(f"{prog}: WorldClim rasters not found in {folder}; set WORLDCLIM_DIR to the folder holding "
-                 "wc2.1_10m_bio_1.tif ... wc2.1_10m_bio_19.tif")
-    return folder
-
-
-def load_config() -> dict:
-    import yaml
-
-    return yaml.safe_load((REPO / "config.yaml").read_text())
-
-
-def model_settings(config: dict, model_id: str = MODEL_ID) -> dict:
-    """What common.smk's model_settings gives the train rule for this model."""
-    from spectral_collapse.scan import ModelSpec, training_settings
-
-    spec = ModelSpec.from_id(model_id)
-    return {
-        "family": spec.family,
-        "depth": spec.depth,
-        "model": dict(config["models"].get(spec.family, {})),
-        "decoder": dict(config["decoder"]),
-        "training": training_settings(config, spec.family),
-    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -99,8 +70,8 @@ def model_settings(config: dict, model_id: str = MODEL_ID) -> dict:
 
 
 def plain_torch_ms_per_step(x, settings: dict, beta: float, updates: int, seed: int = 0) -> tuple[float, float]:
-    """What one would write without the project: nn.Sequential encoder/decoder, default Adam.
-    Returns (wall, CPU) milliseconds per step."""
+    """What one would write without the project: nn.Sequential encoder/decoder, default Adam, on the device of
+    the training tensor ``x``. Returns (wall, CPU) milliseconds per step."""
     import torch
     from torch import nn
 
@@ -119,15 +90,15 @@ def plain_torch_ms_per_step(x, settings: dict, beta: float, updates: int, seed: 
         return nn.Sequential(*layers)
 
     torch.manual_seed(seed)
-    enc, dec = mlp(d, 2 * L), mlp(L, d)
+    enc, dec = mlp(d, 2 * L).to(x.device), mlp(L, d).to(x.device)
     with torch.no_grad():
         enc[-1].bias[L:] = float(m.get("logvar_bias_init", -4.0))
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
     n = x.shape[0]
 
     def step():
-        xb = x[torch.randint(0, n, (bs,), generator=gen)]
+        xb = x[torch.randint(0, n, (bs,), generator=gen, device=x.device)]
         mu, logvar = enc(xb).chunk(2, dim=-1)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         x_hat = dec(z)
@@ -140,83 +111,12 @@ def plain_torch_ms_per_step(x, settings: dict, beta: float, updates: int, seed: 
 
     for _ in range(20):  # warm-up (allocator, Adam state)
         step()
+    synchronize(x.device)
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(updates):
         step()
+    synchronize(x.device)
     return 1e3 * (time.perf_counter() - start) / updates, 1e3 * (time.process_time() - cpu) / updates
-
-
-# ----------------------------------------------------------------------------------------------------
-# (b) the project's Lightning job, instrumented from outside
-
-
-@contextmanager
-def trainer_callback(callback):
-    """Append `callback` to every pl.Trainer built inside the block (instrumentation only)."""
-    import pytorch_lightning as pl
-
-    original = pl.Trainer.__init__
-
-    def init(self, *args, **kwargs):
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), callback]
-        original(self, *args, **kwargs)
-
-    pl.Trainer.__init__ = init
-    try:
-        yield callback
-    finally:
-        pl.Trainer.__init__ = original
-
-
-def make_timer():
-    import pytorch_lightning as pl
-
-    class Timer(pl.Callback):
-        """Wall time of the training loop and of the validation passes (incl. the checkpoint writes that
-        follow each one: this callback is the last one called)."""
-
-        def __init__(self):
-            self.val_s, self.n_val, self.train_s, self.val_cpu, self.train_cpu = 0.0, 0, 0.0, 0.0, 0.0
-
-        def on_train_start(self, trainer, module):
-            self.t_train, self.c_train = time.perf_counter(), time.process_time()
-
-        def on_train_end(self, trainer, module):
-            self.train_s = time.perf_counter() - self.t_train
-            self.train_cpu = time.process_time() - self.c_train
-
-        def on_validation_start(self, trainer, module):
-            self.t_val, self.c_val = time.perf_counter(), time.process_time()
-
-        def on_validation_end(self, trainer, module):
-            self.val_s += time.perf_counter() - self.t_val
-            self.val_cpu += time.process_time() - self.c_val
-            self.n_val += 1
-
-    return Timer()
-
-
-def lightning_job(data, settings: dict, T: float, updates: int, threads: int) -> dict:
-    from spectral_collapse.training import train
-    from spectral_collapse.vae import VAEConfig
-
-    st = {**settings["training"], "max_updates": int(updates), "tolerance": 0.0}  # run the full budget
-    cfg = VAEConfig.from_settings(settings, n_features=data.n_features)
-    with trainer_callback(make_timer()) as timer, contextlib.redirect_stdout(io.StringIO()):
-        t0 = time.perf_counter()
-        result = train(data, cfg, T, settings=st, seed=0, threads=threads, progress=False)
-        wall = time.perf_counter() - t0
-    steps = int(result.summary["updates"])
-    loop_s = timer.train_s - timer.val_s
-    return {
-        "updates": steps,
-        "ms_per_step": 1e3 * loop_s / steps,
-        "cpu_ms_per_step": 1e3 * (timer.train_cpu - timer.val_cpu) / steps,
-        "fit_ms_per_update": float(result.summary.get("ms_per_step", float("nan"))),
-        "job_ms_per_update": 1e3 * wall / steps,
-        "val_s": timer.val_s,
-        "n_val": timer.n_val,
-    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -224,44 +124,39 @@ def lightning_job(data, settings: dict, T: float, updates: int, threads: int) ->
 
 
 def sweep_job(spec: dict) -> None:
-    """Body of one subprocess training job: what the train_ensemble rule's script does (imports, store load,
-    Trainer, training with validation and checkpoints, model.pt, train.json); with one point the same code
-    path as the train rule (training.train on a scalar T)."""
+    """Body of one subprocess training job: what the train rule's script does (imports, data, Trainer, training
+    with validation and checkpoints, model.pt, train.json): ``group.train_group_job`` on the store, or on
+    synthetic data ``group.train_group`` and ``vae.save_trained`` (BENCH_DATA=synthetic)."""
     t0 = time.perf_counter()
     quiet()
     import torch
 
-    from spectral_collapse.ensemble import train_chunk_job
+    from spectral_collapse import group
 
     torch.set_num_threads(int(spec["threads"]))
     t_import = time.perf_counter() - t0
     out_dir = Path(spec["out_dir"])
-    chunk = train_chunk_job(spec["store"], spec["settings"], spec["T"], model_id=MODEL_ID, seed=0,
-                            model_path=out_dir / "model.pt", summary_path=out_dir / "train.json",
-                            threads=int(spec["threads"]), progress=False)
-    s = chunk.summary
+    kw = {"model_id": MODEL_ID, "seed": 0, "threads": int(spec["threads"]), "progress": False}
+    if spec.get("store"):
+        res = group.train_group_job(spec["store"], spec["settings"], spec["T"], model_path=out_dir / "model.pt",
+                                    record_path=out_dir / "train.json", **kw)
+    else:
+        from spectral_collapse.training import model_meta
+        from spectral_collapse.vae import save_trained
+
+        res = group.train_group(synthetic_data(int(spec["n_train"])), spec["settings"], spec["T"], run_dir=out_dir,
+                                **kw)
+        save_trained(out_dir / "model.pt", res.model, model_meta(res.record, res.run_ids))
+    s = res.record
     fit_s = float(s["ms_per_step"]) * int(s["updates"]) / 1e3
     print(json.dumps({"import_s": t_import, "fit_s": fit_s, "updates": int(s["updates"]),
                       "job_s": time.perf_counter() - t0, "vmhwm_mb": peak_rss_mb()}), flush=True)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (VmHWM of /proc/self/status). Unlike the child's ru_maxrss seen
-    by the parent, it does not inherit the parent's resident size at fork time (Linux keeps the larger)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_sweep_job(spec: dict) -> dict:
     """Start a fresh interpreter for one job: its wall time and its own peak RSS (reported by the job)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--job", json.dumps(spec)],
@@ -283,8 +178,9 @@ def run_sweep_job(spec: dict) -> dict:
 
 
 def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
-    """Time the figure functions on the cached tables of results/analysis if they exist; else on
-    synthetic linear-oracle scan tables (the analysis tests' generator), saying so."""
+    """Time the figure functions on the cached tables of the results folder (``BENCH_RESULTS_DIR``, default
+    results/) if they exist; else on synthetic linear-oracle scan tables (the analysis tests' generator),
+    saying so."""
     from spectral_collapse.plotting.render import FIGURES, render
 
     import matplotlib
@@ -292,11 +188,11 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
     matplotlib.use("Agg")
     cached = []
     for model in ("linear", MODEL_ID):
-        base = REPO / "results" / "analysis" / model
+        base = results_dir() / "analysis" / model
         inputs = {"latents": base / "scan_latents.parquet", "pruning": base / "scan_pruning.parquet",
                   "runs": base / "scan_runs.parquet", "spectra": base / "spectra.parquet",
                   "d_eff": base / "d_eff.parquet", "summary": base / "summary.json",
-                  "pca": REPO / "results" / "analysis" / "pca.parquet",
+                  "pca": results_dir() / "analysis" / "pca.parquet",
                   "maps": base / "latent_maps.nc", "correlations": base / "latent_correlations.parquet"}
         if all(Path(p).exists() for k, p in inputs.items() if k not in ("maps", "correlations")):
             cached.append((model, inputs))
@@ -308,7 +204,7 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
                     continue
                 render(fig, inputs, tmp / f"{model}-{fig}.png", tmp / f"{model}-{fig}.pdf", model)
                 n += 1
-        return f"{time.perf_counter() - start:.2f}", f"{n} figures (PNG+PDF) from the cached tables in results/analysis"
+        return f"{time.perf_counter() - start:.2f}", f"{n} figures (PNG+PDF) from the cached tables in {results_dir() / 'analysis'}"
     # no cached tables: the same figure functions on synthetic scan tables
     import numpy as np
 
@@ -321,7 +217,7 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
     lam = np.array([9.8, 4.2, 1.9, 1.2, 0.65, 0.53, 0.31, 0.17, 0.11, 0.067, 0.018, 0.015, 0.0053, 0.003])
     lam = np.r_[lam, 19.0 - lam.sum() - 1e-4, 1e-4]
     T_k = np.sort(lam / 19.0)[::-1]
-    grid = t_grid(config["scan"])
+    grid = t_grid(config["scan"]["T"])
     lat, prn, runs = linear_scan_tables(T_k, grid, seeds=(0,), noise=0.01)
     paths = write_run_dirs(tmp / "runs", lat, prn, runs)
     latents, pruning, run_table = collect_scan(paths["latents"], paths["pruning"], paths["runs"])
@@ -348,41 +244,58 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------------------------
 
 
+def load_data(config: dict, tmp: Path):
+    """The benchmark's data: (ArrayDataModule, store path or None). The real store (built here, timed), or
+    synthetic data of the study's shape with BENCH_DATA=synthetic (the store lines then say so)."""
+    from spectral_collapse.datamodule import ArrayDataModule
+
+    n_train = int(config["store"]["n_train"])
+    if DATA == "synthetic":
+        t0 = time.perf_counter()
+        data = synthetic_data(n_train)
+        out("store_build_s", "n/a", "BENCH_DATA=synthetic: no store")
+        out("training_data_load_s", f"{time.perf_counter() - t0:.3f}",
+            f"synthetic data of the study's shape generated: train {n_train}, validation and test of the 10' grid's sizes")
+        return data, None
+    if DATA != "store":
+        sys.exit(f"bench: BENCH_DATA={DATA!r}; expected store or synthetic")
+    from spectral_collapse.store import build_store
+
+    worldclim = worldclim_folder("bench")
+    store = tmp / "worldclim.zarr"
+    t0 = time.perf_counter()
+    build_store(worldclim, store, config["store"])
+    out("store_build_s", f"{time.perf_counter() - t0:.2f}", f"19 rasters -> Zarr, n_train={n_train}, from {worldclim}")
+    t0 = time.perf_counter()
+    data = ArrayDataModule.from_store(store)
+    n_rows = {s: len(data.split(s)) for s in ("train", "validation", "test")}
+    out("training_data_load_s", f"{time.perf_counter() - t0:.3f}",
+        "train/validation/test tensors from the store: " + ", ".join(f"{k} {v}" for k, v in n_rows.items()))
+    return data, store
+
+
 def main() -> None:
     quiet()
     t_bench = time.perf_counter()
-    worldclim = worldclim_folder("bench")
-    import numpy as np
     import torch
 
-    from spectral_collapse.datamodule import ArrayDataModule
     from spectral_collapse.pca import pca
-    from spectral_collapse.scan import t_grid
-    from spectral_collapse.store import build_store
+    from spectral_collapse.scan import model_t_grid
 
-    config = load_config()
+    config, config_note = load_config()
     settings = model_settings(config)
+    dev = device()
     torch.set_num_threads(THREADS)
     load = os.getloadavg()
-    out("bench", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {THREADS} torch thread(s) in every "
-        f"timed job (the train rule's set-threads), load average at start {load[0]:.2f}")
+    out("bench", f"device {dev.type}: {describe_device(dev)}; {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{THREADS} torch thread(s) in every timed job (the train rule's set-threads), load average at start {load[0]:.2f}")
     out("bench_settings", f"model {MODEL_ID} (4 x 64 MLP VAE, 32 latents, 19 features), batch "
         f"{settings['training']['batch_size']}, lr {settings['training']['lr']}, {UPDATES} updates x {ROUNDS} "
-        f"rounds per timing, eval_every {settings['training']['eval_every']}")
+        f"rounds per timing, eval_every {settings['training']['eval_every']}; config {config_note}; data {DATA}")
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmpname:
-        tmp = Path(tmpname)
-        store = tmp / "worldclim.zarr"
-        t0 = time.perf_counter()
-        build_store(worldclim, store, config["store"])
-        out("store_build_s", f"{time.perf_counter() - t0:.2f}",
-            f"19 rasters -> Zarr, n_train={config['store']['n_train']}, from {worldclim}")
-
-        t0 = time.perf_counter()
-        data = ArrayDataModule.from_store(store)
+    with scratch("bench-") as tmp:
+        data, store = load_data(config, tmp)
         n_rows = {s: len(data.split(s)) for s in ("train", "validation", "test")}
-        out("training_data_load_s", f"{time.perf_counter() - t0:.3f}",
-            "train/validation/test tensors from the store: " + ", ".join(f"{k} {v}" for k, v in n_rows.items()))
 
         x_train = data.split("train").numpy()
         t0 = time.perf_counter()
@@ -398,19 +311,20 @@ def main() -> None:
 
         # ---- per-step timing: (a) plain eager loop vs (b) the project's Lightning job, alternated
         beta = T_STEP * data.V / float(settings["decoder"].get("sigma2", 1.0))
-        x_t = data.split("train")
-        lightning_job(data, settings, T_STEP, 50, THREADS)  # warm-up: Lightning's lazy imports and setup
+        x_t = data.split("train").to(dev)
+        lightning_job(data, settings, T_STEP, 50, dev=dev, threads=THREADS)  # warm-up: lazy imports and setup
         plain, light = [], []
         for r in range(ROUNDS):
             plain.append(plain_torch_ms_per_step(x_t, settings, beta, UPDATES, seed=r))
-            light.append(lightning_job(data, settings, T_STEP, UPDATES, THREADS))
+            light.append(lightning_job(data, settings, T_STEP, UPDATES, dev=dev, threads=THREADS))
         best_light = min(light, key=lambda j: j["ms_per_step"])
         plain_wall = min(w for w, _ in plain)
         out("plain_torch_ms_per_step", f"{plain_wall:.3f}",
-            "eager loop, nn.Linear layers, torch.optim.Adam defaults; wall per round " + ", ".join(f"{w:.3f}" for w, _ in plain)
-            + "; CPU per round " + ", ".join(f"{c:.3f}" for _, c in plain))
+            f"eager loop on {dev.type}, nn.Linear layers, torch.optim.Adam defaults; wall per round "
+            + ", ".join(f"{w:.3f}" for w, _ in plain) + "; CPU per round " + ", ".join(f"{c:.3f}" for _, c in plain))
         out("lightning_ms_per_step", f"{best_light['ms_per_step']:.3f}",
-            "project job (training.train) update loop; wall per round " + ", ".join(f"{j['ms_per_step']:.3f}" for j in light)
+            f"project job (training.train) update loop on {best_light['device']}; wall per round "
+            + ", ".join(f"{j['ms_per_step']:.3f}" for j in light)
             + "; CPU per round " + ", ".join(f"{j['cpu_ms_per_step']:.3f}" for j in light))
         cpu_speedup = min(c for _, c in plain) / min(j["cpu_ms_per_step"] for j in light)
         out("step_speedup_cpu_time", f"{cpu_speedup:.2f}",
@@ -421,11 +335,12 @@ def main() -> None:
         out("lightning_job_ms_per_update", f"{best_light['job_ms_per_update']:.3f}",
             "end to end: Trainer setup, update loop, validation, checkpoints")
 
-        # ---- sweep throughput: one point per job vs one vectorized job over the T grid
-        grid = [float(t) for t in t_grid(config["scan"])]
+        # ---- sweep throughput: one point per job vs one job training the whole T grid as one group
+        grid = [float(t) for t in model_t_grid(config, "mlp")]
         sweep_settings = {**settings, "training": {**settings["training"], "max_updates": SWEEP_UPDATES,
-                                                   "tolerance": 0.0}}
-        base = {"store": str(store), "settings": sweep_settings, "threads": THREADS}
+                                                   "tolerance": 0.0, "patience_fraction": 1.0}}  # nobody converges
+        base = {"store": str(store) if store else None, "n_train": len(x_train), "settings": sweep_settings,
+                "threads": THREADS}
         # Each layout's job runs SWEEP_ROUNDS times, alternating; the fastest run of each is compared.
         singles, ensembles = [], []
         for r in range(SWEEP_ROUNDS):
@@ -434,8 +349,8 @@ def main() -> None:
         single = min(singles, key=lambda j: j["wall_s"])
         ens = min(ensembles, key=lambda j: j["wall_s"])
         out("peak_memory_training_job_mb", f"{single['maxrss_mb']:.0f}",
-            f"peak RSS (VmHWM) of a one-point {MODEL_ID} training job (subprocess, store of n_train="
-            f"{config['store']['n_train']}, {SWEEP_UPDATES} updates)")
+            f"peak RSS (VmHWM) of a one-point {MODEL_ID} training job (subprocess, {DATA} data, n_train="
+            f"{len(x_train)}, {SWEEP_UPDATES} updates)")
         E = len(grid)
         r_single = SWEEP_UPDATES / single["wall_s"]
         r_ens = E * SWEEP_UPDATES / ens["wall_s"]
@@ -443,9 +358,9 @@ def main() -> None:
             f"1 point, {SWEEP_UPDATES} updates, best of {SWEEP_ROUNDS} jobs ("
             + ", ".join(f"{j['wall_s']:.1f}" for j in singles) + f" s): job {single['wall_s']:.1f} s = imports {single['import_s']:.1f} s + "
             f"fit {single['fit_s']:.1f} s (updates + validation) + {single['wall_s'] - single['import_s'] - single['fit_s']:.1f} s "
-            f"interpreter start, store load, Trainer, model.pt, exit")
+            f"interpreter start, data load, Trainer, model.pt, exit")
         out("sweep_ensemble_job", f"{r_ens:.1f} point-updates/s",
-            f"{E} points (the config's T grid) in one job, {SWEEP_UPDATES} updates, best of {SWEEP_ROUNDS} jobs ("
+            f"{E} points (the config's mlp T grid) in one job, {SWEEP_UPDATES} updates, best of {SWEEP_ROUNDS} jobs ("
             + ", ".join(f"{j['wall_s']:.1f}" for j in ensembles) + f" s): job {ens['wall_s']:.1f} s = imports "
             f"{ens['import_s']:.1f} s + fit {ens['fit_s']:.1f} s + {ens['wall_s'] - ens['import_s'] - ens['fit_s']:.1f} s; "
             f"peak RSS {ens['maxrss_mb']:.0f} MB")
