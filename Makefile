@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag gpu-check figures report lint clean-venv
+.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag gpu-check figures report reference-figures lint clean-venv
 
 venv: $(STAMP)
 
@@ -63,6 +63,12 @@ figures: $(STAMP)
 # The HTML report of every figure with its caption (snakemake --report), from the cached results only.
 report: figures
 	$(BIN)/snakemake figures --report results/report.html $(SNAKEMAKE_ARGS)
+
+# The reference bundle (reference/, docs/results.md): its figures and summary redrawn in results/reference/
+# from the shipped tables, without the rasters and without training (redraw only, as `make figures`).
+reference-figures: $(STAMP)
+	$(BIN)/python -m spectral_collapse.bundle prepare results/reference
+	$(BIN)/snakemake -s Snakefile -d results/reference --cores 2 figures $(SNAKEMAKE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -193,10 +193,10 @@ def test_validation_pass_matches_cpu():
     vae = _vae("mlp", 3, logvar_bias=0.0)
     cpu = _validate(copy.deepcopy(vae), x, w, "cpu")
     dev = _validate(copy.deepcopy(vae), x, w, DEVICE)
-    assert set(cpu._val_noise) == set(dev._val_noise) == {0, 1}  # two batches, both kept
-    for k, noise in cpu._val_noise.items():
-        assert dev._val_noise[k].device.type == torch.device(DEVICE).type
-        assert torch.equal(dev._val_noise[k].cpu(), noise), f"validation noise of batch {k}"
+    assert set(cpu.val_noise.cache) == set(dev.val_noise.cache) == {0, 1}  # two batches, both kept
+    for k, noise in cpu.val_noise.cache.items():
+        assert dev.val_noise.cache[k].device.type == torch.device(DEVICE).type
+        assert torch.equal(dev.val_noise.cache[k].cpu(), noise), f"validation noise of batch {k}"
     a, b = dev.last_eval, cpu.last_eval
     for key in ("val_loss", "val_D", "val_R", "m2"):
         assert a[key][1] is None and b[key][1] is None, key  # frozen: not evaluated

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectral_collapse import elbo_grad
+from spectral_collapse import elbo_grad, fixed_noise
 from spectral_collapse import lightning_module as lm
 from spectral_collapse.datamodule import ArrayDataModule
 from spectral_collapse.fused_adam import FusedAdam
@@ -138,13 +138,13 @@ def test_budget_not_a_multiple_of_eval_every(tmp_path):
     assert result.record["updates"] == 130
 
 
-@pytest.mark.parametrize("cap", [lm.VAL_NOISE_CACHE_BYTES, 0])
+@pytest.mark.parametrize("cap", [fixed_noise.CACHE_BYTES, 0])
 def test_validation_noise_is_the_fixed_draw_whether_cached_or_not(monkeypatch, cap):
     """Every evaluation sees the noise of a generator seeded with 987654 + batch index, kept or drawn again."""
-    monkeypatch.setattr(lm, "VAL_NOISE_CACHE_BYTES", cap)
+    monkeypatch.setattr(fixed_noise, "CACHE_BYTES", cap)
     cfg = VAEConfig(family="mlp", n_features=5, latents=3, depth=1, width=4, ensemble=2)
     module = lm.BetaVAESystem(VAE(cfg), [0.1, 0.2], V=5.0, lr=1e-3)
     for rows, idx in ((70, 0), (70, 1), (70, 0), (70, 1), (40, 0), (70, 1), (40, 0)):  # 40: another split size
         expected = torch.randn((2, rows, 3), generator=torch.Generator().manual_seed(987654 + idx))
         assert torch.equal(module.validation_noise(torch.randn(rows, 5), idx), expected)
-    assert len(module._val_noise) == (2 if cap else 0)
+    assert len(module.val_noise.cache) == (2 if cap else 0)

@@ -71,7 +71,7 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE) -> di
             shutil.copyfile(src, dst)
     for rel in ["results/summary.json", *(f"results/analysis/{m}/analysis.json" for m in models)]:
         (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / rel, bundle / "exported" / rel if False else bundle / rel)
+        shutil.copyfile(run_dir / rel, bundle / rel)
     (bundle / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     verified = json.loads((run_dir / "results/data/worldclim_verified.json").read_text())
     record = {
@@ -181,7 +181,8 @@ def prepare(workdir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE) -> P
     workdir, bundle = Path(workdir), Path(bundle)
     if workdir.exists():
         shutil.rmtree(workdir)
-    shutil.copytree(bundle / "results", workdir / "results")
+    # fresh modification times: the copies are the cached inputs as of now, not older than the code
+    shutil.copytree(bundle / "results", workdir / "results", copy_function=shutil.copy)
     for rel in ["results/summary.json", *(str(p.relative_to(bundle)) for p in bundle.glob("results/analysis/*/analysis.json"))]:
         (workdir / rel).unlink()  # recomputed by the redraw, from the scan tables
     shutil.copyfile(bundle / "config.yaml", workdir / "config.yaml")

@@ -20,15 +20,13 @@ import pytorch_lightning as pl
 import torch
 
 from . import elbo_grad
+from .fixed_noise import FixedNoise
 from .fused_adam import FusedAdam
 from .vae import VAE
 
 VAL_BLOCK = 8192  # rows x members per validation forward pass (a 65536-row batch's activations overflow the caches)
 VAL_BLOCK_GPU = 2**19  # the same on a GPU: no cache to fit, the cost is per kernel launch (128 MB per activation)
 VAL_MIN_BLOCK = 256  # rows per validation forward pass at least (smaller blocks pay more per-op overhead)
-VAL_NOISE_CACHE_BYTES = 512 * 2**20  # keep the fixed validation noise between evaluations up to this size
-VAL_NOISE_CACHE_GPU_SHARE = 0.1  # on a GPU: up to this share of its memory (E = 121 x 71,377 cells: 1.1 GB)
-VAL_NOISE_SEED = 987654
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,7 +52,7 @@ class BetaVAESystem(pl.LightningModule):
         self.last_eval: dict[str, Any] | None = None  # the latest validation pass, for the callbacks
         self.resumed_from_step = 0
         self._train_sum, self._train_count = None, 0
-        self._val_noise: dict[int, torch.Tensor] = {}
+        self.val_noise = FixedNoise()
 
     # ---------------------------------------------------------------------------------------------- training
     def training_step(self, batches: torch.Tensor, batch_idx: int) -> None:
@@ -145,23 +143,8 @@ class BetaVAESystem(pl.LightningModule):
                 self.log("sigma2" if one else f"sigma2/e{e}", float(s), on_epoch=True)
 
     def validation_noise(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        """The fixed evaluation noise of validation batch ``batch_idx``: (E, rows, L) normal draws from a
-        generator seeded with ``VAL_NOISE_SEED + batch_idx``, the same at every evaluation (so successive
-        validation losses are comparable). Drawn once and kept (up to ``VAL_NOISE_CACHE_BYTES`` in all; on a GPU
-        up to ``VAL_NOISE_CACHE_GPU_SHARE`` of its memory). Always drawn by the CPU generator and then moved
-        to the batch's device: the same noise on every device, so a validation loss, and the convergence
-        decisions taken on it, do not depend on where the job ran (a CUDA generator draws other numbers)."""
-        shape = (self.vae.ensemble, batch.shape[0], self.vae.config.latents)
-        cached = self._val_noise.get(batch_idx)
-        if cached is not None and tuple(cached.shape) == shape and cached.device == batch.device:
-            return cached
-        self._val_noise = {k: v for k, v in self._val_noise.items() if k != batch_idx and v.device == batch.device}
-        gen = torch.Generator().manual_seed(VAL_NOISE_SEED + batch_idx)
-        noise = torch.randn(shape, generator=gen).to(batch.device)
-        held = sum(t.numel() * t.element_size() for t in self._val_noise.values())
-        if held + noise.numel() * noise.element_size() <= _noise_cache_bytes(batch.device):
-            self._val_noise[batch_idx] = noise
-        return noise
+        """The fixed evaluation noise (E, rows, L) of validation batch ``batch_idx`` (``fixed_noise``)."""
+        return self.val_noise.get((self.vae.ensemble, batch.shape[0], self.vae.config.latents), batch_idx, batch.device)
 
     # --------------------------------------------------------------------------------------- optimizer, hooks
     def configure_optimizers(self) -> FusedAdam:
@@ -174,7 +157,7 @@ class BetaVAESystem(pl.LightningModule):
             dm.place(self.device)
 
     def on_fit_end(self) -> None:
-        self._val_noise.clear()  # up to VAL_NOISE_CACHE_BYTES, not needed once training is over
+        self.val_noise.clear()  # up to fixed_noise.CACHE_BYTES, not needed once training is over
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resumed_from_step = int(checkpoint.get("global_step", 0))
@@ -207,16 +190,6 @@ class BetaVAESystem(pl.LightningModule):
         if all(self.training_members) and all(v == self.lr for v in self.member_lr):
             return None
         return [(a, b, self.member_lr[a]) for a, b in _runs(self.training_members, self.member_lr)]
-
-
-def _noise_cache_bytes(device: torch.device) -> int:
-    """How much fixed validation noise to keep on ``device``: ``VAL_NOISE_CACHE_BYTES`` in host memory; on a
-    GPU at least that and up to ``VAL_NOISE_CACHE_GPU_SHARE`` of its memory (noise not kept is drawn on the
-    host again at every evaluation and copied over)."""
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        return max(VAL_NOISE_CACHE_BYTES, int(VAL_NOISE_CACHE_GPU_SHARE * total))
-    return VAL_NOISE_CACHE_BYTES
 
 
 def _runs(training: Sequence[bool], key: Sequence[Any]) -> list[tuple[int, int]]:
