@@ -39,7 +39,7 @@ def test_pca_matches_covariance():
     rng = np.random.default_rng(1)
     q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
     x = (rng.standard_normal((50_000, 5)) * np.sqrt(LAM)) @ q.T
-    p = pca(x.astype(np.float32), chunk=7000)
+    p = pca(x.astype(np.float32), rows=7000)
     ref = np.sort(np.linalg.eigvalsh(np.cov(x.T, bias=True)))[::-1]
     assert np.allclose(p.lam, ref, rtol=1e-6)
     assert p.V == pytest.approx(x.var(0).sum(), rel=1e-6)

@@ -39,17 +39,17 @@ class PCA:
         })
 
 
-def pca(x: np.ndarray, chunk: int = 200_000) -> PCA:
-    """Eigen-decomposition of the covariance of x (n, d), accumulated in float64 by chunks."""
+def pca(x: np.ndarray, rows: int = 200_000) -> PCA:
+    """Eigen-decomposition of the covariance of x (n, d), accumulated in float64, rows at a time."""
     x = np.asarray(x)
     n, d = x.shape
     mean = np.zeros(d)
-    for start in range(0, n, chunk):
-        mean += x[start : start + chunk].astype(np.float64).sum(0)
+    for start in range(0, n, rows):
+        mean += x[start : start + rows].astype(np.float64).sum(0)
     mean /= n
     cov = np.zeros((d, d))
-    for start in range(0, n, chunk):
-        xc = x[start : start + chunk].astype(np.float64) - mean
+    for start in range(0, n, rows):
+        xc = x[start : start + rows].astype(np.float64) - mean
         cov += xc.T @ xc
     cov /= n
     lam, vec = np.linalg.eigh(cov)

@@ -89,7 +89,7 @@ def model_specs(config: Mapping[str, Any]) -> list[ModelSpec]:
 def model_seeds(config: Mapping[str, Any], model_id: str) -> list[int]:
     """The seeds of one model: ``scan.model_seeds[model_id]`` when given (e.g. one seed for the depth study),
     else ``scan.seeds``."""
-    return [int(s) for s in config["scan"].get("model_seeds", {}).get(model_id, config["scan"]["seeds"])]
+    return [int(s) for s in config["scan"]["model_seeds"].get(model_id, config["scan"]["seeds"])]
 
 
 def training_settings(config: Mapping[str, Any], family: str) -> dict[str, Any]:

@@ -252,12 +252,12 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
 
 
 @torch.no_grad()
-def encode_array(model: VAE, x: np.ndarray, member: int = 0, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def encode_array(model: VAE, x: np.ndarray, member: int = 0, rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and log-variances of one member for a numpy array (n, d): two (n, L) arrays."""
     device = model.log_sigma2.device
     mus, logvars = [], []
-    for start in range(0, len(x), chunk):
-        xb = torch.as_tensor(np.asarray(x[start : start + chunk], dtype=np.float32), device=device)
+    for start in range(0, len(x), rows):
+        xb = torch.as_tensor(np.asarray(x[start : start + rows], dtype=np.float32), device=device)
         mu, logvar = model.encode(xb)
         mus.append(mu[member].cpu().numpy())
         logvars.append(logvar[member].cpu().numpy())
@@ -265,12 +265,12 @@ def encode_array(model: VAE, x: np.ndarray, member: int = 0, chunk: int = 65536)
 
 
 @torch.no_grad()
-def decode_array(model: VAE, z: np.ndarray, member: int = 0, chunk: int = 65536) -> np.ndarray:
+def decode_array(model: VAE, z: np.ndarray, member: int = 0, rows: int = 65536) -> np.ndarray:
     """Decode latent codes (n, L) of one member into (n, d)."""
     device = model.log_sigma2.device
     out = []
-    for start in range(0, len(z), chunk):
-        zb = torch.as_tensor(np.asarray(z[start : start + chunk], dtype=np.float32), device=device)
+    for start in range(0, len(z), rows):
+        zb = torch.as_tensor(np.asarray(z[start : start + rows], dtype=np.float32), device=device)
         full = zb.unsqueeze(0).expand(model.ensemble, -1, -1)
         out.append(model.decode(full)[member].cpu().numpy())
     return np.concatenate(out)
