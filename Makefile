@@ -55,7 +55,7 @@ gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
 # and WORLDCLIM_DIR may be unset. Missing cached tables stop it with their names and the command that
 # makes them; stale ones are reported, never recomputed. --forcerun figure redraws every figure, so an
 # edit of the plotting code shows. Pass the run's preset: make figures SNAKEMAKE_ARGS="--configfile ...".
-# Expensive jobs: README "What reruns, what never does" (config, training-path code and data content
+# Expensive jobs: docs/running.md "What reruns, what never does" (config, training-path code and data content
 # retrain; figure code, plot style and the data's path never do; --rerun-triggers on a cluster).
 figures: $(STAMP)
 	$(BIN)/snakemake figures --forcerun figure $(SNAKEMAKE_ARGS)

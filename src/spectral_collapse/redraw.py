@@ -301,7 +301,7 @@ def stale_code_warnings(dropped: Sequence[Any], models: Sequence[str], root: str
     lines.append(
         "If the change matters for the results, recompute with `snakemake --forcerun <rule>` for the rules named "
         "(a training rule retrains); after a checkout or copy that only touched these files, ignore this. "
-        "README: 'What reruns, what never does'."
+        "docs/running.md: 'What reruns, what never does'."
     )
     return ["\n".join(lines)]
 
