@@ -242,3 +242,14 @@ def test_a_job_killed_after_a_member_froze_resumes_bit_for_bit(tmp_path):
     for a, b in zip(members, again.record["members"]):
         assert (a["converged_at"], a["updates"], a["lr_drops_done"], a["status"]) == (
             b["converged_at"], b["updates"], b["lr_drops_done"], b["status"])
+
+
+def test_without_freezing_every_member_trains_to_the_end(tmp_path):
+    """freeze_converged: false (what a group cost before freezing): converged members train on until the last
+    one converges, so every member receives every update."""
+    res = train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T,
+                settings={**FREEZE, "freeze_converged": False}, seed=0, run_dir=tmp_path, threads=1, progress=False)
+    steps = res.record["updates"]
+    assert [m["updates"] for m in res.record["members"]] == [steps] * 3
+    assert res.record["point_updates"] == res.record["point_updates_unfrozen"] == 3 * steps
+    assert res.record["members"][0]["converged_at"] < steps

@@ -30,15 +30,16 @@ class Convergence(pl.Callback):
     left (``lr_drops``), its learning rate is multiplied by ``lr_drop_factor`` and its convergence window
     restarts; otherwise it is frozen: it stops training (the system no longer computes it) and its record is
     final. Each member thus follows the schedule it would follow as a job of its own. Training stops when
-    every member is frozen, else at the update budget.
+    every member is frozen, else at the update budget. ``freeze=False`` (benchmarks: what freezing saves) keeps
+    a converged member training at its last learning rate until every member has converged.
 
     The state (evaluation history, annealing steps done, windows, convergence steps) is this callback's
     ``state_dict``, saved in every checkpoint, so a resumed job continues the same decisions.
     """
 
     def __init__(self, members: int, *, tolerance: float, patience_evals: int, lr_drops: int = 0,
-                 lr_drop_factor: float = 0.1) -> None:
-        self.tolerance, self.patience = float(tolerance), max(1, int(patience_evals))
+                 lr_drop_factor: float = 0.1, freeze: bool = True) -> None:
+        self.tolerance, self.patience, self.freeze = float(tolerance), max(1, int(patience_evals)), bool(freeze)
         self.lr_drops, self.lr_drop_factor = int(lr_drops), float(lr_drop_factor)
         self.history: list[dict[str, Any]] = []  # step, val_loss, val_D, val_R, train_loss (E), m2 (E, L); None: frozen
         self.drops_done = [0] * members
@@ -59,8 +60,12 @@ class Convergence(pl.Callback):
             out.append(lr)
         return out
 
+    def training(self) -> list[bool]:
+        """Which members still train: those not frozen (with ``freeze=False``, all)."""
+        return [not f or not self.freeze for f in self.frozen]
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.set_members([not f for f in self.frozen], self.member_lr(pl_module.lr))
+        pl_module.set_members(self.training(), self.member_lr(pl_module.lr))
         if all(self.frozen):
             trainer.should_stop = True  # a finished job restarted from its last checkpoint
 
@@ -80,7 +85,7 @@ class Convergence(pl.Callback):
             else:
                 self.converged_at[e] = entry["step"]
         if changed:
-            pl_module.set_members([not f for f in self.frozen], self.member_lr(pl_module.lr))
+            pl_module.set_members(self.training(), self.member_lr(pl_module.lr))
         if all(self.frozen):
             trainer.should_stop = True
 

@@ -16,7 +16,8 @@ point, and every member is judged, annealed and frozen on its own (``callbacks.C
 
 Settings: the six keys of the config's training block, plus optional ``lr_drops`` (default 0) and
 ``lr_drop_factor`` (0.1): on convergence, anneal the member's learning rate and re-check convergence that
-many times before freezing it.
+many times before freezing it; ``freeze_converged`` (True): a converged member stops training (False: it
+trains on until every member has converged, what a group cost before freezing).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .provenance import config_hash
 from .vae import VAE, VAEConfig
 
 TRAINING_KEYS = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
-OPTIONAL_KEYS = {"lr_drops": 0, "lr_drop_factor": 0.1}  # annealing on convergence; off by default
+OPTIONAL_KEYS = {"lr_drops": 0, "lr_drop_factor": 0.1, "freeze_converged": True}  # the schema's defaults
 # Lightning logs "`weights_only` was not set" at INFO on every checkpoint save: noise in one-line-per-eval logs.
 logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
 
@@ -115,6 +116,7 @@ def train(
     fingerprint = config_hash({"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st})
     convergence = Convergence(
         len(Ts), tolerance=st["tolerance"], lr_drops=int(st["lr_drops"]), lr_drop_factor=float(st["lr_drop_factor"]),
+        freeze=bool(st["freeze_converged"]),
         patience_evals=int(round(st["patience_fraction"] * st["max_updates"] / st["eval_every"])),
     )
     callbacks: list[pl.Callback] = [convergence]  # first: the others report and save its decisions
@@ -184,7 +186,7 @@ def _record(system: BetaVAESystem, trainer: pl.Trainer, convergence: Convergence
             "sigma_dec2": float(sigma2[e]),
             "status": "converged" if done is not None else "budget",
             "converged_at": done,
-            "updates": int(done if done is not None else steps),
+            "updates": int(done if done is not None and convergence.freeze else steps),
             "lr_drops_done": int(convergence.drops_done[e]),
             "m2_drift": drift[e].tolist(),
             "final": convergence.last_evaluated(e),
