@@ -14,7 +14,7 @@ What it holds (the layout of a workflow's working directory, so the workflow its
   freezing converged members: computed point-updates against the same jobs with no member frozen).
 
 ``python -m spectral_collapse.bundle export RUN_DIR`` writes it from a finished run; ``prepare WORKDIR`` sets up
-a working directory to redraw in; ``check`` verifies sizes and provenance.
+a working directory to redraw in; ``check`` verifies sizes and provenance; ``report`` prints the README's tables.
 """
 
 from __future__ import annotations
@@ -189,18 +189,65 @@ def prepare(workdir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE) -> P
     return workdir
 
 
+PAPER_D_EFF = {"pca": [6, 9, 10, 12, 15, 17], "vae": [2, 5, 5, 8, 14, None]}  # Table I at eps = 5% ... 0.001%
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None else (format(v, spec) if isinstance(v, float) else str(v))
+
+
+def report(bundle: str | os.PathLike = BUNDLE) -> str:
+    """The README's tables of the reference run, from the shipped summary and provenance (Markdown): every
+    number in them is read here from the bundle, none typed by hand."""
+    bundle = Path(bundle)
+    summary = json.loads((bundle / "results/summary.json").read_text())
+    jobs = json.loads((bundle / "provenance.json").read_text())["jobs"]
+    models = summary["models"]
+    out = ["| model | converged points | identity R^2 (ranks) | rank agreement (of m) | Kendall tau (inversions, ranks) "
+           "| power law p, model / PCA (ranks) |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, m in models.items():
+        pl = m["powerlaw"]
+        out.append(
+            f"| {name} | {m['runs']['converged']} of {m['runs']['total']} | {_fmt(m['identity_r2'])} "
+            f"({m['identity_r2_ranks']}) | {m['rank_agreement']} (of {m['rank_agreement_ranks']}) | "
+            f"{_fmt(m['kendall_tau'])} ({m['rank_inversions']}, {m['kendall_tau_ranks']}) | "
+            f"{_fmt(pl['model']['exponent'], '.2f')} / {_fmt(pl['pca']['exponent'], '.2f')} ({pl['model']['ranks'][0]}-"
+            f"{pl['model']['ranks'][1]}) |")
+    eps = next(iter(models.values()))["d_eff"]["eps"]
+    out += ["", "| eps (share of V) | " + " | ".join(f"{e:g}" for e in eps) + " |",
+            "| --- |" + " --- |" * len(eps),
+            "| PCA (this data) | " + " | ".join(_fmt(v, ".0f") for v in next(iter(models.values()))["d_eff"]["pca"]) + " |",
+            "| PCA (paper) | " + " | ".join(_fmt(v) for v in PAPER_D_EFF["pca"]) + " |",
+            "| VAE (paper) | " + " | ".join(_fmt(v) for v in PAPER_D_EFF["vae"]) + " |"]
+    out += [f"| {name} | " + " | ".join(_fmt(v, ".0f") for v in m["d_eff"]["model"]) + " |" for name, m in models.items()]
+    out += ["", "| job | points | converged | updates | point-updates (without freezing) | wall s | CPU s |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for job in jobs:
+        if job["rule"] == "train":
+            out.append(f"| train {job['model']} seed {job['seed'].removeprefix('seed')} | {job['points']} | "
+                       f"{job['converged']} | {job['updates']} | {job['point_updates']:,} "
+                       f"({job['point_updates_unfrozen']:,}) | {job['wall_s']:.0f} | {job['cpu_s']:.0f} |")
+        else:
+            out.append(f"| measure {job['model']} seed {job['seed'].removeprefix('seed')} | | | | | "
+                       f"{job['wall_s']:.0f} | {job['cpu_s']:.0f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spectral_collapse.bundle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("export", help="write reference/ from a finished run").add_argument("run_dir")
     sub.add_parser("prepare", help="a working directory to redraw the bundle in").add_argument("workdir")
     sub.add_parser("check", help="sizes and provenance of reference/")
+    sub.add_parser("report", help="the README's tables of the reference run (Markdown)")
     args = parser.parse_args(argv)
     if args.command == "export":
         record = export(args.run_dir)
         print(f"wrote {BUNDLE} (config {record['config_hash']}, commit {record['code_commit']})")
     elif args.command == "prepare":
         print(f"prepared {prepare(args.workdir)}")
+    elif args.command == "report":
+        print(report())
     else:
         problems = check()
         print("\n".join(problems) or f"{BUNDLE}: sizes and provenance OK")
