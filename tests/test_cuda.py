@@ -50,6 +50,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from freezing import FREEZE, FREEZE_T, CrashAt, Killed, freeze_data
 
 from spectral_collapse import elbo_grad
 from spectral_collapse.datamodule import ArrayDataModule
@@ -233,32 +234,8 @@ def test_measurement_matches_cpu(family):
 
 # ----------------------------------------------------------------------------- a whole job on the device
 
-FREEZE = {"lr": 1e-2, "batch_size": 256, "max_updates": 3000, "tolerance": 1e-3, "patience_fraction": 0.05,
-          "eval_every": 50, "lr_drops": 1}
-FREEZE_T = [2.0, 0.02, 0.005]  # everything collapsed (converges first), then two colder points
-
-
-def _freeze_data() -> ArrayDataModule:
-    rng = np.random.default_rng(5)
-    x = (rng.standard_normal((6000, 5)) * np.sqrt([4.0, 2.0, 1.0, 0.5, 0.25])).astype(np.float32)
-    return ArrayDataModule(x, x[:1500])
-
-
-class _Killed(Exception):
-    pass
-
-
-class _CrashAt(pl.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.global_step == self.step:
-            raise _Killed(f"killed at {self.step}")
-
-
 def _job(run_dir, callbacks=()):
-    return train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+    return train(freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
                  run_dir=run_dir, threads=1, progress=False, accelerator=ACCELERATOR, extra_callbacks=callbacks)
 
 
@@ -273,8 +250,8 @@ def test_training_job_runs_on_the_device_freezes_and_resumes_bit_for_bit(tmp_pat
     assert frozen is not None and frozen < end, members
     crash = frozen + FREEZE["eval_every"]
     assert crash < end and members[1]["updates"] > crash, ref.record
-    with pytest.raises(_Killed):
-        _job(tmp_path / "run", [_CrashAt(crash)])
+    with pytest.raises(Killed):
+        _job(tmp_path / "run", [CrashAt(crash)])
     again = _job(tmp_path / "run")
     assert again.record["resumed_from_step"] == crash
     for (name, a), b in zip(ref.model.state_dict().items(), again.model.state_dict().values()):

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import pytorch_lightning
 import torch
+from freezing import FREEZE, FREEZE_T, CrashAt, Killed, freeze_data
 
 from spectral_collapse.datamodule import ArrayDataModule
 from spectral_collapse.group import measure_group_job, member_run_ids, train_group_job
@@ -101,9 +102,10 @@ def test_members_are_independent():
 def test_group_job_writes_the_one_point_schema(real_store, tmp_path):
     """A group job on the real store (rules train and measure): model.pt, latents/pruning tables and run.json, one run_id per member,
     with the columns of a group of one; collect_scan reads the group like separate runs."""
+    import pandas as pd
+
     from spectral_collapse.analysis.collect import read_runs
     from spectral_collapse.measure import measure_tables
-    import pandas as pd
 
     settings = {
         "family": "linear", "depth": 0, "model": {"latents": 19}, "decoder": {"variance": "fixed", "sigma2": 1.0},
@@ -165,17 +167,6 @@ def test_dag_trains_groups_when_asked(tmp_path, worldclim_dir):
 
 # --------------------------------------------------------------------------- freezing converged members
 
-FREEZE = {"lr": 1e-2, "batch_size": 256, "max_updates": 3000, "tolerance": 1e-3, "patience_fraction": 0.05,
-          "eval_every": 50, "lr_drops": 1}
-FREEZE_T = [2.0, 0.02, 0.005]  # everything collapsed (converges first), then two colder points
-
-
-def _freeze_data() -> ArrayDataModule:
-    rng = np.random.default_rng(5)
-    x = (rng.standard_normal((6000, 5)) * np.sqrt([4.0, 2.0, 1.0, 0.5, 0.25])).astype(np.float32)
-    return ArrayDataModule(x, x[:1500])
-
-
 class _Snapshots(pytorch_lightning.Callback):
     """The ensemble's parameters after every evaluation."""
 
@@ -187,27 +178,12 @@ class _Snapshots(pytorch_lightning.Callback):
         self.params.append({k: v.detach().clone() for k, v in pl_module.vae.state_dict().items()})
 
 
-class _Killed(Exception):
-    pass
-
-
-class _CrashAt(pytorch_lightning.Callback):
-    """A job killed right after the checkpoint of update `step`."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.global_step == self.step:
-            raise _Killed(f"killed at {self.step}")
-
-
 def test_converged_members_are_frozen_and_cost_nothing(tmp_path):
     """A member that has converged (after its annealing step) stops training: its parameters never change
     again, its record keeps the update it froze at, and the job's computed point-updates are the sum over
     members of the updates each received, fewer than every member training to the end."""
     snaps = _Snapshots()
-    res = train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+    res = train(freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
                 run_dir=tmp_path, threads=1, progress=False, extra_callbacks=[snaps])
     members, steps = res.record["members"], res.record["updates"]
     assert [m["lr_drops_done"] for m in members if m["status"] == "converged"] == [1] * sum(
@@ -226,16 +202,16 @@ def test_converged_members_are_frozen_and_cost_nothing(tmp_path):
 def test_a_job_killed_after_a_member_froze_resumes_bit_for_bit(tmp_path):
     """Resume with a frozen member: the job killed after its checkpoint at a step where member 0 is frozen and
     the others still train continues exactly as the uninterrupted job (same weights, same record)."""
-    ref = train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+    ref = train(freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
                 run_dir=tmp_path / "ref", threads=1, progress=False)
     members = ref.record["members"]
     frozen, end = members[0]["converged_at"], ref.record["updates"]
     crash = frozen + FREEZE["eval_every"]
     assert crash < end and members[1]["updates"] > crash, ref.record  # member 0 frozen, another training
-    with pytest.raises(_Killed):
-        train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
-              run_dir=tmp_path / "run", threads=1, progress=False, extra_callbacks=[_CrashAt(crash)])
-    again = train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+    with pytest.raises(Killed):
+        train(freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
+              run_dir=tmp_path / "run", threads=1, progress=False, extra_callbacks=[CrashAt(crash)])
+    again = train(freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T, settings=FREEZE, seed=0,
                   run_dir=tmp_path / "run", threads=1, progress=False)
     assert again.record["resumed_from_step"] == crash
     assert all(torch.equal(a, b) for a, b in zip(ref.model.state_dict().values(), again.model.state_dict().values()))
@@ -247,7 +223,7 @@ def test_a_job_killed_after_a_member_froze_resumes_bit_for_bit(tmp_path):
 def test_without_freezing_every_member_trains_to_the_end(tmp_path):
     """freeze_converged: false (what a group cost before freezing): converged members train on until the last
     one converges, so every member receives every update."""
-    res = train(_freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T,
+    res = train(freeze_data(), {"family": "linear", "latents": 5}, FREEZE_T,
                 settings={**FREEZE, "freeze_converged": False}, seed=0, run_dir=tmp_path, threads=1, progress=False)
     steps = res.record["updates"]
     assert [m["updates"] for m in res.record["members"]] == [steps] * 3

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from spectral_collapse import bundle
 from spectral_collapse.redraw import REDRAW_RULES
