@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag gpu-check figures report reference-figures lint clean-venv
+.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag gpu-check depth-cost figures report reference-figures lint clean-venv
 
 venv: $(STAMP)
 
@@ -43,6 +43,10 @@ bench: $(STAMP)
 # The training stage of a sweep through Snakemake: one point per job against groups of points (minutes).
 bench-dag: $(STAMP)
 	$(BIN)/python benchmarks/bench_dag.py
+
+# Cost per update of a reference-preset group job at MLP depth 2, 4, 8, 16 (the depths the reference run leaves out).
+depth-cost: $(STAMP)
+	$(BIN)/python benchmarks/depth_cost.py
 
 # The GPU check (docs/gpu.md): CUDA tests, step timings at E = 1, 16, 121, the paper preset's GPU-hours; under
 # 5 minutes on one GPU, a dry run on the CPU without one. GPU_PYTHON: an interpreter with a CUDA build of torch
