@@ -353,7 +353,7 @@ def config_warnings(
     Cheap checks of what the cached inputs record: the store settings and data checksums
     (worldclim_store.json), the scan grid and seeds per model (scan_runs.parquet), and, where the runs'
     own records are present (`run_records(model)`, e.g. run.json), the training settings of each model."""
-    from spectral_collapse.scan import t_grid, t_label
+    from spectral_collapse.scan import ModelSpec, model_seeds, model_t_grid, t_label
     from spectral_collapse.worldclim import pinned_checksums
 
     root = Path(root)
@@ -366,15 +366,15 @@ def config_warnings(
             found.append("data: the store was built from other WorldClim files than the pinned ones")
     except (OSError, ValueError, KeyError) as exc:
         found.append(f"{STORE_REPORT}: not readable ({exc})")
-    grid = {t_label(T) for T in t_grid(config["scan"])}
-    seeds = {int(s) for s in config["scan"]["seeds"]}
     for model in models:
+        grid = {t_label(T) for T in model_t_grid(config, ModelSpec.from_id(model).family)}
+        seeds = set(model_seeds(config, model))
         path = root / ANALYSIS_ROOT / model / "scan_runs.parquet"
         try:
             import pandas as pd
 
-            runs = pd.read_parquet(path, columns=["T", "seed"])
-            cached_grid = {t_label(float(T)) for T in runs["T"]}
+            runs = pd.read_parquet(path, columns=["T_grid", "seed"])  # the scan points (T is T_eff when learned)
+            cached_grid = {t_label(float(T)) for T in runs["T_grid"]}
             cached_seeds = {int(s) for s in runs["seed"]}
         except Exception as exc:  # noqa: BLE001 - a warning, never a failure
             found.append(f"{path.relative_to(root)}: not readable ({exc})")
