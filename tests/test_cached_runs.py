@@ -102,42 +102,43 @@ def test_missing_cached_inputs_are_named_with_their_command(tmp_path: Path) -> N
 
 
 def test_drop_upstream_rules() -> None:
-    names = ["all", "fetch_worldclim", "build_store", "train", "measure", "collect_scan", "pca", "spectra",
+    names = ["all", "fetch_worldclim", "build_store", "train", "measure", "collect_scan", "pca", "analyse_model",
              "latent_maps", "summary", "analysis", "figure", "figures"]
     workflow = SimpleNamespace(
         _rules=OrderedDict((n, SimpleNamespace(name=n)) for n in names), _localrules={"build_store", "figure", "pca"}
     )
     dropped = redraw.drop_upstream_rules(workflow)
-    assert list(workflow._rules) == ["all", "spectra", "summary", "figure", "figures"]
+    assert list(workflow._rules) == ["all", "analyse_model", "summary", "figure", "figures"]
     assert workflow._localrules == {"figure"}
     assert [r.name for r in dropped] == [n for n in names if n not in redraw.KEEP_RULES]
     renamed = SimpleNamespace(_rules=OrderedDict((n, SimpleNamespace(name=n)) for n in ["figure", "figures"]), _localrules=set())
-    with pytest.raises(redraw.RedrawError, match="spectra, summary.*REDRAW_RULES"):
+    with pytest.raises(redraw.RedrawError, match="analyse_model, summary.*REDRAW_RULES"):
         redraw.drop_upstream_rules(renamed)
 
 
 def test_code_of_a_rule_follows_its_imports() -> None:
     collect = redraw.package_files([REPO / "scripts/collect_scan.py"])
     names = {p.name for p in collect}
-    assert {"collect_scan.py", "collect.py", "io.py"} <= names
+    assert {"collect_scan.py", "collect.py", "rulelog.py"} <= names
     assert not any("plotting" in p.parts for p in collect)
-    train = redraw.package_files([REPO / "scripts/train_ensemble.py"])
-    assert {"ensemble.py", "vae.py"} <= {p.name for p in train}
-    plot = redraw.package_files([REPO / "scripts/plot_figure.py"])
+    train = redraw.package_files([REPO / "scripts/train_group.py"])
+    assert {"group.py", "vae.py", "training.py", "callbacks.py"} <= {p.name for p in train}
+    plot = redraw.package_files([REPO / "scripts/plot_figures.py"])
     assert any("plotting" in p.parts for p in plot)
 
 
 def test_config_warnings(tmp_path: Path) -> None:
-    from spectral_collapse.scan import t_grid
+    from spectral_collapse.scan import model_t_grid
 
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["scan"]["families"] = ["linear"]
+    from spectral_collapse.config import load_config
+
+    config = load_config({"scan": {"families": ["linear"]}})
     store = {k: config["store"][k] for k in redraw.STORE_KEYS} | {"sha256": wc.pinned_checksums()}
     (tmp_path / "results/data").mkdir(parents=True)
     (tmp_path / redraw.STORE_REPORT).write_text(json.dumps(store))
     runs = tmp_path / "results/analysis/linear"
     runs.mkdir(parents=True)
-    pd.DataFrame({"T": t_grid(config["scan"]), "seed": 0}).to_parquet(runs / "scan_runs.parquet")
+    pd.DataFrame({"T_grid": model_t_grid(config, "linear"), "seed": 0}).to_parquet(runs / "scan_runs.parquet")
     (tmp_path / "run.json").write_text(json.dumps({"config": config}))
     records = lambda model: ["run.json"]  # noqa: E731
     assert redraw.config_warnings(config, ["linear"], tmp_path, records) == []
@@ -148,11 +149,11 @@ def test_config_warnings(tmp_path: Path) -> None:
     assert redraw.config_warnings(other, ["linear"], tmp_path, records) == []
     other["models"]["linear"]["training"]["max_updates"] = 100
     other["store"]["n_train"] = 5000
-    other["scan"]["T"]["per_decade"] = 8
+    other["models"]["linear"]["T"]["per_decade"] = 8
     [text] = redraw.config_warnings(other, ["linear"], tmp_path, records)
-    assert "linear: training.max_updates: cached 6000, config 100" in text
+    assert "linear: job.training.max_updates: cached 20000, config 100" in text
     assert "store.n_train: cached 100000, config 5000" in text
-    assert "linear: the cached scan has 13 T values, the config's grid 25" in text
+    assert "linear: the cached scan has 31 T values, the config's grid 25" in text
     assert "nothing is recomputed" in text
 
 
@@ -316,7 +317,7 @@ def test_report_with_worldclim_unset(study: Path) -> None:
     before = _mtimes(study)
     proc, jobs = _make(study, "report", None)
     _assert_redraw_only(proc, jobs, before, _mtimes(study))
-    assert jobs.count("figure") == 5 * len(CI_MODELS)  # make figures redraws every figure
+    assert jobs.count("figure") == len(CI_MODELS)  # make figures redraws every figure (one job per model)
     assert (study / "results/report.html").is_file()
     text = proc.stdout + proc.stderr
     assert "Redraw only" in text and "older than the code" not in text
@@ -355,7 +356,7 @@ def test_plotting_code_change_redraws_only(study: Path) -> None:
     before = _mtimes(study)
     proc, jobs = _make(study, "figures", None)
     _assert_redraw_only(proc, jobs, before, _mtimes(study))
-    assert jobs.count("figure") == 5 * len(CI_MODELS)
+    assert jobs.count("figure") == len(CI_MODELS)
     assert "older than the code" not in proc.stdout + proc.stderr  # plotting code never makes cached tables stale
 
 
@@ -434,4 +435,4 @@ def test_redraw_dag_needs_only_the_cached_inputs(tmp_path: Path) -> None:
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
     rules = set(re.findall(r"^(?:local)?rule (\w+):$", text, flags=re.MULTILINE))
-    assert {"spectra", "figure", "figures"} <= rules <= set(redraw.REDRAW_RULES), text[-3000:]
+    assert {"analyse_model", "figure", "figures"} <= rules <= set(redraw.REDRAW_RULES), text[-3000:]

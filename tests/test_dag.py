@@ -22,7 +22,6 @@ from spectral_collapse.scan import model_seeds, model_specs, model_t_grid, scan_
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs"]
-FIGURES = 5  # cascade, spectra, meanfield, truncation, maps
 PRESETS = {"laptop": None, "ci": "presets/ci.yaml", "paper": "presets/paper.yaml",
            "reference": "presets/reference.yaml"}
 
@@ -93,7 +92,7 @@ def expected_counts(config: dict) -> dict[str, int]:
     return {
         "runs": runs,
         "models": len(models),
-        "figure": FIGURES * len(models),
+        "figure": len(models),  # one job draws a model's five figures
         "collect_scan": len(models),
         "analyse_model": len(models),
         "latent_maps": len(models),

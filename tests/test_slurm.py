@@ -41,7 +41,7 @@ WORKFLOW_TIMEOUT = 1200
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs"]
 FIGURES = ["cascade", "spectra", "meanfield", "truncation", "maps"]
 LOCAL_RULES = [
-    "fetch_worldclim", "build_store", "pca", "collect_scan", "spectra", "latent_maps", "summary", "figure",
+    "fetch_worldclim", "build_store", "pca", "collect_scan", "analyse_model", "latent_maps", "summary", "figure",
 ]
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -319,19 +319,18 @@ STORE_KEYS = ("n_train", "block_km", "heldout_fraction", "split_seed")
 
 
 def training_fingerprint(config: Mapping[str, Any], model_id: str) -> dict[str, Any]:
-    """The parts of a config that one model's trained and measured runs depend on (not the analysis
-    settings, which the redraw applies, and not the data's location, which is not its identity)."""
-    from spectral_collapse.scan import ModelSpec, training_settings
+    """The parts of a (validated) config that one model's trained and measured runs depend on: the store, the
+    model's scan (its grid, seeds, group size), what its training jobs are given and the measured splits (not
+    the analysis settings, which the redraw applies, and not the data's location, which is not its identity)."""
+    from spectral_collapse.scan import ModelSpec, model_seeds, model_settings, model_t_grid
 
     family = ModelSpec.from_id(model_id).family
-    model = {k: v for k, v in dict(config.get("models", {}).get(family, {})).items() if k not in ("depths", "training")}
-    scan = dict(config.get("scan", {}))
     return {
-        "store": {k: config.get("store", {}).get(k) for k in STORE_KEYS},
-        "scan": {"T": scan.get("T"), "seeds": scan.get("seeds"), "points_per_job": scan.get("points_per_job")},
-        "model": model,
-        "decoder": dict(config.get("decoder", {})),
-        "training": training_settings(config, family),
+        "store": {k: config["store"].get(k) for k in STORE_KEYS},
+        "scan": {"T": model_t_grid(config, family), "seeds": model_seeds(config, model_id),
+                 "points_per_job": config["scan"]["points_per_job"]},
+        "job": model_settings(config, model_id),
+        "measured_splits": config["models"][family]["measured_splits"],
     }
 
 

@@ -44,8 +44,6 @@ wildcard_constraints:
     model=MODEL_ID_PATTERN,
     group=GROUP_PATTERN,
     seed=r"[0-9]+",
-    figure="|".join(FIGURES),
-    ext="png|pdf",
 
 
 def run_tables(model, table):
@@ -101,9 +99,9 @@ def map_model(wildcards):
 
 
 def figure_inputs(wildcards):
-    """Cached tables a figure is drawn from (all five figures read the same small set)."""
+    """Cached tables the figures of one model are drawn from."""
     base = f"results/analysis/{wildcards.model}"
-    inputs = {
+    return {
         "latents": f"{base}/scan_latents.parquet",
         "pruning": f"{base}/scan_pruning.parquet",
         "runs": f"{base}/scan_runs.parquet",
@@ -111,11 +109,9 @@ def figure_inputs(wildcards):
         "d_eff": f"{base}/d_eff.parquet",
         "analysis": f"{base}/analysis.json",
         "pca": "results/analysis/pca.parquet",
+        "maps": f"{base}/latent_maps.nc",
+        "correlations": f"{base}/latent_correlations.parquet",
     }
-    if wildcards.figure == "maps":
-        inputs["maps"] = f"{base}/latent_maps.nc"
-        inputs["correlations"] = f"{base}/latent_correlations.parquet"
-    return inputs
 
 
 def figure_files():

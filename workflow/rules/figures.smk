@@ -7,30 +7,32 @@ localrules:
 
 
 rule figure:
-    """One of the five figures of docs/science.md section 5 for one model, as PNG and PDF."""
+    """The five figures of docs/science.md section 5 for one model, as PNG and PDF (one job: the plotting
+    libraries are imported once for all five)."""
     input:
         unpack(figure_inputs),
     output:
-        png=report(
-            f"{FIGURE_DIR}/{{figure}}.png",
-            # Snakemake does not expand wildcards in a caption path (9.27): one caption template that
-            # includes workflow/report/<figure>.rst by the job's wildcard.
-            caption="../report/figure.rst",
-            category="{model}",
-            subcategory="{figure}",
-        ),
-        pdf=f"{FIGURE_DIR}/{{figure}}.pdf",
+        cascade_png=report(f"{FIGURE_DIR}/cascade.png", caption="../report/cascade.rst", category="{model}", subcategory="cascade"),
+        cascade_pdf=f"{FIGURE_DIR}/cascade.pdf",
+        spectra_png=report(f"{FIGURE_DIR}/spectra.png", caption="../report/spectra.rst", category="{model}", subcategory="spectra"),
+        spectra_pdf=f"{FIGURE_DIR}/spectra.pdf",
+        meanfield_png=report(f"{FIGURE_DIR}/meanfield.png", caption="../report/meanfield.rst", category="{model}", subcategory="meanfield"),
+        meanfield_pdf=f"{FIGURE_DIR}/meanfield.pdf",
+        truncation_png=report(f"{FIGURE_DIR}/truncation.png", caption="../report/truncation.rst", category="{model}", subcategory="truncation"),
+        truncation_pdf=f"{FIGURE_DIR}/truncation.pdf",
+        maps_png=report(f"{FIGURE_DIR}/maps.png", caption="../report/maps.rst", category="{model}", subcategory="maps"),
+        maps_pdf=f"{FIGURE_DIR}/maps.pdf",
     log:
-        "results/logs/figures/{model}/{figure}.log",
+        "results/logs/figures/{model}.log",
     benchmark:
-        "results/benchmarks/figures/{model}/{figure}.tsv"
+        "results/benchmarks/figures/{model}.tsv"
     conda:
         "../../envs/study.yaml"
     resources:
         runtime=5,
         mem_mb=2000,
     script:
-        "../../scripts/plot_figure.py"
+        "../../scripts/plot_figures.py"
 
 
 rule figures:
