@@ -179,10 +179,12 @@ def test_captions_exist_for_every_figure():
     from pathlib import Path
 
     report = Path(__file__).resolve().parents[1] / "workflow" / "report"
-    assert "include:: workflow/report/{{ snakemake.wildcards.figure }}.rst" in (report / "figure.rst").read_text()
+    rule = (report.parent / "rules" / "figures.smk").read_text()
+    assert (report / "header.rst").read_text().strip()
     for figure in FIGURES:
+        assert f'caption="../report/{figure}.rst"' in rule, figure
         text = (report / f"{figure}.rst").read_text()
-        assert "What to look at" in text, figure
+        assert "include:: workflow/report/header.rst" in text and "What to look at" in text, figure
 
 
 def test_pca_check_uses_the_training_split_when_present(scan):

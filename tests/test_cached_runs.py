@@ -297,7 +297,7 @@ def study(worldclim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     work = _copy_repo(tmp_path_factory.mktemp("cached") / "repo")
     proc, jobs = _make(work, "run-ci", worldclim_dir, args="")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
-    assert "train_ensemble" in jobs and (work / "results/summary.json").is_file()
+    assert "train" in jobs and (work / "results/summary.json").is_file()
     return work
 
 

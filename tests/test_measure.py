@@ -135,7 +135,8 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     config["data"]["worldclim_dir"] = str(worldclim_dir)
     config["store"]["n_train"] = 20000
     config["scan"]["families"] = ["linear"]
-    config["scan"]["T"] = {"values": [10 ** -0.25]}  # a grid value its 5-digit label (5.6234e-01) only names
+    # a grid value its 5-digit label (5.6234e-01) only names; models.linear.T is the linear family's own grid
+    config["models"]["linear"]["T"] = {"values": [10 ** -0.25]}
     config["models"]["linear"]["training"] = {"lr": 1e-2, "batch_size": 1024, "max_updates": 400}
     config["training"].update({"eval_every": 100, "patience_fraction": 0.5})
     cfg = tmp_path / "config.yaml"
