@@ -200,7 +200,7 @@ def test_pca_check_uses_the_training_split_when_present(scan):
     assert s["T_c"] == scan["summary"]["T_c"]  # headline numbers stay on the test split
 
 
-def test_drifting_points_are_left_out_of_the_exponent(scan):
+def test_drifting_points_are_left_out_of_every_fit(scan):
     lat = pd.read_parquet(scan["inputs"]["latents"])
     prn = pd.read_parquet(scan["inputs"]["pruning"])
     # M^2 still moving and biased low next to each threshold: must not enter the exponent fit
@@ -209,8 +209,12 @@ def test_drifting_points_are_left_out_of_the_exponent(scan):
     near = (x > 0) & (x < 0.15)
     lat.loc[near, "M2"] *= 0.3
     lat.loc[near, "m2_drift"] = 0.2
-    mf = analyse_model(lat, prn, scan["runs"], pca_table(T_K), CFG, "linear")[2]["meanfield"]
-    counted = near & (lat["split"] == "test") & lat["converged"]
-    assert mf["n_drifting_excluded"] == int(counted.sum()) > 0 and 0.9 <= mf["exponent"] <= 1.1
+    s = analyse_model(lat, prn, scan["runs"], pca_table(T_K), CFG, "linear")[2]
+    drifting = set(lat.loc[near & (lat["split"] == "test") & lat["converged"], "run_id"])
+    # a run still drifting is not at equilibrium: left out of every fit and listed (issue 13)
+    assert s["runs"]["drifting"] == len(s["runs"]["drifting_points"]) == len(drifting) > 0
+    assert s["runs"]["equilibrium"] == s["runs"]["converged"] - len(drifting)
+    assert all(p["max_m2_drift"] == pytest.approx(0.2) for p in s["runs"]["drifting_points"])
+    assert 0.9 <= s["meanfield"]["exponent"] <= 1.1
     mf_all = analyse_model(lat, prn, scan["runs"], pca_table(T_K), {**CFG, "max_m2_drift": 1.0}, "linear")[2]["meanfield"]
     assert mf_all["exponent"] > 1.1

@@ -384,7 +384,7 @@ def test_config_change_warns_and_recomputes_nothing(study: Path) -> None:
     before = _mtimes(study, exclude)
     proc, jobs = _snakemake(study, ["figures", "--configfile", "presets/ci.yaml", "more_updates.yaml"], None)
     _assert_redraw_only(proc, jobs, before, _mtimes(study, exclude))
-    assert "linear: training.max_updates: cached 9000, config 100" in proc.stderr
+    assert "linear: job.training.max_updates: cached 20000, config 100" in proc.stderr
 
 
 @pytest.mark.slow

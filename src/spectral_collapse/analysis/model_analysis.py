@@ -17,7 +17,7 @@ import pandas as pd
 
 from .agreement import leading_ranks, log_identity_r2, rank_agreement, rank_concordance, relative_error
 from .d_eff import d_eff, pca_distortion, powerlaw_fit
-from .spectrum import converged_run_ids, eval_split, utility_spectrum
+from .spectrum import equilibrium_run_ids, eval_split, run_max_drift, utility_spectrum
 from .thresholds import fit_m2_threshold, fit_rate_threshold, in_scan, meanfield_exponent, threshold_status
 
 POOLED = -1
@@ -179,11 +179,12 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
     depth = int(lat["depth"].iloc[0]) if "depth" in lat else 0
     lam = pca.sort_values("k")["lambda_over_V"].to_numpy(float)
 
-    conv = converged_run_ids(lat)
+    max_drift = float(cfg["max_m2_drift"])
+    conv = equilibrium_run_ids(lat, max_drift)  # every fit uses these scan points only
     all_ids = set(lat["run_id"].unique())
     fallback = not conv
     if fallback:
-        warnings.warn(f"{model_id}: no scan point converged; fitting on all points (flagged in the summary)")
+        warnings.warn(f"{model_id}: no scan point reached equilibrium; fitting on all points (flagged in the summary)")
         conv = all_ids
     seeds = sorted(int(s) for s in lat["seed"].unique())
     groups = [(POOLED, conv)]
@@ -213,6 +214,10 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
     T_grid = sorted({float(t) for t in runs["T"]}, reverse=True) if "T" in runs else sorted(
         {float(t) for t in lat["T"]}, reverse=True)
     unconverged = runs[~runs["converged"].astype(bool)] if "converged" in runs else runs.iloc[:0]
+    drift, first = run_max_drift(lat), lat.groupby("run_id")[["T", "seed", "converged"]].first()
+    drifting = [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"]), "max_m2_drift": float(drift[r])}
+                for r in sorted(all_ids, key=lambda r: (first.at[r, "seed"], -first.at[r, "T"]))
+                if bool(first.at[r, "converged"]) and drift.get(r, np.nan) > max_drift]
     pca = pca.sort_values("k")
     summary: dict[str, Any] = {
         "model": model_id,
@@ -228,6 +233,11 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
             "converged": int(run_conv.sum()) if len(run_conv) else int(len(conv)),
             "unconverged": int((~run_conv).sum()) if len(run_conv) else 0,
             "unconverged_points": [{"T": float(r["T"]), "seed": int(r["seed"])} for _, r in unconverged.iterrows()],
+            "max_m2_drift": max_drift,
+            "drifting": len(drifting),
+            "drifting_points": drifting,
+            "equilibrium": len(conv) if not fallback else 0,
+            "fits_use": "converged runs whose M^2 settled (max m2_drift <= max_m2_drift)",
             "fits_use_unconverged": bool(fallback),
         },
         "rank": pooled["k"].tolist(),

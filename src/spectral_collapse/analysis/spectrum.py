@@ -19,10 +19,21 @@ def eval_split(df: pd.DataFrame, split: str = EVAL_SPLIT) -> pd.DataFrame:
     return rows
 
 
-def converged_run_ids(latents: pd.DataFrame) -> set:
-    """run_ids whose run converged (the latents table's `converged` flag, all rows of the run)."""
-    flags = latents.groupby("run_id")["converged"].all()
-    return set(flags.index[flags.to_numpy(dtype=bool)])
+def run_max_drift(latents: pd.DataFrame) -> pd.Series:
+    """Per run_id: the largest M^2 drift of any latent at the end of training (NaN where not recorded)."""
+    if "m2_drift" not in latents:
+        return pd.Series(np.nan, index=pd.Index(latents["run_id"].unique(), name="run_id"))
+    return latents.groupby("run_id")["m2_drift"].max()
+
+
+def equilibrium_run_ids(latents: pd.DataFrame, max_drift: float) -> set:
+    """run_ids at equilibrium: the run converged (the validation-loss rule: the latents table's `converged`
+    flag) and no latent's M^2 still drifts faster than ``max_drift`` (``analysis.max_m2_drift``; a run with no
+    drift record counts as settled). A run can meet the loss tolerance while unused latents are still
+    collapsing: at tiny beta they cost almost nothing, so the loss is flat long before M^2 is."""
+    conv = latents.groupby("run_id")["converged"].all().astype(bool)
+    settled = ~(run_max_drift(latents).reindex(conv.index) > float(max_drift))
+    return set(conv.index[(conv & settled).to_numpy(dtype=bool)])
 
 
 def best_distortion(pruning: pd.DataFrame, run_ids: set | None = None) -> pd.DataFrame:

@@ -7,23 +7,24 @@ import numpy as np
 import pandas as pd
 
 from .style import T_LABEL, apply_style, hollow_legend_handle, rank_colorbar, rank_colors, scatter_converged
-from .tables import shown_ranks, test_rows
+from .tables import fitted_flags, shown_ranks, test_rows
 
 
 def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame, summary: dict, model: str):
-    """M_k^2(T) per rank (seed mean at each T; unconverged runs hollow) with the linear oracle
+    """M_k^2(T) per rank (seed mean at each T; runs the analysis left out hollow) with the linear oracle
     [1 - T/T_k]_+, T_k = lambda_k / V from PCA, dashed in the same colour. With an effective T per run
     (learned decoder variance) the line runs through every run's point in order of T."""
     apply_style()
     active_threshold = summary["active_threshold"]
-    lat = test_rows(latents)
+    lat = test_rows(latents).copy()
+    lat["fitted"] = fitted_flags(lat, lat["run_id"], summary)
     n = shown_ranks(spectra, latents, active_threshold)
     colors = rank_colors(n)
     fig, ax = plt.subplots(figsize=(8.0, 4.8))
     T_all = lat["T"].to_numpy(float)
     T_dense = np.logspace(np.log10(T_all.min()) - 0.15, np.log10(T_all.max()) + 0.15, 400)
     lam = pca.sort_values("k")["lambda_over_V"].to_numpy(float)
-    # the line follows every scan point (mean over seeds); markers say which runs converged
+    # the line follows every scan point (mean over seeds); markers say which runs the fits use
     mean = lat.groupby(["rank", "T"], as_index=False)["M2"].mean()
     for k in range(1, n + 1):
         c = colors[k - 1]
@@ -32,7 +33,7 @@ def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame
         m = mean[mean["rank"] == k].sort_values("T")
         ax.plot(m["T"], m["M2"], color=c, lw=1.4)
         rows = lat[lat["rank"] == k]
-        scatter_converged(ax, rows["T"], rows["M2"], rows["converged"], c, size=12)
+        scatter_converged(ax, rows["T"], rows["M2"], rows["fitted"], c, size=12)
     ax.axhline(active_threshold, color="0.4", lw=0.8, ls=":")
     ax.text(T_dense[0], active_threshold + 0.01, f" active: $M^2 > {active_threshold:g}$", color="0.3",
             fontsize=9, va="bottom")
@@ -46,7 +47,7 @@ def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame
 
     handles = [Line2D([], [], color="0.2", lw=1.4, marker="o", ms=3, label="measured (line: mean over seeds)"),
                Line2D([], [], color="0.2", lw=1.0, ls="--", label=r"linear oracle $[1 - T/T_k]_+$, $T_k = \lambda_k/V$")]
-    if not lat["converged"].astype(bool).all():
+    if not lat["fitted"].all():
         handles.append(hollow_legend_handle())
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, bbox_to_anchor=(0.45, -0.07))
     rank_colorbar(fig, ax, n)

@@ -9,12 +9,13 @@ import pandas as pd
 
 from .style import (T_LABEL, apply_style, finish_panel, hollow_legend_handle, panel_label, rank_colorbar, rank_colors,
                     scatter_converged)
-from .tables import pooled, test_rows
+from .tables import fitted_flags, pooled, test_rows
 
 
 def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, model: str):
     apply_style()
-    lat = test_rows(latents)
+    lat = test_rows(latents).copy()
+    lat["fitted"] = fitted_flags(lat, lat["run_id"], summary)
     p = pooled(spectra)
     ok = np.isfinite(p["T_c"].to_numpy(float)) & (p["dD"].to_numpy(float) > 0)
     ranks = p.loc[ok, "k"].to_numpy()
@@ -32,7 +33,7 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
         x = 1.0 - rows["T"].to_numpy(float) / tc[k]
         y = rows["M2"].to_numpy(float)
         sel = (x > 0) & (y > 0)
-        used = rows["converged"].to_numpy(bool)
+        used = rows["fitted"].to_numpy(bool)
         if "m2_drift" in rows:
             used = used & ~(rows["m2_drift"].to_numpy(float) > max_drift)  # M^2 still moving: excluded
         scatter_converged(a, x[sel], y[sel], used[sel], colors[k - 1], size=16)
@@ -66,7 +67,7 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     for k in ranks:
         rows = lat[lat["rank"] == k]
         u = rows["T"].to_numpy(float) / dd[k]
-        scatter_converged(b, u, rows["rate"].to_numpy(float), rows["converged"].to_numpy(bool), colors[k - 1], size=16)
+        scatter_converged(b, u, rows["rate"].to_numpy(float), rows["fitted"].to_numpy(bool), colors[k - 1], size=16)
     us = np.logspace(-4, 1, 200)
     b.plot(us, np.clip(-0.5 * np.log(us), 0, None), color="0.2", ls="--", lw=1.2,
            label=r"$[-\frac{1}{2}\log(T/\Delta\tilde D_k)]_+$")

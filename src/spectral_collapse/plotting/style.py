@@ -48,7 +48,7 @@ def rank_colorbar(fig, ax, n: int, label: str = "rank $k$ (by $M^2$)", start: in
 
 
 def scatter_converged(ax, x, y, converged, color, label=None, marker="o", size=MARKER_SIZE, zorder=3):
-    """Converged points filled, unconverged points hollow (same colour)."""
+    """Points the fits use filled, the others (not converged, or M^2 still drifting) hollow (same colour)."""
     x, y, c = np.asarray(x), np.asarray(y), np.asarray(converged, dtype=bool)
     if c.any():
         ax.scatter(x[c], y[c], s=size, color=color, marker=marker, label=label, zorder=zorder, linewidths=0.6)
@@ -57,7 +57,7 @@ def scatter_converged(ax, x, y, converged, color, label=None, marker="o", size=M
                    zorder=zorder, linewidths=1.0)
 
 
-def hollow_legend_handle(label: str = "run not converged (excluded from fits)"):
+def hollow_legend_handle(label: str = "not converged or $M^2$ still drifting\n(excluded from fits)"):
     from matplotlib.lines import Line2D
 
     return Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="0.3",

@@ -31,6 +31,13 @@ def shown_ranks(spectra: pd.DataFrame, latents: pd.DataFrame, active: float, cap
     return int(min(max(n_active, n_tc, 1), cap))
 
 
-def converged_flags(latents: pd.DataFrame, run_ids) -> np.ndarray:
-    flags = latents.groupby("run_id")["converged"].all()
-    return flags.reindex(run_ids).fillna(True).to_numpy(dtype=bool)
+def fitted_flags(latents: pd.DataFrame, run_ids, summary: dict) -> np.ndarray:
+    """Per entry of ``run_ids``: whether the analysis fitted that run (converged, M^2 settled; the model's
+    analysis.json says with which drift bound). Hollow markers show the others."""
+    from ..analysis.spectrum import equilibrium_run_ids
+
+    ids = pd.Index(run_ids)
+    if summary["runs"].get("fits_use_unconverged"):
+        return np.ones(len(ids), dtype=bool)
+    max_drift = summary["runs"].get("max_m2_drift", np.inf)
+    return ids.isin(list(equilibrium_run_ids(latents, max_drift)))

@@ -11,14 +11,14 @@ from spectral_collapse.analysis.d_eff import pca_distortion
 
 from .style import (T_LABEL, apply_style, finish_panel, hollow_legend_handle, panel_label, rank_colorbar, rank_colors,
                     scatter_converged)
-from .tables import converged_flags, pooled, test_rows
+from .tables import fitted_flags, pooled, test_rows
 
 
 def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame,
                     summary: dict, model: str):
     apply_style()
     prn = test_rows(pruning).copy()
-    prn["converged"] = converged_flags(test_rows(latents), prn["run_id"])
+    prn["fitted"] = fitted_flags(test_rows(latents), prn["run_id"], summary)
     p = pooled(spectra)
     fig = plt.figure(figsize=(15.0, 4.8))
     gs = fig.add_gridspec(1, 3, width_ratios=[1.15, 1, 0.55], wspace=0.55)
@@ -26,19 +26,19 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
 
     K_max = int(prn["K"].max())
     colors = rank_colors(K_max + 1)
-    mean = prn.groupby(["K", "T"], as_index=False)["D_tilde"].mean()  # every scan point; hollow = unconverged
+    mean = prn.groupby(["K", "T"], as_index=False)["D_tilde"].mean()  # every scan point; hollow = not fitted
     for K in range(K_max + 1):
         m = mean[mean["K"] == K].sort_values("T")
         a.plot(m["T"], m["D_tilde"], color=colors[K], lw=1.2)
-        rows = prn[(prn["K"] == K) & ~prn["converged"]]
-        scatter_converged(a, rows["T"], rows["D_tilde"], rows["converged"], colors[K], size=12)
+        rows = prn[(prn["K"] == K) & ~prn["fitted"]]
+        scatter_converged(a, rows["T"], rows["D_tilde"], rows["fitted"], colors[K], size=12)
     a.set_xscale("log")
     a.set_yscale("log")
     a.set_xlabel(T_LABEL)
     a.set_ylabel(r"distortion $\tilde D_K$ (first $K$ ranks kept)")
     a.set_title(r"Truncation curves $\tilde D_K(T)$")
-    if not prn["converged"].all():
-        a.legend(handles=[hollow_legend_handle("not converged")], loc="lower right", fontsize=9)
+    if not prn["fitted"].all():
+        a.legend(handles=[hollow_legend_handle()], loc="lower right", fontsize=9)
     rank_colorbar(fig, a, K_max + 1, label="ranks kept $K$", start=0)
     panel_label(a, "a")
 
