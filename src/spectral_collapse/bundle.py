@@ -53,11 +53,20 @@ def _models(config: Mapping[str, Any]) -> list[str]:
     return [spec.model_id for spec in model_specs(config)]
 
 
-def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE) -> dict[str, Any]:
+def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
+           override: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write the bundle of the finished run in ``run_dir`` (a workflow working directory: config.yaml,
-    results/, and the --configfile preset recorded in every run.json) to ``bundle``; return the provenance."""
+    results/, and the --configfile preset recorded in every run.json) to ``bundle``; return the provenance.
+
+    ``override``: a YAML file merged over the run's config, to ship part of a run (e.g. a model whose jobs did
+    not finish left out: ``models: {mlp: {depths: [4]}}``); recorded in the provenance with its comments."""
+    from .config import merge
+
     run_dir, bundle = Path(run_dir), Path(bundle)
     config = _run_config(run_dir)
+    override_text = Path(override).read_text() if override else None
+    if override_text:
+        config = validate_config(merge(config, yaml.safe_load(override_text) or {}))
     models = _models(config)
     if bundle.exists():
         shutil.rmtree(bundle)
@@ -81,9 +90,11 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE) -> di
         "data_sha256": verified["files"],
         "package_versions": package_versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_name()},
-        "jobs": _job_times(run_dir),
+        "jobs": _job_times(run_dir, models),
         "exported": "python -m spectral_collapse.bundle export (from the run's working directory)",
     }
+    if override_text:
+        record["config_override"] = override_text
     write_json(bundle / "provenance.json", record)
     problems = check(bundle)
     if problems:
@@ -111,15 +122,16 @@ def _coarsen_maps(src: Path, dst: Path) -> None:
         write_netcdf(coarse.astype({"mu": "float32"}), dst)
 
 
-def _job_times(run_dir: Path) -> list[dict[str, Any]]:
-    """Every training and measurement job: wall and CPU seconds (Snakemake's benchmark), and for training
-    the updates, the point-updates computed and those the job would have computed with no member frozen."""
+def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
+    """Every training and measurement job of ``models``: wall and CPU seconds (Snakemake's benchmark), and for
+    training the updates, the point-updates computed and those the job would have computed with no member
+    frozen."""
     import pandas as pd
 
     jobs = []
     for tsv in sorted((run_dir / "results/benchmarks").glob("*/*/*/*.tsv")):
         rule, model, group, seed = tsv.parts[-4], tsv.parts[-3], tsv.parts[-2], tsv.stem
-        if rule not in ("train", "measure"):
+        if rule not in ("train", "measure") or model not in models:
             continue
         bench = pd.read_csv(tsv, sep="\t").iloc[-1]
         job = {"rule": rule, "model": model, "group": group, "seed": seed, "wall_s": float(bench["s"]),
@@ -236,13 +248,15 @@ def report(bundle: str | os.PathLike = BUNDLE) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spectral_collapse.bundle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("export", help="write reference/ from a finished run").add_argument("run_dir")
+    exp = sub.add_parser("export", help="write reference/ from a finished run")
+    exp.add_argument("run_dir")
+    exp.add_argument("--override", help="YAML merged over the run's config (ship part of the run; recorded)")
     sub.add_parser("prepare", help="a working directory to redraw the bundle in").add_argument("workdir")
     sub.add_parser("check", help="sizes and provenance of reference/")
     sub.add_parser("report", help="the README's tables of the reference run (Markdown)")
     args = parser.parse_args(argv)
     if args.command == "export":
-        record = export(args.run_dir)
+        record = export(args.run_dir, override=args.override)
         print(f"wrote {BUNDLE} (config {record['config_hash']}, commit {record['code_commit']})")
     elif args.command == "prepare":
         print(f"prepared {prepare(args.workdir)}")
