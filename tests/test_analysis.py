@@ -11,7 +11,7 @@ import pytest
 from spectral_collapse.analysis.agreement import (
     identity_r2, leading_ranks, log_identity_r2, rank_agreement, rank_concordance, relative_error)
 from spectral_collapse.analysis.collect import run_rows
-from spectral_collapse.analysis.d_eff import d_eff, pca_distortion, powerlaw_fit
+from spectral_collapse.analysis.d_eff import d_eff, pca_distortion, powerlaw_crossover, powerlaw_fit
 from spectral_collapse.analysis.maps import signal_fraction, weighted_corr
 from spectral_collapse.analysis.spectrum import utility_spectrum
 from spectral_collapse.analysis.model_analysis import _clean
@@ -238,3 +238,17 @@ def test_clean_makes_strict_json():
     payload = _clean({"a": float("nan"), "b": [np.float64(1.5), np.inf], "c": {1: np.int64(3)}})
     text = json.dumps(payload, allow_nan=False)
     assert json.loads(text) == {"a": None, "b": [1.5, None], "c": {"1": 3}}
+
+
+@pytest.mark.parametrize("brk", [3, 4, 6])
+def test_powerlaw_crossover_finds_the_break(brk):
+    """A curve falling as K^-1 up to rank `brk` and as K^-4 after it (continuous at the break)."""
+    K = np.arange(0, 20)
+    D = np.where(K <= brk, 0.5 * K**-1.0, 0.5 * brk**-1.0 * (K / brk) ** -4.0)
+    D[0] = 1.0
+    fit = powerlaw_crossover(K, D, 17)
+    assert fit["K"] == brk and fit["head_exponent"] == pytest.approx(1.0, abs=1e-6)
+    assert fit["tail_exponent"] == pytest.approx(4.0, abs=1e-6) and fit["ranks"] == [1, 17]
+    straight = powerlaw_crossover(K, np.where(K > 0, K**-2.0, 1.0), 17)  # no break: both sides the same slope
+    assert straight["head_exponent"] == pytest.approx(2.0, abs=1e-6) == straight["tail_exponent"]
+    assert powerlaw_crossover(K[:4], D[:4], 3)["K"] is None  # too few ranks

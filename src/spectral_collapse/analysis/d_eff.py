@@ -44,3 +44,33 @@ def powerlaw_fit(K, D, ranks) -> dict:
     out.update(exponent=float(-slope), prefactor=float(np.exp(intercept)),
                ranks=[int(K[sel].min()), int(K[sel].max())])
     return out
+
+
+def powerlaw_crossover(K, D, last: int) -> dict:
+    """Where the head of D~_K turns into its power-law tail: a continuous two-segment fit in log-log over
+    1 <= K <= last, log D = a + s_head min(log K - log b, 0) + s_tail max(log K - log b, 0), with the break b
+    the rank (2 <= b <= last - 2, at least two ranks on each side) of least squared residual.
+
+    Returns the crossover rank b and the head and tail exponents (-s); nulls when fewer than 5 ranks.
+    """
+    K = np.asarray(K, dtype=float)
+    D = np.asarray(D, dtype=float)
+    sel = np.isfinite(D) & (D > 0) & (K >= 1) & (K <= last)
+    out = {"K": None, "head_exponent": float("nan"), "tail_exponent": float("nan"), "ranks": [1, int(last)],
+           "fit": "continuous two-segment line in log D~_K vs log K; break at the rank of least squared residual"}
+    x, y = np.log(K[sel]), np.log(D[sel])
+    if len(x) < 5:
+        return out
+    best = None
+    for b in K[sel][1:-1]:
+        xb = np.log(b)
+        if (x < xb).sum() < 1 or (x > xb).sum() < 1:
+            continue
+        A = np.column_stack([np.ones_like(x), np.minimum(x - xb, 0), np.maximum(x - xb, 0)])
+        coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+        sse = float(((A @ coef - y) ** 2).sum())
+        if best is None or sse < best[0]:
+            best = (sse, int(b), coef)
+    if best is not None:
+        out.update(K=best[1], head_exponent=float(-best[2][1]), tail_exponent=float(-best[2][2]))
+    return out

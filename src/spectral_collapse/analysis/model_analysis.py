@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .agreement import leading_ranks, log_identity_r2, rank_agreement, rank_concordance, relative_error
-from .d_eff import d_eff, pca_distortion, powerlaw_fit
+from .d_eff import d_eff, pca_distortion, powerlaw_crossover, powerlaw_fit
 from .spectrum import equilibrium_run_ids, eval_split, run_max_drift, utility_spectrum
 from .thresholds import fit_m2_threshold, fit_rate_threshold, in_scan, meanfield_exponent, threshold_status
 
@@ -119,7 +119,10 @@ def _one_group(lat: pd.DataFrame, prn: pd.DataFrame, run_ids: set, family: str, 
         "kendall_tau_ranks": concordance["n_ranks"],
         "meanfield": _meanfield(fit_rows, dict(zip(spec["k"], T_c)), cfg),
         "powerlaw": {"model": model_fit,
-                     "pca": powerlaw_fit(np.arange(len(pca_curve)), pca_curve, tuple(model_fit["ranks"]))},
+                     "pca": powerlaw_fit(np.arange(len(pca_curve)), pca_curve, tuple(model_fit["ranks"])),
+                     # head/tail crossover (paper: near K = 4), over the ranks the model resolves
+                     "crossover": powerlaw_crossover(np.arange(len(best)), best, max(last, 5)),
+                     "pca_crossover": powerlaw_crossover(np.arange(len(pca_curve)), pca_curve, max(last, 5))},
         "d_eff": d_eff(best, cfg["d_eff_eps"]),
         "best_D0": float(best[0]),
     }

@@ -49,6 +49,6 @@ def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame
                Line2D([], [], color="0.2", lw=1.0, ls="--", label=r"linear oracle $[1 - T/T_k]_+$, $T_k = \lambda_k/V$")]
     if not lat["fitted"].all():
         handles.append(hollow_legend_handle())
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, bbox_to_anchor=(0.45, -0.07))
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=9, bbox_to_anchor=(0.45, 0.0))
     rank_colorbar(fig, ax, n)
     return fig

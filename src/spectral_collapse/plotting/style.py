@@ -57,7 +57,7 @@ def scatter_converged(ax, x, y, converged, color, label=None, marker="o", size=M
                    zorder=zorder, linewidths=1.0)
 
 
-def hollow_legend_handle(label: str = "not converged or $M^2$ still drifting\n(excluded from fits)"):
+def hollow_legend_handle(label: str = "hollow: not converged or $M^2$ drifting (not fitted)"):
     from matplotlib.lines import Line2D
 
     return Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="0.3",

@@ -1,0 +1,63 @@
+"""The reference bundle (reference/): its provenance and sizes, and a redraw of every figure and the summary from
+it in a fresh working directory, without the rasters and without training (`make reference-figures`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spectral_collapse import bundle
+from spectral_collapse.redraw import REDRAW_RULES
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+FIGURES = ("cascade", "spectra", "meanfield", "truncation", "maps")
+HEADLINE = ("identity_r2", "identity_r2_ranks", "rank_agreement", "kendall_tau", "rank_inversions", "T_c", "dD",
+            "best_D", "threshold_status")
+
+
+def test_bundle_sizes_and_provenance():
+    assert bundle.check() == []
+    record = json.loads((bundle.BUNDLE / "provenance.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}", record["code_commit"]), record["code_commit"]
+    assert record["jobs"] and {"train", "measure"} <= {job["rule"] for job in record["jobs"]}
+    assert all(job["point_updates"] <= job["point_updates_unfrozen"] for job in record["jobs"] if job["rule"] == "train")
+    for name in ("torch", "pytorch-lightning", "numpy", "snakemake"):
+        assert record["package_versions"].get(name, "not installed") != "not installed", name
+
+
+def test_figures_and_summary_redraw_from_the_bundle(tmp_path):
+    """The redraw-only DAG on the bundle's cached tables: every figure of every model and results/summary.json,
+    nothing else run, and the recomputed analysis equals the shipped one."""
+    workdir = bundle.prepare(tmp_path / "reference")
+    env = {k: v for k, v in os.environ.items() if k != "WORLDCLIM_DIR"}  # no rasters needed
+    start = time.monotonic()
+    proc = subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
+                           "figures"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - start
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    print(f"redraw of the reference bundle: {elapsed:.1f} s")
+    ran = set(re.findall(r"^(?:local)?rule (\w+):$", text, flags=re.M))
+    assert ran and ran <= set(REDRAW_RULES), ran
+    shipped = json.loads((bundle.BUNDLE / "results/summary.json").read_text())
+    redrawn = json.loads((workdir / "results/summary.json").read_text())
+    assert set(redrawn["models"]) == set(shipped["models"])
+    for model, analysis in shipped["models"].items():
+        for fig in FIGURES:
+            for ext in ("png", "pdf"):
+                assert (workdir / f"results/figures/{model}/{fig}.{ext}").is_file(), (model, fig, ext)
+        for key in HEADLINE:
+            a, b = analysis[key], redrawn["models"][model][key]
+            if isinstance(a, list) and a and not isinstance(a[0], str):
+                np.testing.assert_allclose(np.array(a, dtype=float), np.array(b, dtype=float), rtol=1e-9,
+                                           err_msg=f"{model} {key}")
+            else:
+                assert a == b, (model, key, a, b)
