@@ -139,12 +139,28 @@ def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
         if rule == "train":
             rec = json.loads((run_dir / "results/runs" / model / group / seed / "train.json").read_text())
             members = rec["members"]
+            full = _ms_per_step_all_members(run_dir / "results/logs/train" / model / group / f"{seed}.log")
             job.update(points=len(members), updates=rec["updates"], point_updates=rec["point_updates"],
                        point_updates_unfrozen=rec["point_updates_unfrozen"],
                        converged=sum(m["status"] == "converged" for m in members),
-                       ms_per_step=rec["ms_per_step"])
+                       ms_per_step=rec["ms_per_step"], job_time_s=rec.get("job_time_s"),
+                       ms_per_step_all_members=full,
+                       wall_s_unfrozen_estimate=None if full is None else full * rec["updates"] / 1e3)
         jobs.append(job)
     return jobs
+
+
+def _ms_per_step_all_members(log: Path) -> float | None:
+    """The measured cost of one update while no member was frozen: the median of the training log's
+    ``converged 0/E (x ms/step)`` evaluation lines (what every update would cost without freezing)."""
+    import re
+
+    try:
+        text = log.read_text()
+    except OSError:
+        return None
+    times = [float(ms) for n, ms in re.findall(r"converged (\d+)/\d+ \(([\d.]+) ms/step\)", text) if int(n) == 0]
+    return float(sorted(times)[len(times) // 2]) if times else None
 
 
 def _git(where: Path, *args: str) -> str:
@@ -202,10 +218,35 @@ def prepare(workdir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE) -> P
 
 
 PAPER_D_EFF = {"pca": [6, 9, 10, 12, 15, 17], "vae": [2, 5, 5, 8, 14, None]}  # Table I at eps = 5% ... 0.001%
+# The paper's nonlinear (mlp-d4) claims on the WorldClim test split (docs/science.md section 4; issue 13).
+PAPER = {"identity_r2": "~0.98", "rank_agreement": "13", "kendall_tau": "-", "powerlaw": "~4 (ranks 4-17)",
+         "crossover": "~4", "meanfield": "-"}
+HEAD_K = 4  # the depth comparison: D~ after the first HEAD_K ranks (the head) and the floor of D~_K
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None else (format(v, spec) if isinstance(v, float) else str(v))
+
+
+def _headline(m: Mapping[str, Any]) -> dict[str, str]:
+    pl, cx, mf = m["powerlaw"]["model"], m["powerlaw"].get("crossover", {}), m["meanfield"]
+    return {
+        "identity_r2": f"{_fmt(m['identity_r2'])} ({m['identity_r2_ranks']} ranks)",
+        "rank_agreement": f"{m['rank_agreement']} of {m['rank_agreement_ranks']}",
+        "kendall_tau": f"{_fmt(m['kendall_tau'], '.2f')} ({m['rank_inversions']} inversions)",
+        "powerlaw": f"{_fmt(pl['exponent'], '.2f')} (ranks {pl['ranks'][0]}-{pl['ranks'][1]}; PCA "
+                    f"{_fmt(m['powerlaw']['pca']['exponent'], '.2f')})",
+        "crossover": (f"{cx['K']} (head {_fmt(cx['head_exponent'], '.2f')}, tail {_fmt(cx['tail_exponent'], '.2f')}; "
+                      f"PCA {m['powerlaw'].get('pca_crossover', {}).get('K')})") if cx.get("K") else "-",
+        "meanfield": f"{_fmt(mf['exponent'], '.2f')} +- {_fmt(mf.get('stderr'), '.2f')}",
+    }
+
+
+def _per_seed(m: Mapping[str, Any], key: str, spec: str) -> str:
+    spread = m.get("seed_spread", {}).get(key)
+    if not spread:
+        return "-"
+    return " / ".join(_fmt(float(v), spec) for _, v in sorted(spread["per_seed"].items()))
 
 
 def report(bundle: str | os.PathLike = BUNDLE) -> str:
@@ -215,33 +256,56 @@ def report(bundle: str | os.PathLike = BUNDLE) -> str:
     summary = json.loads((bundle / "results/summary.json").read_text())
     jobs = json.loads((bundle / "provenance.json").read_text())["jobs"]
     models = summary["models"]
-    out = ["| model | converged points | identity R^2 (ranks) | rank agreement (of m) | Kendall tau (inversions, ranks) "
-           "| power law p, model / PCA (ranks) |", "| --- | --- | --- | --- | --- | --- |"]
-    for name, m in models.items():
-        pl = m["powerlaw"]
-        out.append(
-            f"| {name} | {m['runs']['converged']} of {m['runs']['total']} | {_fmt(m['identity_r2'])} "
-            f"({m['identity_r2_ranks']}) | {m['rank_agreement']} (of {m['rank_agreement_ranks']}) | "
-            f"{_fmt(m['kendall_tau'])} ({m['rank_inversions']}, {m['kendall_tau_ranks']}) | "
-            f"{_fmt(pl['model']['exponent'], '.2f')} / {_fmt(pl['pca']['exponent'], '.2f')} ({pl['model']['ranks'][0]}-"
-            f"{pl['model']['ranks'][1]}) |")
-    eps = next(iter(models.values()))["d_eff"]["eps"]
-    out += ["", "| eps (share of V) | " + " | ".join(f"{e:g}" for e in eps) + " |",
+    names = list(models)
+    rows = {"identity_r2": "identity R^2 of log dD~_k vs log T_c,k (ranks with both)",
+            "rank_agreement": "rank agreement: consecutive leading ranks (of ranks with both)",
+            "kendall_tau": "Kendall's tau of the two orders",
+            "powerlaw": "power law D~_K ~ K^-p: exponent p",
+            "crossover": "head/tail crossover K",
+            "meanfield": "mean-field exponent (1 for the linear law)"}
+    heads = {n: _headline(models[n]) for n in names}
+    out = ["| quantity (test split) | paper, nonlinear VAE | " + " | ".join(names) + " |",
+           "| --- | --- |" + " --- |" * len(names)]
+    out += [f"| {label} | {PAPER[key]} | " + " | ".join(heads[n][key] for n in names) + " |" for key, label in rows.items()]
+
+    eps = models[names[0]]["d_eff"]["eps"]
+    out += ["", "| d_eff at eps (share of V) | " + " | ".join(f"{100 * e:g}%" for e in eps) + " |",
             "| --- |" + " --- |" * len(eps),
-            "| PCA (this data) | " + " | ".join(_fmt(v, ".0f") for v in next(iter(models.values()))["d_eff"]["pca"]) + " |",
-            "| PCA (paper) | " + " | ".join(_fmt(v) for v in PAPER_D_EFF["pca"]) + " |",
-            "| VAE (paper) | " + " | ".join(_fmt(v) for v in PAPER_D_EFF["vae"]) + " |"]
-    out += [f"| {name} | " + " | ".join(_fmt(v, ".0f") for v in m["d_eff"]["model"]) + " |" for name, m in models.items()]
-    out += ["", "| job | points | converged | updates | point-updates (without freezing) | wall s | CPU s |",
+            "| PCA, paper | " + " | ".join(_fmt(v) for v in PAPER_D_EFF["pca"]) + " |",
+            "| PCA, this data | " + " | ".join(_fmt(v, ".0f") for v in models[names[0]]["d_eff"]["pca"]) + " |",
+            "| VAE, paper | " + " | ".join(_fmt(v) for v in PAPER_D_EFF["vae"]) + " |"]
+    out += [f"| {n} | " + " | ".join(_fmt(v, ".0f") for v in models[n]["d_eff"]["model"]) + " |" for n in names]
+
+    out += ["", f"| depth and seeds | D~ after the first {HEAD_K} ranks | floor: lowest D~_K | ranks with a threshold "
+                "| identity R^2 per seed | rank agreement per seed | power-law exponent per seed |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for n in names:
+        m = models[n]
+        best = [v for v in m["best_D"] if v is not None]
+        out.append(f"| {n} | {_fmt(m['best_D'][HEAD_K - 1], '.3g')} | {_fmt(min(best) if best else None, '.3g')} | "
+                   f"{sum(s == 'fitted' for s in m['threshold_status'])} | {_per_seed(m, 'identity_r2', '.3f')} | "
+                   f"{_per_seed(m, 'rank_agreement', '.0f')} | {_per_seed(m, 'powerlaw_exponent', '.2f')} |")
+
+    out += ["", "| model | points (seeds x T) | at equilibrium | converged, M^2 still drifting (T, seed) "
+                "| not converged: budget spent (T, seed) |", "| --- | --- | --- | --- | --- |"]
+    for n in names:
+        r = models[n]["runs"]
+        drift = ", ".join(f"{p['T']:.2g} s{p['seed']}" for p in r.get("drifting_points", [])) or "none"
+        unconv = ", ".join(f"{p['T']:.2g} s{p['seed']}" for p in r["unconverged_points"]) or "none"
+        out.append(f"| {n} | {r['total']} | {r.get('equilibrium', r['converged'])} | {drift} | {unconv} |")
+
+    out += ["", "| job | points | converged | updates | point-updates computed (without freezing) "
+                "| wall s | wall s without freezing (estimate) | CPU s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for job in jobs:
+        seed = job["seed"].removeprefix("seed")
         if job["rule"] == "train":
-            out.append(f"| train {job['model']} seed {job['seed'].removeprefix('seed')} | {job['points']} | "
-                       f"{job['converged']} | {job['updates']} | {job['point_updates']:,} "
-                       f"({job['point_updates_unfrozen']:,}) | {job['wall_s']:.0f} | {job['cpu_s']:.0f} |")
+            est = job.get("wall_s_unfrozen_estimate")
+            out.append(f"| train {job['model']} seed {seed} | {job['points']} | {job['converged']} | {job['updates']:,} | "
+                       f"{job['point_updates']:,} ({job['point_updates_unfrozen']:,}; "
+                       f"{1 - job['point_updates'] / job['point_updates_unfrozen']:.0%} saved) | {job['wall_s']:.0f} | "
+                       f"{_fmt(est, '.0f')} | {job['cpu_s']:.0f} |")
         else:
-            out.append(f"| measure {job['model']} seed {job['seed'].removeprefix('seed')} | | | | | "
-                       f"{job['wall_s']:.0f} | {job['cpu_s']:.0f} |")
+            out.append(f"| measure {job['model']} seed {seed} | | | | | {job['wall_s']:.0f} | | {job['cpu_s']:.0f} |")
     return "\n".join(out)
 
 
