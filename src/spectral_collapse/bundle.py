@@ -91,6 +91,7 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
         "package_versions": package_versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_name()},
         "jobs": _job_times(run_dir, models),
+        "job_config_hashes": _job_configs(run_dir, models),
         "exported": "python -m spectral_collapse.bundle export (from the run's working directory)",
     }
     if override_text:
@@ -103,9 +104,22 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
-    """The run's whole config, from any of its run.json files (every run.json records it)."""
-    run = next((run_dir / "results/runs").rglob("run.json"))
-    return validate_config(json.loads(run.read_text())["config"])
+    """The run's whole config, as recorded by its newest run.json (every run.json records the config it ran
+    under; a resumed run may have changed, e.g. dropped, models between its jobs: the newest is the run's)."""
+    runs = sorted((run_dir / "results/runs").rglob("run.json"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no run.json under {run_dir / 'results/runs'}: not a finished run")
+    return validate_config(json.loads(runs[-1].read_text())["config"])
+
+
+def _job_configs(run_dir: Path, models: list[str]) -> dict[str, str]:
+    """The config hash each shipped job ran under (run.json's config_hash), by run folder."""
+    out = {}
+    for run in sorted((run_dir / "results/runs").rglob("run.json")):
+        rel = run.parent.relative_to(run_dir / "results/runs")
+        if rel.parts[0] in models:
+            out[str(rel)] = json.loads(run.read_text()).get("config_hash")
+    return out
 
 
 def _coarsen_maps(src: Path, dst: Path) -> None:
