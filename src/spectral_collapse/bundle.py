@@ -54,20 +54,19 @@ def _models(config: Mapping[str, Any]) -> list[str]:
 
 
 def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
-           override: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Write the bundle of the finished run in ``run_dir`` (a workflow working directory: config.yaml,
-    results/, and the --configfile preset recorded in every run.json) to ``bundle``; return the provenance.
+           configfiles: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write the bundle of the finished run in ``run_dir`` (a workflow working directory: config.yaml and
+    results/) to ``bundle``; return the provenance.
 
-    ``override``: a YAML file merged over the run's config, to ship part of a run (e.g. a model whose jobs did
-    not finish left out: ``models: {mlp: {depths: [4]}}``); recorded in the provenance with its comments."""
-    from .config import merge
-
+    ``configfiles``: the ``--configfile`` presets the run used (paths relative to ``run_dir``), merged over its
+    config.yaml: the shipped config. It must be the config results/summary.json was made with (same hash), and
+    every shipped job must have trained and measured with this config's settings for its model (its run.json's
+    recorded config, compared through ``redraw.training_fingerprint``); a preset that drops a model ships the
+    rest of the run."""
     run_dir, bundle = Path(run_dir), Path(bundle)
-    config = _run_config(run_dir)
-    override_text = Path(override).read_text() if override else None
-    if override_text:
-        config = validate_config(merge(config, yaml.safe_load(override_text) or {}))
+    config = _run_config(run_dir, configfiles)
     models = _models(config)
+    _check_run(run_dir, config, models, configfiles)
     if bundle.exists():
         shutil.rmtree(bundle)
     (bundle / "results").mkdir(parents=True)
@@ -85,17 +84,17 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
     verified = json.loads((run_dir / "results/data/worldclim_verified.json").read_text())
     record = {
         "config_hash": config_hash(config),
+        "configfiles": list(configfiles),
         "code_commit": _git(run_dir, "rev-parse", "HEAD"),
         "code_dirty": bool(_git(run_dir, "status", "--porcelain", "--untracked-files=no")),
         "data_sha256": verified["files"],
         "package_versions": package_versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_name()},
         "jobs": _job_times(run_dir, models),
-        "job_config_hashes": _job_configs(run_dir, models),
-        "exported": "python -m spectral_collapse.bundle export (from the run's working directory)",
+        "job_configs": _job_configs(run_dir, models),
+        "exported": "python -m spectral_collapse.bundle export RUN_DIR --configfile PRESET ... (from the run's "
+                    "working directory)",
     }
-    if override_text:
-        record["config_override"] = override_text
     write_json(bundle / "provenance.json", record)
     problems = check(bundle)
     if problems:
@@ -103,17 +102,38 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
     return record
 
 
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    """The run's whole config, as recorded by its newest run.json (every run.json records the config it ran
-    under; a resumed run may have changed, e.g. dropped, models between its jobs: the newest is the run's)."""
-    runs = sorted((run_dir / "results/runs").rglob("run.json"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(f"no run.json under {run_dir / 'results/runs'}: not a finished run")
-    return validate_config(json.loads(runs[-1].read_text())["config"])
+def _run_config(run_dir: Path, configfiles: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The run's config: its config.yaml with the presets merged over it, validated (as the Snakefile does)."""
+    from .config import merge
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for name in configfiles:
+        config = merge(config, yaml.safe_load((run_dir / name).read_text()) or {})
+    return validate_config(config)
+
+
+def _check_run(run_dir: Path, config: Mapping[str, Any], models: list[str], configfiles) -> None:
+    """The shipped config is the one the run's summary and every shipped job were made with (see export)."""
+    from .redraw import training_fingerprint
+
+    summary = json.loads((run_dir / "results/summary.json").read_text())
+    if summary.get("config_hash") != config_hash(config):
+        raise ValueError(f"{run_dir}/results/summary.json was made with another config (hash "
+                         f"{summary.get('config_hash')}) than config.yaml + {list(configfiles)} "
+                         f"({config_hash(config)}): pass the --configfile presets the run used")
+    for run in sorted((run_dir / "results/runs").rglob("run.json")):
+        model = run.parent.relative_to(run_dir / "results/runs").parts[0]
+        if model not in models:
+            continue
+        recorded = validate_config(json.loads(run.read_text())["config"])
+        if training_fingerprint(recorded, model) != training_fingerprint(config, model):
+            raise ValueError(f"{run} was trained or measured with other settings for {model} than the shipped "
+                             f"config (config.yaml + {list(configfiles)})")
 
 
 def _job_configs(run_dir: Path, models: list[str]) -> dict[str, str]:
-    """The config hash each shipped job ran under (run.json's config_hash), by run folder."""
+    """The config hash each shipped job ran under (run.json's config_hash), by run folder: jobs of one run may
+    differ in what they do not share (e.g. another model's settings, changed between them)."""
     out = {}
     for run in sorted((run_dir / "results/runs").rglob("run.json")):
         rel = run.parent.relative_to(run_dir / "results/runs")
@@ -328,13 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help="write reference/ from a finished run")
     exp.add_argument("run_dir")
-    exp.add_argument("--override", help="YAML merged over the run's config (ship part of the run; recorded)")
+    exp.add_argument("--configfile", nargs="*", default=[], help="the presets the run used (relative to RUN_DIR)")
     sub.add_parser("prepare", help="a working directory to redraw the bundle in").add_argument("workdir")
     sub.add_parser("check", help="sizes and provenance of reference/")
     sub.add_parser("report", help="the README's tables of the reference run (Markdown)")
     args = parser.parse_args(argv)
     if args.command == "export":
-        record = export(args.run_dir, override=args.override)
+        record = export(args.run_dir, configfiles=args.configfile)
         print(f"wrote {BUNDLE} (config {record['config_hash']}, commit {record['code_commit']})")
     elif args.command == "prepare":
         print(f"prepared {prepare(args.workdir)}")
