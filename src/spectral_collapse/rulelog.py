@@ -28,6 +28,7 @@ def rule_log(log_path: str | Path, name: str, append: bool = False) -> Iterator[
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             handlers=[handler], force=True)
         logging.captureWarnings(True)
+        logging.getLogger("fontTools").setLevel(logging.WARNING)  # a line per font table of every PDF: noise
         try:
             yield logging.getLogger(name)
         except BaseException:

@@ -65,14 +65,16 @@ def hollow_legend_handle(label: str = "hollow: not converged or $M^2$ drifting (
 
 
 def save_figure(fig, png: str | Path, pdf: str | Path | None = None) -> None:
-    """Save PNG (and PDF) atomically; close the figure."""
+    """Save PNG (and PDF) atomically; close the figure. The tight bounding box (rc savefig.bbox) is computed
+    once and given to both saves: "tight" would draw the figure twice per file."""
     from spectral_collapse.provenance import atomic_path
 
+    bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
     for path, kw in ((png, {"dpi": PNG_DPI}), (pdf, {})):
         if path is None:
             continue
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kw)
+            fig.savefig(tmp, format=Path(path).suffix.lstrip("."), bbox_inches=bbox, **kw)
     plt.close(fig)
 
 
