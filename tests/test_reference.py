@@ -61,3 +61,29 @@ def test_figures_and_summary_redraw_from_the_bundle(tmp_path):
                                            err_msg=f"{model} {key}")
             else:
                 assert a == b, (model, key, a, b)
+
+
+def test_report_puts_every_model_beside_the_paper():
+    text = bundle.report()
+    shipped = json.loads((bundle.BUNDLE / "results/summary.json").read_text())
+    header = text.splitlines()[0]
+    assert all(model in header for model in shipped["models"]) and "paper" in header
+    for paper_value in ("~0.98", "| 13 |", "~4 (ranks 4-17)", "| PCA, paper | 6 | 9 | 10 | 12 | 15 | 17 |"):
+        assert paper_value in text, paper_value
+    assert "wall s without freezing (estimate)" in text
+
+
+def test_export_refuses_a_config_the_summary_was_not_made_with(tmp_path):
+    """The shipped config must be the run's: config.yaml + the presets it used (the summary's config hash)."""
+    import shutil
+
+    import pytest
+
+    run = tmp_path / "run"
+    (run / "results").mkdir(parents=True)
+    shutil.copyfile(REPO / "config.yaml", run / "config.yaml")
+    shutil.copyfile(REPO / "presets/reference.yaml", run / "reference.yaml")
+    shutil.copyfile(bundle.BUNDLE / "results/summary.json", run / "results/summary.json")
+    with pytest.raises(ValueError, match="another config"):
+        bundle.export(run, tmp_path / "bundle")  # the presets not given: config.yaml's hash, not the summary's
+    assert not (tmp_path / "bundle").exists()
