@@ -63,6 +63,13 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
         b.plot([lo, hi], [lo, hi], color="0.3", ls="--", lw=1.0, label="identity $\\Delta\\tilde D_k = T_{c,k}$")
         b.set_xlim(lo, hi)
         b.set_ylim(lo, hi)
+    else:  # no rank has both (e.g. no scan point at equilibrium): an empty panel over the scanned range
+        lo, hi = summary["threshold_fit"]["scan_T_range"]
+        lo, hi = (lo, hi) if 0 < lo < hi else (1e-6, 1.0)
+        b.set_xlim(lo, hi)
+        b.set_ylim(lo, hi)
+        b.text(0.5, 0.5, "no rank has both a threshold\nand a utility", transform=b.transAxes, ha="center",
+               va="center", fontsize=10, color="C3")
     b.set_xscale("log")
     b.set_yscale("log")
     b.set_aspect("equal")
