@@ -91,7 +91,9 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
         "package_versions": package_versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_name()},
         "jobs": _job_times(run_dir, models),
-        "job_configs": _job_configs(run_dir, models),
+        # the config hash each job ran under: jobs of one run may differ in what they do not share (e.g. another
+        # model's settings, changed between them)
+        "job_configs": {rel: payload.get("config_hash") for rel, payload in _shipped_runs(run_dir, models)},
         "exported": "python -m spectral_collapse.bundle export RUN_DIR --configfile PRESET ... (from the run's "
                     "working directory)",
     }
@@ -121,25 +123,19 @@ def _check_run(run_dir: Path, config: Mapping[str, Any], models: list[str], conf
         raise ValueError(f"{run_dir}/results/summary.json was made with another config (hash "
                          f"{summary.get('config_hash')}) than config.yaml + {list(configfiles)} "
                          f"({config_hash(config)}): pass the --configfile presets the run used")
-    for run in sorted((run_dir / "results/runs").rglob("run.json")):
-        model = run.parent.relative_to(run_dir / "results/runs").parts[0]
-        if model not in models:
-            continue
-        recorded = validate_config(json.loads(run.read_text())["config"])
-        if training_fingerprint(recorded, model) != training_fingerprint(config, model):
-            raise ValueError(f"{run} was trained or measured with other settings for {model} than the shipped "
-                             f"config (config.yaml + {list(configfiles)})")
+    for rel, payload in _shipped_runs(run_dir, models):
+        model = rel.split("/")[0]
+        if training_fingerprint(validate_config(payload["config"]), model) != training_fingerprint(config, model):
+            raise ValueError(f"results/runs/{rel}/run.json was trained or measured with other settings for {model} "
+                             f"than the shipped config (config.yaml + {list(configfiles)})")
 
 
-def _job_configs(run_dir: Path, models: list[str]) -> dict[str, str]:
-    """The config hash each shipped job ran under (run.json's config_hash), by run folder: jobs of one run may
-    differ in what they do not share (e.g. another model's settings, changed between them)."""
-    out = {}
-    for run in sorted((run_dir / "results/runs").rglob("run.json")):
-        rel = run.parent.relative_to(run_dir / "results/runs")
-        if rel.parts[0] in models:
-            out[str(rel)] = json.loads(run.read_text()).get("config_hash")
-    return out
+def _shipped_runs(run_dir: Path, models: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(run folder relative to results/runs, its run.json) of every finished job of ``models``."""
+    root = run_dir / "results/runs"
+    runs = sorted(root.rglob("run.json"))
+    return [(str(p.parent.relative_to(root)), json.loads(p.read_text())) for p in runs
+            if p.parent.relative_to(root).parts[0] in models]
 
 
 def _coarsen_maps(src: Path, dst: Path) -> None:
