@@ -1,5 +1,5 @@
-"""Lightning callbacks of a training job: when a member has converged, atomic resumable checkpoints, and one
-log line per evaluation.
+"""Lightning callbacks of a training job: when a member has converged, atomic resumable checkpoints, one
+log line per evaluation, and a progress line every few seconds for the terminal.
 
 Their order in the Trainer matters and is the order of ``training.train``'s list: ``Convergence`` first (it
 decides on each evaluation), then ``EvalLinePrinter`` (prints that decision), then ``AtomicLastCheckpoint``
@@ -191,3 +191,103 @@ class EvalLinePrinter(pl.Callback):
         frozen = self.convergence.frozen
         print(f"[{self.run_name}] step {trainer.global_step}/{self.max_updates} val_loss {loss} "
               f"converged {sum(frozen)}/{len(frozen)} ({1e3 * elapsed / done:.2f} ms/step)", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    """A short human duration: 45s, 3m05s, 1h02m."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def progress_line(job: str, step: int, budget: int, converged: int, members: int, losses: list[float],
+                  seconds_left: float | None, finished: bool = False) -> str:
+    """The one-line status of a training job for the terminal (the full record stays in the rule's log):
+    job, updates done / budget, members converged / total, lowest and median validation loss over the members'
+    last evaluations, and the time left if the job runs to its budget (an upper bound: it stops sooner when
+    every member has converged)."""
+    finite = [v for v in losses if v is not None and math.isfinite(v)]
+    loss = (f"val_loss min {min(finite):.5g} median {float(np.median(finite)):.5g}" if finite
+            else "val_loss - (no evaluation yet)")
+    left = ("training finished" if finished else "time left: estimating" if seconds_left is None
+            else f"<= {_duration(seconds_left)} left")
+    pct = 100.0 * step / budget if budget else 0.0
+    return (f"[train {job}] updates {step}/{budget} ({pct:.0f}%), converged {converged}/{members}, {loss}, "
+            f"{left}")
+
+
+class ProgressLine(pl.Callback):
+    """One status line (``progress_line``) every ``interval`` seconds of wall time to ``stream``, the terminal
+    of whoever started the workflow (``rulelog.terminal_stream``), while the rule's log keeps the full
+    per-evaluation record. A background thread writes it, so the line keeps coming while a Lightning batch
+    (``eval_every`` updates, possibly many seconds) runs; it reads only counters the training loop updates.
+    The estimate of the time left uses the update rate over about the last ``rate_window`` seconds (it rises
+    as members converge and freeze)."""
+
+    def __init__(self, convergence: Convergence, job: str, budget: int, stream, interval: float = 5.0,
+                 rate_window: float = 60.0, clock=time.monotonic) -> None:
+        self.convergence, self.job, self.budget, self.stream = convergence, job, int(budget), stream
+        self.interval, self.rate_window, self.clock = float(interval), float(rate_window), clock
+        self._samples: list[tuple[float, int]] = []
+        self._last: float | None = None
+        self._trainer: pl.Trainer | None = None
+        self._stop = None
+        self._thread = None
+
+    def line(self, step: int, now: float, finished: bool = False) -> str:
+        """The status line at update ``step``, time ``now``; records the sample for the rate."""
+        self._samples.append((now, step))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.rate_window:
+            self._samples.pop(0)
+        t0, s0 = self._samples[0]
+        rate = (step - s0) / (now - t0) if now > t0 and step > s0 else None
+        left = (self.budget - step) / rate if rate else None
+        conv = self.convergence
+        members = len(conv.converged_at)
+        losses = [(conv.last_evaluated(e) or {}).get("val_loss") for e in range(members)]
+        return progress_line(self.job, step, self.budget, sum(conv.frozen), members, losses, left, finished)
+
+    def tick(self, step: int, force: bool = False, finished: bool = False) -> bool:
+        """Write the line if ``interval`` has passed since the last one (or ``force``); whether it wrote."""
+        now = self.clock()
+        if not force and self._last is not None and now - self._last < self.interval:
+            return False
+        self._last = now
+        try:
+            self.stream.write(self.line(step, now, finished) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # the terminal went away (closed, redirected): training goes on
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.interval)):
+            if self._trainer is not None:
+                self.tick(int(self._trainer.global_step))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import threading
+
+        self._trainer = trainer
+        self._samples.clear()
+        self.tick(int(trainer.global_step), force=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"progress {self.job}", daemon=True)
+        self._thread.start()
+
+    def _finish(self, trainer: pl.Trainer) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        self.tick(int(trainer.global_step), force=True, finished=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._finish(trainer)

@@ -36,10 +36,11 @@ import pytorch_lightning as pl
 import torch
 
 from .allocator import keep_freed_memory
-from .callbacks import LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter
+from .callbacks import LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter, ProgressLine
 from .datamodule import ArrayDataModule
 from .lightning_module import BetaVAESystem, NonFiniteLossError  # noqa: F401  (re-exported)
 from .provenance import config_hash
+from .rulelog import terminal_stream
 from .vae import VAE, VAEConfig
 
 TRAINING_KEYS = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
@@ -122,6 +123,8 @@ def train(
     callbacks: list[pl.Callback] = [convergence]  # first: the others report and save its decisions
     if not progress:
         callbacks.append(EvalLinePrinter(convergence, run_name, st["max_updates"]))
+        if terminal_stream() is not None:  # a rule script: its output goes to the log, this line to the terminal
+            callbacks.append(ProgressLine(convergence, run_name, st["max_updates"], terminal_stream()))
     callbacks.append(AtomicLastCheckpoint(checkpoint_dir, fingerprint))
     callbacks.extend(extra_callbacks)  # after the job's own: they see each evaluation's decisions and checkpoint
     from lightning_fabric.plugins.environments import LightningEnvironment
