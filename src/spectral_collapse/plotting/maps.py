@@ -81,8 +81,8 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
         warnings.simplefilter("ignore", PendingDeprecationWarning)  # seaborn 0.13 on matplotlib 3.11
         sns.heatmap(mat, ax=hax, cmap="RdBu_r", vmin=-1, vmax=1, center=0, annot=True, fmt=".2f",
                     annot_kws={"fontsize": 8.5}, linewidths=0.4, linecolor="white",
-                    cbar_kws={"label": "area-weighted Pearson correlation $r$", "orientation": "horizontal",
-                               "shrink": 0.7, "pad": 0.06, "aspect": 30})
+                    cbar_kws={"label": "Pearson correlation $r$ (area-weighted)", "orientation": "horizontal",
+                               "shrink": 0.6, "pad": 0.06, "aspect": 30})
     hax.tick_params(axis="y", labelrotation=0, labelsize=9)
     hax.tick_params(axis="x", labelsize=9.5, labelrotation=0)
     hax.set_xlabel("")

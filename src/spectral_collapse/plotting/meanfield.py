@@ -7,9 +7,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .style import (T_LABEL, apply_style, finish_panel, hollow_legend_handle, panel_label, rank_colorbar, rank_colors,
+from .style import (apply_style, hollow_legend_handle, legend_below, panel_label, rank_colorbar, rank_palette,
                     scatter_converged)
-from .tables import fitted_flags, pooled, test_rows
+from .tables import annotate_no_equilibrium, fitted_flags, nothing_at_equilibrium, pooled, test_rows, thresholded_ranks
 
 
 def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, model: str):
@@ -18,9 +18,10 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     lat["fitted"] = fitted_flags(lat, lat["run_id"], summary)
     p = pooled(spectra)
     ok = np.isfinite(p["T_c"].to_numpy(float)) & (p["dD"].to_numpy(float) > 0)
-    ranks = p.loc[ok, "k"].to_numpy()
+    # thresholds and utilities of runs away from equilibrium are not results: nothing to draw then
+    ranks = p.loc[ok, "k"].to_numpy() if not nothing_at_equilibrium(summary) else np.array([], dtype=int)
     n = int(ranks.max()) if len(ranks) else 1
-    colors = rank_colors(n)
+    colors = rank_palette(n, thresholded_ranks(spectra, summary))
     tc = dict(zip(p["k"], p["T_c"]))
     dd = dict(zip(p["k"], p["dD"]))
     mf = summary["meanfield"]
@@ -28,6 +29,7 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 4.8))
 
     max_drift = mf["max_m2_drift"]
+    y_min = 1e-3
     for k in ranks:
         rows = lat[lat["rank"] == k]
         x = 1.0 - rows["T"].to_numpy(float) / tc[k]
@@ -37,9 +39,12 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
         if "m2_drift" in rows:
             used = used & ~(rows["m2_drift"].to_numpy(float) > max_drift)  # M^2 still moving: excluded
         scatter_converged(a, x[sel], y[sel], used[sel], colors[k - 1], size=16)
+        in_window = sel & (x >= window[0]) & (x <= window[1])
+        if in_window.any():  # the fit uses every point in the window: the axis shows them all
+            y_min = min(y_min, 0.5 * float(y[in_window].min()))
     xs = np.logspace(-3, 0, 50)
     a.plot(xs, xs, color="0.2", ls="--", lw=1.0, label=r"slope 1: $M^2 = 1 - T/T_c$")
-    if mf["exponent"] is not None:
+    if mf["exponent"] is not None and len(ranks):
         # one line per rank: common slope, the rank's own intercept (fixed effects)
         slope, xw = mf["exponent"], np.logspace(np.log10(window[0]), np.log10(window[1]), 20)
         for k in ranks:
@@ -48,20 +53,21 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
         stderr = mf["stderr"] if mf["stderr"] is not None else float("nan")
         a.plot([], [], color="0.2", lw=1.8,
                label=f"fit in window: common slope {slope:.2f} $\\pm$ {stderr:.2f}\n(one intercept per rank)")
-    else:
+    elif len(ranks):
         a.text(0.04, 0.96, f"exponent fit: too few converged points\nin the window ({mf['n_points']})",
                transform=a.transAxes, va="top", fontsize=9.5, color="C3")
     a.axvspan(window[0], window[1], color="C3", alpha=0.08, lw=0)
     a.set_xscale("log")
     a.set_yscale("log")
     a.set_xlim(1e-3, 1.2)
-    a.set_ylim(1e-3, 1.5)
+    a.set_ylim(y_min, 1.5)
     a.set_xlabel(r"distance to threshold $1 - T/T_{c,k}$")
     a.set_ylabel(r"signal fraction $M_k^2$")
     a.set_title("Mean-field law")
     handles, _ = a.get_legend_handles_labels()
-    handles.append(hollow_legend_handle("excluded: run not converged\nor $M^2$ still drifting"))
-    a.legend(handles=handles, loc="lower right", fontsize=9)
+    handles.append(hollow_legend_handle("hollow: excluded, run not at equilibrium\n(not converged or $M^2$ still drifting)"))
+    legend_below(a, handles, ncol=2)
+    annotate_no_equilibrium(a, summary)
     panel_label(a, "a")
 
     for k in ranks:
@@ -76,8 +82,12 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     b.set_xscale("log")
     b.set_xlim(1e-4, 10)
     b.set_ylim(-0.1, max(0.5 * np.log(1e4) + 0.3, 1.0))
-    finish_panel(b, "b", r"rescaled temperature $T / \Delta\tilde D_k$   (" + T_LABEL + ")", r"rate $R_k$ (nats)",
-                 "Rate curves rescaled by the utility", loc="upper right", fontsize=9)
-    rank_colorbar(fig, b, n)
+    b.set_xlabel(r"rescaled temperature $T / \Delta\tilde D_k$  ($T = \beta\,\sigma_{\mathrm{dec}}^2 / V$)")
+    b.set_ylabel(r"rate $R_k$ (nats)")
+    b.set_title("Rate curves rescaled by the utility")
+    legend_below(b, ncol=2)
+    annotate_no_equilibrium(b, summary)
+    panel_label(b, "b")
+    rank_colorbar(fig, b, n, colors=colors)
     fig.suptitle(f"{model}: mean-field collapse (test split)", y=1.02)
     return fig

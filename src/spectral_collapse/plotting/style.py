@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-T_LABEL = r"temperature $T = \beta\,\sigma_{\mathrm{dec}}^2 / V$"
+T_LABEL = r"temperature $T = \beta\,\sigma_{\mathrm{dec}}^2 / V$ (dimensionless)"
 RANK_CMAP = "viridis"        # rank 1 dark purple, high ranks green-yellow (never pale yellow)
 PNG_DPI = 150
 MARKER_SIZE = 22
@@ -33,17 +33,49 @@ def rank_colors(n: int) -> list:
     return [cmap(0.88 * i / max(n - 1, 1)) for i in range(n)]
 
 
-def rank_colorbar(fig, ax, n: int, label: str = "rank $k$ (by $M^2$)", start: int = 1) -> None:
-    """A discrete colourbar standing in for a legend of n rank colours (values start..start+n-1)."""
+NO_THRESHOLD_GREY = "0.72"
+
+
+def _distinct_colors() -> list:
+    """18 colours in which neighbours differ in hue: tab20's dark shades, then its light ones, without greys."""
+    tab = plt.get_cmap("tab20").colors
+    return [tab[i] for i in range(0, 20, 2) if i != 14] + [tab[i] for i in range(1, 20, 2) if i != 15]
+
+
+def rank_palette(n: int, thresholded) -> list:
+    """One colour per rank 1..n: ranks with a collapse threshold in distinct hues (neighbouring ranks never look
+    alike, unlike n shades of one map), the others grey. With no thresholded rank at all, every rank gets a hue
+    (the figure is then only a picture of the measured curves)."""
+    marked = {int(k) for k in thresholded}
+    if not marked & set(range(1, n + 1)):
+        marked = set(range(1, n + 1))
+    hues = _distinct_colors()
+    out, i = [], 0
+    for k in range(1, n + 1):
+        if k in marked:
+            out.append(hues[i % len(hues)])
+            i += 1
+        else:
+            out.append(matplotlib.colors.to_rgba(NO_THRESHOLD_GREY))
+    return out
+
+
+def rank_colorbar(fig, ax, n: int, label: str = "rank $k$ (by $M^2$)", start: int = 1, colors=None) -> None:
+    """A discrete colourbar standing in for a legend of n rank colours (values start..start+n-1); ``colors``
+    (default: ``rank_colors``) one per value. A qualitative palette gets a tick on every value."""
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
-    cmap = ListedColormap(rank_colors(n))
+    qualitative = colors is not None
+    cmap = ListedColormap(colors if qualitative else rank_colors(n))
     norm = BoundaryNorm(np.arange(start - 0.5, start + n + 0.5), n)
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
     last = start + n - 1
-    ticks = np.arange(start, last + 1) if n <= 12 else np.unique(np.r_[start, np.arange(5, last + 1, 5), last])
+    every = n <= 12 or (qualitative and n <= 32)
+    ticks = np.arange(start, last + 1) if every else np.unique(np.r_[start, np.arange(5, last + 1, 5), last])
     cb = fig.colorbar(sm, ax=ax, ticks=ticks, fraction=0.05, pad=0.02)
     cb.set_label(label)
+    if every and n > 12:
+        cb.ax.tick_params(labelsize=7.5)
     cb.ax.invert_yaxis()  # rank 1 at the top, like a ranked list
 
 
@@ -57,7 +89,20 @@ def scatter_converged(ax, x, y, converged, color, label=None, marker="o", size=M
                    zorder=zorder, linewidths=1.0)
 
 
-def hollow_legend_handle(label: str = "hollow: not converged or $M^2$ drifting (not fitted)"):
+def seeds_phrase(n_seeds: int) -> str:
+    """What a line through the scan points is: the mean over seeds, or (one seed) the points themselves."""
+    return "mean over seeds" if n_seeds > 1 else "one seed"
+
+
+def legend_below(ax, handles=None, ncol: int = 1, **kw) -> None:
+    """The axes' legend under its x label, outside the data."""
+    if handles is None:
+        handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=ncol, fontsize=9,
+              borderaxespad=0.0, **kw)
+
+
+def hollow_legend_handle(label: str = "hollow: not at equilibrium (not converged or $M^2$ drifting): not fitted"):
     from matplotlib.lines import Line2D
 
     return Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="0.3",

@@ -32,12 +32,52 @@ def shown_ranks(spectra: pd.DataFrame, latents: pd.DataFrame, active: float, cap
 
 
 def fitted_flags(latents: pd.DataFrame, run_ids, summary: dict) -> np.ndarray:
-    """Per entry of ``run_ids``: whether the analysis fitted that run (converged, M^2 settled; the model's
-    analysis.json says with which drift bound). Hollow markers show the others."""
+    """Per entry of ``run_ids``: whether that run is at equilibrium (converged, M^2 settled; the model's
+    analysis.json says with which drift bound), the only runs a figure draws filled. Never all runs: when no
+    run reached equilibrium every marker is hollow, whatever the analysis fell back to
+    (``runs.fits_use_unconverged``), and ``no_equilibrium_note`` says so on the figure."""
     from ..analysis.spectrum import equilibrium_run_ids
 
     ids = pd.Index(run_ids)
-    if summary["runs"].get("fits_use_unconverged"):
-        return np.ones(len(ids), dtype=bool)
-    max_drift = summary["runs"].get("max_m2_drift", np.inf)
+    max_drift = summary.get("runs", {}).get("max_m2_drift", np.inf)
     return ids.isin(list(equilibrium_run_ids(latents, max_drift)))
+
+
+def nothing_at_equilibrium(summary: dict) -> bool:
+    """Whether no run of the model reached equilibrium (then the analysis' fits, if any, used runs that are
+    not at equilibrium: a figure draws none of them)."""
+    runs = summary.get("runs", {})
+    return bool(runs.get("fits_use_unconverged")) or runs.get("equilibrium", 1) == 0
+
+
+def no_equilibrium_note(summary: dict) -> str | None:
+    """The figure's own text when no run reached equilibrium (None otherwise)."""
+    if not nothing_at_equilibrium(summary):
+        return None
+    total = summary.get("runs", {}).get("total")
+    of = f" (0 of {total})" if total is not None else ""
+    return f"no scan point reached equilibrium{of}:\nevery point hollow, nothing fitted"
+
+
+def annotate_no_equilibrium(ax, summary: dict, x: float = 0.5, y: float = 0.5) -> None:
+    """Write ``no_equilibrium_note`` on the axes (centred, in red, over a white box) when it applies."""
+    note = no_equilibrium_note(summary)
+    if note is not None:
+        ax.text(x, y, note, transform=ax.transAxes, ha="center", va="center", fontsize=10.5, color="C3",
+                zorder=10, bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.85, "boxstyle": "round"})
+
+
+def thresholded_ranks(spectra: pd.DataFrame, summary: dict) -> set[int]:
+    """Ranks with a collapse threshold (pooled over seeds); none when no run reached equilibrium, since a
+    threshold fitted to runs away from equilibrium is not a result."""
+    if nothing_at_equilibrium(summary):
+        return set()
+    p = pooled(spectra)
+    return {int(k) for k in p.loc[np.isfinite(p["T_c"].to_numpy(float)), "k"]}
+
+
+def n_seeds(latents: pd.DataFrame, summary: dict) -> int:
+    """How many seeds the figure's tables hold."""
+    if "seed" in latents:
+        return int(latents["seed"].nunique())
+    return len(summary.get("seeds", [0]))

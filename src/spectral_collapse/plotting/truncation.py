@@ -9,9 +9,9 @@ import pandas as pd
 
 from spectral_collapse.analysis.d_eff import pca_distortion
 
-from .style import (T_LABEL, apply_style, finish_panel, hollow_legend_handle, panel_label, rank_colorbar, rank_colors,
-                    scatter_converged)
-from .tables import fitted_flags, pooled, test_rows
+from .style import (T_LABEL, apply_style, finish_panel, hollow_legend_handle, legend_below, panel_label, rank_colorbar,
+                    rank_colors, scatter_converged)
+from .tables import annotate_no_equilibrium, fitted_flags, nothing_at_equilibrium, pooled, test_rows
 
 
 def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame,
@@ -38,7 +38,8 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
     a.set_ylabel(r"distortion $\tilde D_K$ (first $K$ ranks kept)")
     a.set_title(r"Truncation curves $\tilde D_K(T)$")
     if not prn["fitted"].all():
-        a.legend(handles=[hollow_legend_handle()], loc="lower right", fontsize=9)
+        legend_below(a, [hollow_legend_handle("hollow: not at equilibrium (not converged\nor $M^2$ drifting): not fitted")])
+    annotate_no_equilibrium(a, summary)
     rank_colorbar(fig, a, K_max + 1, label="ranks kept $K$", start=0)
     panel_label(a, "a")
 
@@ -48,12 +49,14 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
     b.plot(Ks[:-1], pca_curve[:-1], "-", color="0.35", marker="^", ms=5, mfc="none", label=r"PCA $\sum_{k>K}\lambda_k/V$")
     best = np.r_[np.nan if summary["best_D0"] is None else summary["best_D0"], p["best_D"].to_numpy(float)]
     Kb = np.arange(len(best))
-    b.plot(Kb, best, "o", color="C0", ms=5, label=f"{model}: best $\\tilde D_K$ over the scan")
+    none_fitted = nothing_at_equilibrium(summary)
+    b.plot(Kb, best, "o", color="C0", ms=5, mfc="none" if none_fitted else "C0",
+           label=f"{model}: best $\\tilde D_K$ over the scan" + (" (no run at equilibrium)" if none_fitted else ""))
     # model and PCA fitted over the same ranks (the model's window); PCA also over the configured window
     for key, color, ls, what in (("model", "C0", ":", model), ("pca", "0.35", ":", "PCA"),
                                  ("pca_configured_window", "0.6", "-.", "PCA, configured ranks")):
         fit = summary["powerlaw"][key]
-        if fit["exponent"] is not None:
+        if fit["exponent"] is not None and not (none_fitted and key == "model"):
             r = np.linspace(fit["ranks"][0], fit["ranks"][1], 50)
             b.plot(r, fit["prefactor"] * r ** (-fit["exponent"]), color=color, ls=ls, lw=2.0,
                    label=f"{what}: $K^{{-{fit['exponent']:.1f}}}$ (ranks {fit['ranks'][0]}-{fit['ranks'][1]})")
@@ -62,8 +65,9 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
     shown = np.r_[best[np.isfinite(best) & (best > 0)], pca_curve[pca_curve > 1e-9]]
     if len(shown):
         b.set_ylim(bottom=0.5 * shown.min(), top=2.0 * shown.max())
-    finish_panel(b, "b", "rank $K$", r"$\tilde D_K$", "Best distortion against rank", integer_x=True, fontsize=8.5,
-                 loc="lower left")
+    finish_panel(b, "b", "rank $K$", r"$\tilde D_K$", "Best distortion against rank", integer_x=True)
+    legend_below(b)
+    annotate_no_equilibrium(b, summary, y=0.75)
 
     d = summary["d_eff"]
     eps, dm, dp = d["eps"], d["model"], d["pca"]
