@@ -86,3 +86,4 @@ def test_nothing_at_equilibrium_is_all_hollow_and_said_on_the_figure(figure):
     assert not filled
     assert not lines_filled
     assert NOTE in text
+    assert "R^2$ =" not in text  # no agreement numbers computed from runs away from equilibrium

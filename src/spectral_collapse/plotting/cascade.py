@@ -52,8 +52,9 @@ def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame
     ax.set_title(f"Collapse cascade ({model}, test split)")
     annotate_no_equilibrium(ax, summary, y=0.62)
 
+    seeds = n_seeds(lat, summary)
     handles = [Line2D([], [], color="0.2", lw=1.4, marker="o", ms=3,
-                      label=f"measured (line: {seeds_phrase(n_seeds(lat, summary))})"),
+                      label=f"measured (line: {seeds_phrase(seeds)})" if seeds > 1 else "measured (one seed)"),
                Line2D([], [], color="0.2", lw=1.0, ls="--", label=r"linear oracle $[1 - T/T_k]_+$, $T_k = \lambda_k/V$")]
     if marked and len(marked) < n:
         handles.append(Line2D([], [], color=NO_THRESHOLD_GREY, lw=1.0, label="grey: rank without a threshold"))

@@ -81,12 +81,13 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
         warnings.simplefilter("ignore", PendingDeprecationWarning)  # seaborn 0.13 on matplotlib 3.11
         sns.heatmap(mat, ax=hax, cmap="RdBu_r", vmin=-1, vmax=1, center=0, annot=True, fmt=".2f",
                     annot_kws={"fontsize": 8.5}, linewidths=0.4, linecolor="white",
-                    cbar_kws={"label": "Pearson correlation $r$ (area-weighted)", "orientation": "horizontal",
+                    cbar_kws={"label": "Pearson $r$", "orientation": "horizontal",
                                "shrink": 0.6, "pad": 0.06, "aspect": 30})
     hax.tick_params(axis="y", labelrotation=0, labelsize=9)
     hax.tick_params(axis="x", labelsize=9.5, labelrotation=0)
     hax.set_xlabel("")
-    right.suptitle("b   correlation with the 19 bioclimatic variables", fontsize=12, x=0.02, ha="left")
+    right.suptitle("b   correlation with the 19 bioclimatic variables (area-weighted Pearson $r$)", fontsize=12,
+                   x=0.02, ha="left")
     T = maps.attrs.get("T")
     title = f"{model}: leading latent coordinates on land" + (f" (model trained at T = {T:.3g})" if T is not None else "")
     fig.suptitle(title, fontsize=13)

@@ -88,6 +88,7 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     legend_below(b, ncol=2)
     annotate_no_equilibrium(b, summary)
     panel_label(b, "b")
-    rank_colorbar(fig, b, n, colors=colors)
+    if len(ranks):
+        rank_colorbar(fig, b, n, colors=colors)
     fig.suptitle(f"{model}: mean-field collapse (test split)", y=1.02)
     return fig

@@ -98,9 +98,11 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
 
     for axis in (b.xaxis, b.yaxis):
         axis.set_minor_formatter(NullFormatter())
-    b.text(0.04, 0.96, _agreement_text(summary), transform=b.transAxes, va="top", fontsize=9.5)
+    if not nothing_at_equilibrium(summary):  # agreement numbers of runs away from equilibrium: not results
+        b.text(0.04, 0.96, _agreement_text(summary), transform=b.transAxes, va="top", fontsize=9.5)
     finish_panel(b, "b", r"collapse threshold $T_{c,k}$", r"utility $\Delta\tilde D_k$", "Utility against threshold")
     legend_below(b)
-    rank_colorbar(fig, b, n, colors=colors)
+    if ok.any():
+        rank_colorbar(fig, b, n, colors=colors)
     fig.suptitle(f"{model}: collapse thresholds, utilities and the PCA spectrum (test split)", y=1.02)
     return fig

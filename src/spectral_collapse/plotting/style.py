@@ -98,6 +98,8 @@ def legend_below(ax, handles=None, ncol: int = 1, **kw) -> None:
     """The axes' legend under its x label, outside the data."""
     if handles is None:
         handles, _ = ax.get_legend_handles_labels()
+    if not handles:
+        return
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=ncol, fontsize=9,
               borderaxespad=0.0, **kw)
 
@@ -137,5 +139,6 @@ def finish_panel(ax, letter: str, xlabel: str, ylabel: str, title: str, integer_
         import matplotlib.pyplot as plt
 
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.legend(**legend)
+    if ax.get_legend_handles_labels()[0]:  # an empty panel (nothing at equilibrium) has no legend
+        ax.legend(**legend)
     panel_label(ax, letter)

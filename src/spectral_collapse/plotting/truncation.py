@@ -56,7 +56,7 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
     for key, color, ls, what in (("model", "C0", ":", model), ("pca", "0.35", ":", "PCA"),
                                  ("pca_configured_window", "0.6", "-.", "PCA, configured ranks")):
         fit = summary["powerlaw"][key]
-        if fit["exponent"] is not None and not (none_fitted and key == "model"):
+        if fit["exponent"] is not None and not (none_fitted and key in ("model", "pca")):  # their window: the model's
             r = np.linspace(fit["ranks"][0], fit["ranks"][1], 50)
             b.plot(r, fit["prefactor"] * r ** (-fit["exponent"]), color=color, ls=ls, lw=2.0,
                    label=f"{what}: $K^{{-{fit['exponent']:.1f}}}$ (ranks {fit['ranks'][0]}-{fit['ranks'][1]})")
@@ -67,10 +67,12 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
         b.set_ylim(bottom=0.5 * shown.min(), top=2.0 * shown.max())
     finish_panel(b, "b", "rank $K$", r"$\tilde D_K$", "Best distortion against rank", integer_x=True)
     legend_below(b)
-    annotate_no_equilibrium(b, summary, y=0.75)
+    annotate_no_equilibrium(b, summary, y=0.3)
 
     d = summary["d_eff"]
     eps, dm, dp = d["eps"], d["model"], d["pca"]
+    if none_fitted:  # reached only by runs away from equilibrium: not a result
+        dm = [None] * len(eps)
     fmt = lambda v: "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{int(v)}"  # noqa: E731
     cells = [[f"{100 * e:g}%", fmt(x), fmt(y)] for e, x, y in zip(eps, dp, dm)]
     c.axis("off")
@@ -80,6 +82,7 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.Da
         table.set_fontsize(10)
         table.scale(1.0, 1.6)
     c.set_title(r"$d_{\mathrm{eff}}(\varepsilon) = \min\{K: \tilde D_K \leq \varepsilon\}$", fontsize=11)
-    c.text(0.5, 0.02, "- : not reached in the scan", transform=c.transAxes, ha="center", fontsize=8, color="0.3")
+    c.text(0.5, 0.02, "- : not reached in the scan" + (" at equilibrium" if none_fitted else ""),
+           transform=c.transAxes, ha="center", fontsize=8, color="0.3")
     fig.suptitle(f"{model}: truncation and effective dimension (test split)", y=1.02)
     return fig
