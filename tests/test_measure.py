@@ -162,6 +162,10 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     assert (run_dir / "checkpoints/last.ckpt").is_file() and (run_dir / "logs/metrics.csv").is_file()
     log = (tmp_path / "results/logs/train/linear/T5.6234e-01/seed0.log").read_text()
     assert "step 100/400" in log  # one line per evaluation when not on a terminal
+    # the progress line goes to the terminal of whoever started snakemake (here its captured stderr), not the log
+    shown = proc.stdout + proc.stderr
+    assert "[train linear/" in shown and "updates 0/400" in shown and "training finished" in shown
+    assert "training finished" not in log
     from spectral_collapse.vae import encode_array, load_trained
 
     model, meta = load_trained(run_dir / "model.pt")
