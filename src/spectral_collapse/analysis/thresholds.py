@@ -43,7 +43,7 @@ def _fit_log_threshold(log_T: np.ndarray, y: np.ndarray, model, start: float) ->
     lo = min(start, log_T.min()) - 6.0
     hi = max(start, log_T.max()) + 6.0
     grid = np.linspace(lo, hi, 1201)
-    losses = np.array([loss(u) for u in grid])
+    losses = np.sum((y[None, :] - model(grid[:, None], log_T[None, :])) ** 2, axis=1)  # the grid in one call
     i = int(np.argmin(losses))
     step = grid[1] - grid[0]
     res = minimize_scalar(loss, bounds=(grid[i] - step, grid[i] + step), method="bounded",
