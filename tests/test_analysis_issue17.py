@@ -94,6 +94,8 @@ def test_fewer_than_3_window_points_is_unresolved():
     assert threshold_status(0.01, 0.01, True, T_range, {"n": 2, "n_active": 1, "n_collapsed": 1}) == "unresolved"
     assert threshold_status(0.01, 0.01, True, T_range, {"n": 5, "n_active": 5, "n_collapsed": 0}) == "unresolved"
     assert threshold_status(0.01, 0.01, True, T_range, {"n": 5, "n_active": 0, "n_collapsed": 5}) == "unresolved"
+    # one active point fixes T_c by itself (slope fixed): not resolved however many collapsed points bracket it
+    assert threshold_status(0.01, 0.01, True, T_range, {"n": 5, "n_active": 1, "n_collapsed": 4}) == "unresolved"
     T = np.array([0.03, 0.009, 0.002])
     assert window_support(T, [0.0, 0.5, 0.9], 0.01, (0.01, 3.0), 0.1) == {"n": 3, "n_active": 2, "n_collapsed": 1}
 
@@ -200,3 +202,19 @@ def test_identity_r2_bootstrap_interval():
     lo, hi = identity_r2_ci(t, d)
     assert lo < log_identity_r2(t, d) < hi <= 1.0
     assert np.isnan(identity_r2_ci(t[:2], d[:2])).all()
+
+
+def test_meanfield_needs_3_distinct_temperatures_per_rank():
+    """Two seeds at the same two T are two values of 1 - T/T_c, not four: the rank does not enter, and with too few
+    ranks the exponent is "not resolved" (null), never a number."""
+    from spectral_collapse.analysis.thresholds import meanfield_exponent
+
+    T_c = np.array([0.3, 0.1, 0.03])
+    T = np.concatenate([np.tile(tc * np.array([0.5, 0.7]), 2) for tc in T_c])
+    tc = np.repeat(T_c, 4)
+    out = meanfield_exponent(T, 1 - T / tc, tc, group=np.repeat([1, 2, 3], 4), window=(0.1, 0.9))
+    assert out["exponent"] != out["exponent"] and out["status"].startswith("not resolved") and out["n_groups"] == 0
+    T3 = np.concatenate([tc_ * np.array([0.2, 0.5, 0.7]) for tc_ in T_c])
+    tc3 = np.repeat(T_c, 3)
+    ok = meanfield_exponent(T3, 1 - T3 / tc3, tc3, group=np.repeat([1, 2, 3], 3), window=(0.1, 0.9))
+    assert ok["status"] == "resolved" and ok["exponent"] == pytest.approx(1.0)

@@ -22,7 +22,7 @@ from .claims import verdict
 from .d_eff import d_eff, pca_distortion, pca_heldout_distortion, powerlaw_crossover, powerlaw_fit
 from .equilibrium import equilibrium, stability_flags
 from .spectrum import EVAL_SPLIT, eval_split, run_max_drift, utility_spectrum
-from .thresholds import (MIN_MEANFIELD_POINTS, MIN_WINDOW_POINTS, fit_m2_threshold, fit_rate_threshold, fit_window,
+from .thresholds import (MIN_ACTIVE_POINTS, MIN_MEANFIELD_POINTS, MIN_WINDOW_POINTS, fit_m2_threshold, fit_rate_threshold, fit_window,
                          in_scan, meanfield_exponent, threshold_status, window_support)
 
 POOLED = -1
@@ -352,8 +352,9 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
         "thresholds_resolved": {
             "n_resolved": head["n_resolved"], "n_unresolved": head["n_unresolved"],
             "unresolved_ranks": head["unresolved_ranks"],
-            "rule": f"resolved: >= {MIN_WINDOW_POINTS} points in the rate-fit window, >= 1 active (M^2 > "
-                    "active_threshold) and >= 1 collapsed; unresolved thresholds are kept out of R^2 and agreement",
+            "rule": f"resolved: >= {MIN_WINDOW_POINTS} points in the rate-fit window, >= {MIN_ACTIVE_POINTS} active "
+                    "(M^2 > active_threshold) and >= 1 collapsed; unresolved thresholds are kept out of R^2 and "
+                    "agreement",
         },
         "dD": pooled["dD"].tolist(),
         "best_D": pooled["best_D"].tolist(),

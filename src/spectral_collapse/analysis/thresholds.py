@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 M2_WINDOW = (1e-1, 3.0)        # T / T_ref (near onset, both sides of the threshold)
 ACTIVE_RATE = 1e-3             # nats: a rank "carries rate" at a scan point above this
@@ -19,6 +20,9 @@ ACTIVE_M2 = 1e-3
 # A threshold is resolved only with this many points in its rate-fit window, at least one active and one collapsed
 # (issue 17, item 5): a one-point fit only reproduces that point.
 MIN_WINDOW_POINTS = 3
+# ... and at least this many of them active. Stricter than the issue's one: with the slope fixed, one active point
+# fixes T_c by itself (T exp(2R)) and the collapsed points only bracket it, so the fit would reproduce that point.
+MIN_ACTIVE_POINTS = 2
 # The rate-fit window reaches up to COLLAPSED_SIDE x dD~_k (at least), so that it holds collapsed points: with the
 # paper's upper edge T = dD~_k and T_c,k = dD~_k (the linear law) no collapsed point would ever lie inside it. Above
 # T_c the clipped model predicts R = 0, so these points constrain T_c from above without biasing it.
@@ -100,8 +104,10 @@ def window_support(T, M2, dD, window, active_threshold: float) -> dict:
 
 
 def resolved(support: dict) -> bool:
-    """Issue 17, item 5: at least MIN_WINDOW_POINTS points in the window, at least one active and one collapsed."""
-    return support["n"] >= MIN_WINDOW_POINTS and support["n_active"] >= 1 and support["n_collapsed"] >= 1
+    """Issue 17, item 5: at least MIN_WINDOW_POINTS points in the window, at least MIN_ACTIVE_POINTS active and one
+    collapsed."""
+    return (support["n"] >= MIN_WINDOW_POINTS and support["n_active"] >= MIN_ACTIVE_POINTS
+            and support["n_collapsed"] >= 1)
 
 
 def in_scan(T_c: float, T_range: tuple[float, float]) -> bool:
@@ -156,7 +162,8 @@ def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 1000, seed: int 
     1 - T/T_c would leak into the slope. The slope is therefore fitted within ranks (each rank's points
     centred on their own means). Points with window[0] <= 1 - T/T_c <= window[1] and M^2 > m2_floor are used:
     a point below the active threshold is collapsed, already past the true threshold, and would pull the slope
-    up (issue 17, item 2). A rank enters only with at least `min_points` such points (two points fix any slope),
+    up (issue 17, item 2). A rank enters only with at least `min_points` such points at distinct T (two points fix
+    any slope; two seeds at one T are one value of 1 - T/T_c),
     and the exponent is reported only with at least `min_groups` such ranks; otherwise it is null and `status`
     says "not resolved" and why. The bootstrap over ranks gives the uncertainty that also covers threshold
     errors shared by a rank's points (`ci95`: its 2.5 and 97.5 percentiles); the OLS standard error is reported
@@ -170,9 +177,10 @@ def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 1000, seed: int 
     with np.errstate(divide="ignore", invalid="ignore"):
         x = 1.0 - T / T_c
     sel = np.isfinite(x) & np.isfinite(M2) & (M2 > max(m2_floor, 0.0)) & (x >= window[0]) & (x <= window[1])
-    if sel.any():  # ranks with too few points in the window do not enter
-        g_all, counts = np.unique(group[sel], return_counts=True)
-        sel &= np.isin(group, g_all[counts >= min_points])
+    if sel.any():  # ranks with too few distinct T in the window do not enter (seeds at one T are one x)
+        pairs = pd.DataFrame({"g": group[sel], "T": T[sel]}).drop_duplicates()
+        counts = pairs.groupby("g").size()
+        sel &= np.isin(group, counts.index[counts >= min_points].to_numpy())
     lx, ly = np.log(x[sel]), np.log(M2[sel])
     groups, inverse = np.unique(group[sel], return_inverse=True)
     out = {"exponent": float("nan"), "stderr": float("nan"), "stderr_ols": float("nan"),
