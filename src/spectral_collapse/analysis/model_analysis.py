@@ -264,13 +264,11 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
 
     def run_groups(ids: set) -> dict[int, tuple[pd.DataFrame, dict]]:
         return {seed: _one_group(lat, lat_thr, prn, g, family, lam, cfg, pca_held)
-                for seed, g in _groups(lat, ids, seeds) if g}
+                for seed, g in _groups(lat, ids, seeds if len(seeds) > 1 else []) if g}
 
     results = run_groups(conv)
     spectra, d_rows, heads = [], [], {}
-    for seed, (spec, head) in results.items():
-        if len(seeds) == 1 and seed != POOLED:
-            continue  # one seed: its rows are the pooled rows
+    for seed, (spec, head) in results.items():  # one seed: its rows are the pooled rows
         spec = spec.copy()
         spec.insert(0, "seed", seed)
         spectra.append(spec)
