@@ -218,3 +218,14 @@ def test_meanfield_needs_3_distinct_temperatures_per_rank():
     tc3 = np.repeat(T_c, 3)
     ok = meanfield_exponent(T3, 1 - T3 / tc3, tc3, group=np.repeat([1, 2, 3], 3), window=(0.1, 0.9))
     assert ok["status"] == "resolved" and ok["exponent"] == pytest.approx(1.0)
+
+
+def test_powerlaw_exponent_has_a_bootstrap_interval():
+    from spectral_collapse.analysis.d_eff import powerlaw_fit
+
+    K = np.arange(1, 15)
+    D = 0.3 * K ** -4.0 * np.exp(0.1 * np.random.default_rng(2).standard_normal(len(K)))
+    fit = powerlaw_fit(K, D, (4, 14))
+    assert fit["ci95"][0] < fit["exponent"] < fit["ci95"][1] and fit["ci95"][1] - fit["ci95"][0] < 1.0
+    exact = powerlaw_fit(K, 0.3 * K ** -4.0, (4, 14))
+    assert exact["ci95"] == pytest.approx([4.0, 4.0])

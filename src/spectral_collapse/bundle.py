@@ -301,7 +301,9 @@ def _headline(m: Mapping[str, Any]) -> dict[str, str]:
         "ablation": ("not measured" if ab.get("status", "not measured").startswith("not measured") else
                      f"{_fmt(ab['pooled']['mean'], '.2f')} (min {_fmt(ab['pooled']['min'], '.2f')}, "
                      f"{ab['pooled']['n_models']} models)"),
-        "powerlaw": f"{_pooled_and_seeds(m, pl['exponent'], 'powerlaw_exponent', '.2f')} (ranks {pl['ranks'][0]}-"
+        "powerlaw": f"{_pooled_and_seeds(m, pl['exponent'], 'powerlaw_exponent', '.2f')}"
+                    + (f", 95% CI {_fmt(pl['ci95'][0], '.2f')}-{_fmt(pl['ci95'][1], '.2f')}" if pl.get("ci95") else "")
+                    + f" (ranks {pl['ranks'][0]}-"
                     f"{pl['ranks'][1]}; PCA train {_fmt(m['powerlaw']['pca']['exponent'], '.2f')}, PCA test "
                     f"{_fmt(held.get('exponent'), '.2f')})",
         "crossover": (f"{cx['K']} (head {_fmt(cx['head_exponent'], '.2f')}, tail {_fmt(cx['tail_exponent'], '.2f')}; "
