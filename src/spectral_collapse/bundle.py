@@ -312,6 +312,36 @@ def _headline(m: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def _per_seed_values(m: Mapping[str, Any], key: str) -> dict[str, Any]:
+    spread = m.get("seed_spread", {}).get(key)
+    return dict(spread["per_seed"]) if spread else {}
+
+
+def _paper_comparisons(models: Mapping[str, Any], names: list[str], eps: list[float]) -> list[str]:
+    """Claims that compare models or compare with the paper's table, judged seed by seed (`claims.verdict`)."""
+    from .analysis.claims import verdict
+
+    out = ["", "| claim (judged seed by seed) | evidence, per seed | verdict |", "| --- | --- | --- |"]
+    mlps = sorted((models[n]["depth"], n) for n in names if models[n].get("family") == "mlp")
+    for (d_lo, lo), (d_hi, hi) in zip(mlps, mlps[1:]):
+        ref = models[lo]["best_D"][HEAD_K - 1]
+        vals = _per_seed_values(models[hi], "best_D_head") or {"pooled": models[hi]["best_D"][HEAD_K - 1]}
+        ev = ", ".join(f"seed {s}: {_fmt(v, '.3g')}" for s, v in sorted(vals.items()))
+        out.append(f"| depth puts more utility in the head: D~ after {HEAD_K} ranks of {hi} below {lo}'s "
+                   f"{_fmt(ref, '.3g')} | {ev} | {verdict(vals, lambda v: v < ref)} |")
+    for n in names:
+        if models[n].get("family") != "mlp":
+            continue
+        for e, paper in zip(eps, PAPER_D_EFF["vae"]):
+            if paper is None:
+                continue
+            vals = _per_seed_values(models[n], f"d_eff_{e:g}") or {"pooled": models[n]["d_eff"]["model"][eps.index(e)]}
+            ev = ", ".join(f"seed {s}: {_fmt(v, '.0f')}" for s, v in sorted(vals.items()))
+            out.append(f"| {n}: d_eff at {100 * e:g}% equals the paper's VAE ({paper}) | {ev} | "
+                       f"{verdict({s: (v if v is not None else -1) for s, v in vals.items()}, lambda v: v == paper)} |")
+    return out
+
+
 def report(bundle: str | os.PathLike = BUNDLE) -> str:
     """The README's tables of the reference run, from the shipped summary and provenance (Markdown): every
     number in them is read here from the bundle, none typed by hand. Pooled numbers come with the per-seed
@@ -379,6 +409,8 @@ def report(bundle: str | os.PathLike = BUNDLE) -> str:
                 v = models[n].get("claims", {}).get(c)
                 cells.append("-" if v is None else f"{v['verdict']} ({v['n_seeds']} seed{'s' if v['n_seeds'] > 1 else ''})")
             out.append(f"| {c} | " + " | ".join(cells) + " |")
+
+    out += _paper_comparisons(models, names, eps)
 
     if any("drift_sensitivity" in models[n] for n in names):
         out += ["", "| model | drift limit | points at equilibrium | resolved thresholds (seeds) | identity R^2 (seeds) "
