@@ -428,7 +428,8 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
         if not ids:
             sens[f"{limit:g}"] = {"equilibrium": 0}
             continue
-        res = {seed: h for seed, (_, h) in run_groups(ids).items()}
+        # the same points as the headline fits (e.g. no drift between the limits): the same numbers, not refitted
+        res = {seed: h for seed, (_, h) in (results if ids == conv else run_groups(ids)).items()}
         per_l = {s: h for s, h in res.items() if s != POOLED} or {seeds[0]: res[POOLED]}
         sens[f"{limit:g}"] = {"equilibrium": len(ids), "removed_by": rep["removed"],
                               **{name: {"pooled": f(res[POOLED]), "per_seed": {s: f(h) for s, h in per_l.items()}}
