@@ -46,3 +46,20 @@ def test_heldout_shift_is_the_area_weighted_variance_along_each_training_axis(st
     # the weights matter: unweighted variances would give other numbers
     assert not np.allclose(table["a_test"], TEST.var(axis=0) / [4.0, 1.0, 0.25])
     assert not np.allclose(table["a_validation"], VALIDATION.var(axis=0) / [4.0, 1.0, 0.25])
+
+
+def test_heldout_pca_curve_uses_training_eigenvectors_and_training_mean(store):
+    """Issue 17, item 7: PCA reconstruction of the held-out split with the training eigenvectors (like the model's
+    held-out D~_K). The training mean is 0 here, so along each axis the test split's weighted mean square is
+    (by hand, weights 1, 1, 2 of 4) axis 1: (0 + 4 + 2 * 16) / 4 = 9, axis 2: (0 + 1 + 0) / 4 = 0.25,
+    axis 3: (0 + 0 + 2 * 1) / 4 = 0.5; D~_K = tail sums / V (V = 5.25)."""
+    from spectral_collapse.analysis.d_eff import pca_heldout_distortion
+
+    table = pca_from_store(store)
+    np.testing.assert_allclose(table["msq_test_over_V"], np.array([9.0, 0.25, 0.5]) / 5.25)
+    curve, source = pca_heldout_distortion(table, "test")
+    np.testing.assert_allclose(curve, np.array([9.75, 0.75, 0.5, 0.0]) / 5.25)
+    assert "training mean" in source
+    # the mean offset counts: the a_k route (variance about the split's own mean) gives less
+    old, old_source = pca_heldout_distortion(table.drop(columns="msq_test_over_V"), "test")
+    assert old[0] < curve[0] and "old PCA table" in old_source

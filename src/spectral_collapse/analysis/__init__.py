@@ -5,9 +5,13 @@ Small modules, each importable on its own (numpy/pandas only; scipy is imported 
 - ``collect``    concatenate the per-run tables of one model into the scan tables;
 - ``spectrum``   the utility spectrum: best D~_K at each rank across the scan, differenced;
 - ``thresholds`` collapse thresholds from the rate (and from M^2 for the linear family), which of them
-                 are reported (`threshold_status`), and the mean-field exponent;
-- ``agreement``  identity R^2, the consecutive rank agreement and Kendall's tau of thresholds and
-                 utilities;
+                 are reported and resolved (`threshold_status`), and the mean-field exponent;
+- ``agreement``  identity R^2 (with its bootstrap interval), the consecutive rank agreement and Kendall's tau
+                 of thresholds and utilities;
+- ``equilibrium`` which scan points are at equilibrium (loss rule, M^2 drift, stability check) and how many
+                 each check removed;
+- ``ablation``   Kendall's tau between the M^2 order and the single-latent ablation order, per model and seed;
+- ``claims``     a claim's verdict seed by seed (holds for every seed, seed-dependent, ...);
 - ``d_eff``      effective dimension d_eff(eps), PCA truncation curve, power-law fit of D~_K;
 - ``summary``    everything above for one model (per seed and pooled) and the combined summary;
 - ``pca_table``  the PCA table of the store's training sample (via ``spectral_collapse.pca``), with the

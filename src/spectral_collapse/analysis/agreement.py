@@ -95,3 +95,19 @@ def relative_error(estimate, reference) -> np.ndarray:
     reference = np.asarray(reference, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.abs(estimate - reference) / reference
+
+
+def identity_r2_ci(T_c, dD, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95% bootstrap interval of `log_identity_r2`: the 2.5 and 97.5 percentiles over resamples of the ranks
+    (pairs drawn with replacement; resamples with fewer than 2 distinct ranks are skipped). NaNs with fewer
+    than 3 ranks."""
+    T_c = np.asarray(T_c, dtype=float)
+    dD = np.asarray(dD, dtype=float)
+    ok = np.isfinite(T_c) & np.isfinite(dD) & (T_c > 0) & (dD > 0)
+    x, y = np.log(T_c[ok]), np.log(dD[ok])
+    if len(x) < 3:
+        return [float("nan"), float("nan")]
+    pick = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    vals = np.array([identity_r2(x[p], y[p]) for p in pick if len(np.unique(p)) >= 2])
+    vals = vals[np.isfinite(vals)]
+    return [float(v) for v in np.percentile(vals, [2.5, 97.5])] if len(vals) else [float("nan")] * 2

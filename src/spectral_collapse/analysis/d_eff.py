@@ -13,6 +13,23 @@ def pca_distortion(lambda_over_V) -> np.ndarray:
     return np.append(tail, 0.0)
 
 
+def pca_heldout_distortion(pca, split: str = "test") -> tuple[np.ndarray, str]:
+    """D~_K of a PCA reconstruction of the held-out `split` with the TRAINING eigenvectors, K = 0..d, in the
+    training order of the axes (not re-sorted), and how it was obtained: from the PCA table's
+    `msq_<split>_over_V` (second moment about the training mean, the like-for-like comparison of the model's
+    held-out D~_K), or, in tables older than issue 17, from a_<split> x lambda_k / V (the split's variance about
+    its own mean: the offset of its mean is missing)."""
+    pca = pca.sort_values("k")
+    col = f"msq_{split}_over_V"
+    if col in pca:
+        per_axis, source = pca[col].to_numpy(float), f"pca.parquet {col} (about the training mean)"
+    else:
+        per_axis = pca[f"a_{split}"].to_numpy(float) * pca["lambda_over_V"].to_numpy(float)
+        source = f"a_{split} x lambda_k/V (old PCA table: variance about the split's own mean, its offset missing)"
+    tail = np.cumsum(per_axis[::-1])[::-1]
+    return np.append(tail, 0.0), source
+
+
 def d_eff(D_of_K, eps_list, K=None) -> dict[float, float]:
     """d_eff(eps) = the smallest K with D~_K <= eps, for each eps; NaN when no K reaches it.
 
@@ -40,10 +57,25 @@ def powerlaw_fit(K, D, ranks) -> dict:
            "n_points": int(sel.sum())}
     if sel.sum() < 3:
         return out
-    slope, intercept = np.polyfit(np.log(K[sel]), np.log(D[sel]), 1)
+    x, y = np.log(K[sel]), np.log(D[sel])
+    slope, intercept = np.polyfit(x, y, 1)
     out.update(exponent=float(-slope), prefactor=float(np.exp(intercept)),
-               ranks=[int(K[sel].min()), int(K[sel].max())])
+               ranks=[int(K[sel].min()), int(K[sel].max())], ci95=_slope_ci(x, y, negate=True))
     return out
+
+
+def _slope_ci(x: np.ndarray, y: np.ndarray, negate: bool = False, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95% bootstrap interval of a least-squares slope (points resampled with replacement; degenerate resamples,
+    all at one x, skipped), in one vectorized pass."""
+    pick = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    xs, ys = x[pick], y[pick]
+    dx = xs - xs.mean(axis=1, keepdims=True)
+    sxx = (dx * dx).sum(axis=1)
+    ok = sxx > 1e-12
+    slopes = (dx * (ys - ys.mean(axis=1, keepdims=True))).sum(axis=1)[ok] / sxx[ok]
+    if negate:
+        slopes = -slopes
+    return [float(v) for v in np.percentile(slopes, [2.5, 97.5])] if len(slopes) > 1 else [float("nan")] * 2
 
 
 def powerlaw_crossover(K, D, last: int) -> dict:

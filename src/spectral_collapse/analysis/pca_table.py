@@ -33,8 +33,20 @@ def heldout_shift(x: np.ndarray, weights: np.ndarray, vectors: np.ndarray, lam: 
         return np.where(lam > 0, var / lam, np.nan)
 
 
+def heldout_msq(x: np.ndarray, weights: np.ndarray, vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Weighted mean square of a held-out split's projection on each training principal axis, about the TRAINING
+    mean: the error a PCA reconstruction x_hat = mean + P_K P_K^T (x - mean) with training eigenvectors leaves on
+    that split is sum_{k>K} of these (issue 17, item 7: the model's D~_K is measured on the held-out split, and
+    so is this curve). Unlike `heldout_shift`, an offset of the held-out mean counts: the model's decoder bias is
+    the training one too."""
+    w = np.asarray(weights, dtype=float) / np.sum(weights)
+    proj = (np.asarray(x, dtype=np.float64) - mean) @ vectors
+    return w @ proj ** 2
+
+
 def pca_from_store(store_path: str | Path) -> pd.DataFrame:
-    """Columns k, lambda, lambda_over_V, V, a_test, a_validation: the PCA of the store's training sample
+    """Columns k, lambda, lambda_over_V, V, a_test, a_validation, msq_test_over_V, msq_validation_over_V
+    (`heldout_msq` / V): the PCA of the store's training sample
     (the project's one PCA implementation, `spectral_collapse.pca.pca`, float64, ddof=0)."""
     from spectral_collapse.pca import pca
     from spectral_collapse.store import load_split, load_weights, store_V
@@ -42,6 +54,7 @@ def pca_from_store(store_path: str | Path) -> pd.DataFrame:
     fit = pca(load_split(store_path, "train"))
     table = pca_table(fit.lam, store_V(store_path))
     for split in HELDOUT_SPLITS:
-        table[f"a_{split}"] = heldout_shift(load_split(store_path, split), load_weights(store_path, split),
-                                            fit.vectors, fit.lam)
+        x, w = load_split(store_path, split), load_weights(store_path, split)
+        table[f"a_{split}"] = heldout_shift(x, w, fit.vectors, fit.lam)
+        table[f"msq_{split}_over_V"] = heldout_msq(x, w, fit.vectors, fit.mean) / table["V"].iloc[0]
     return table

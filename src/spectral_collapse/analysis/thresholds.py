@@ -12,10 +12,25 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 M2_WINDOW = (1e-1, 3.0)        # T / T_ref (near onset, both sides of the threshold)
 ACTIVE_RATE = 1e-3             # nats: a rank "carries rate" at a scan point above this
 ACTIVE_M2 = 1e-3
+# A threshold is resolved only with this many points in its rate-fit window, at least one active and one collapsed
+# (issue 17, item 5): a one-point fit only reproduces that point.
+MIN_WINDOW_POINTS = 3
+# ... and at least this many of them active. Stricter than the issue's one: with the slope fixed, one active point
+# fixes T_c by itself (T exp(2R)) and the collapsed points only bracket it, so the fit would reproduce that point.
+MIN_ACTIVE_POINTS = 2
+# The rate-fit window reaches up to COLLAPSED_SIDE x dD~_k (at least), so that it holds collapsed points: with the
+# paper's upper edge T = dD~_k and T_c,k = dD~_k (the linear law) no collapsed point would ever lie inside it. Above
+# T_c the clipped model predicts R = 0, so these points constrain T_c from above without biasing it.
+COLLAPSED_SIDE = 3.0
+# Mean-field exponent: a rank enters the fit only with this many points in the window, and the exponent is
+# reported only with this many such ranks (issue 17, item 2); otherwise it is "not resolved".
+MIN_MEANFIELD_POINTS = 3
+MIN_MEANFIELD_RANKS = 3
 
 
 def _fit_log_threshold(log_T: np.ndarray, y: np.ndarray, model, start: float) -> float:
@@ -32,7 +47,7 @@ def _fit_log_threshold(log_T: np.ndarray, y: np.ndarray, model, start: float) ->
     lo = min(start, log_T.min()) - 6.0
     hi = max(start, log_T.max()) + 6.0
     grid = np.linspace(lo, hi, 1201)
-    losses = np.array([loss(u) for u in grid])
+    losses = np.sum((y[None, :] - model(grid[:, None], log_T[None, :])) ** 2, axis=1)  # the grid in one call
     i = int(np.argmin(losses))
     step = grid[1] - grid[0]
     res = minimize_scalar(loss, bounds=(grid[i] - step, grid[i] + step), method="bounded",
@@ -75,12 +90,33 @@ def fit_rate_threshold(T, R, dD, window) -> tuple[float, int]:
     return float(np.exp(_fit_log_threshold(log_T, R, _rate_model, start))), n
 
 
+def fit_window(window) -> tuple[float, float]:
+    """The rate-fit window in units of dD~_k: the configured one with its upper edge raised to COLLAPSED_SIDE."""
+    return float(window[0]), float(max(window[1], COLLAPSED_SIDE))
+
+
+def window_support(T, M2, dD, window, active_threshold: float) -> dict:
+    """Points of one rank in its rate-fit window: how many, how many active (M^2 > active_threshold) and how many
+    collapsed (M^2 <= active_threshold)."""
+    T, M2, n = _in_window(T, M2, dD, window)
+    n_active = int(np.sum(M2 > active_threshold))
+    return {"n": n, "n_active": n_active, "n_collapsed": n - n_active}
+
+
+def resolved(support: dict) -> bool:
+    """Issue 17, item 5: at least MIN_WINDOW_POINTS points in the window, at least MIN_ACTIVE_POINTS active and one
+    collapsed."""
+    return (support["n"] >= MIN_WINDOW_POINTS and support["n_active"] >= MIN_ACTIVE_POINTS
+            and support["n_collapsed"] >= 1)
+
+
 def in_scan(T_c: float, T_range: tuple[float, float]) -> bool:
     """Whether a threshold lies inside the scanned range [min T, max T] (beyond it, it is an extrapolation)."""
     return bool(np.isfinite(T_c) and T_range[0] <= T_c <= T_range[1])
 
 
-def threshold_status(T_c: float, dD: float, ever_active: bool, T_range: tuple[float, float]) -> str:
+def threshold_status(T_c: float, dD: float, ever_active: bool, T_range: tuple[float, float],
+                     support: dict | None = None) -> str:
     """Why rank k's rate-fit threshold is reported or not, first reason first.
 
     A rate of a few 1e-3 nats is enough for the fit to return a number, so a rank that never carries
@@ -88,7 +124,8 @@ def threshold_status(T_c: float, dD: float, ever_active: bool, T_range: tuple[fl
     threshold is therefore reported ("fitted") only when the rank was active (M^2 > active_threshold) at
     some scan point used, and the fitted T_c lies inside the scanned range T_range = (min T, max T).
     Otherwise: "never_active", "no_utility" (dD~_k <= 0: no fit window), "no_rate_in_window" (no point
-    of the window carries rate) or "outside_scan".
+    of the window carries rate), "outside_scan" or, given the window's `support`, "unresolved" (fewer than
+    MIN_WINDOW_POINTS points, or no active or no collapsed point among them: `resolved`).
     """
     if not ever_active:
         return "never_active"
@@ -96,7 +133,9 @@ def threshold_status(T_c: float, dD: float, ever_active: bool, T_range: tuple[fl
         return "no_utility"
     if not np.isfinite(T_c):
         return "no_rate_in_window"
-    return "fitted" if in_scan(T_c, T_range) else "outside_scan"
+    if not in_scan(T_c, T_range):
+        return "outside_scan"
+    return "unresolved" if support is not None and not resolved(support) else "fitted"
 
 
 def fit_m2_threshold(T, M2, T_ref, window=M2_WINDOW) -> tuple[float, int]:
@@ -112,18 +151,24 @@ def fit_m2_threshold(T, M2, T_ref, window=M2_WINDOW) -> tuple[float, int]:
     return float(np.exp(_fit_log_threshold(log_T, M2, _m2_model, start))), n
 
 
-def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 200, seed: int = 0) -> dict:
+def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 1000, seed: int = 0,
+                       m2_floor: float = 0.0, min_points: int = MIN_MEANFIELD_POINTS,
+                       min_groups: int = MIN_MEANFIELD_RANKS) -> dict:
     """Mean-field exponent: the common slope b of log M_k^2 = a_k + b log(1 - T/T_c,k) (1 expected), with
     one intercept a_k per group (the rank: fixed effects).
 
     A rank's prefactor a_k (e.g. an M^2 saturating below 1) is a property of the rank, not of the law; with
     one shared intercept, prefactor differences between ranks that cover different stretches of
     1 - T/T_c would leak into the slope. The slope is therefore fitted within ranks (each rank's points
-    centred on their own means). Points with window[0] <= 1 - T/T_c <= window[1] and M^2 > 0 are used.
-    The bootstrap over groups gives the uncertainty that also covers threshold errors shared by a rank's
-    points; the OLS standard error is reported alongside.
-    Returns exponent, stderr (the larger of the two), stderr_ols, stderr_bootstrap, intercepts
-    ({group: a_k}), n_points, n_groups, window.
+    centred on their own means). Points with window[0] <= 1 - T/T_c <= window[1] and M^2 > m2_floor are used:
+    a point below the active threshold is collapsed, already past the true threshold, and would pull the slope
+    up (issue 17, item 2). A rank enters only with at least `min_points` such points at distinct T (two points fix
+    any slope; two seeds at one T are one value of 1 - T/T_c),
+    and the exponent is reported only with at least `min_groups` such ranks; otherwise it is null and `status`
+    says "not resolved" and why. The bootstrap over ranks gives the uncertainty that also covers threshold
+    errors shared by a rank's points (`ci95`: its 2.5 and 97.5 percentiles); the OLS standard error is reported
+    alongside. Returns exponent, status, stderr (the larger of the two), stderr_ols, stderr_bootstrap, ci95,
+    per_rank ({group: [slope, n_points]}), intercepts ({group: a_k}), n_points, n_groups, window.
     """
     T = np.asarray(T, dtype=float)
     M2 = np.asarray(M2, dtype=float)
@@ -131,13 +176,21 @@ def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 200, seed: int =
     group = np.asarray(group)
     with np.errstate(divide="ignore", invalid="ignore"):
         x = 1.0 - T / T_c
-    sel = np.isfinite(x) & np.isfinite(M2) & (M2 > 0) & (x >= window[0]) & (x <= window[1])
+    sel = np.isfinite(x) & np.isfinite(M2) & (M2 > max(m2_floor, 0.0)) & (x >= window[0]) & (x <= window[1])
+    if sel.any():  # ranks with too few distinct T in the window do not enter (seeds at one T are one x)
+        pairs = pd.DataFrame({"g": group[sel], "T": T[sel]}).drop_duplicates()
+        counts = pairs.groupby("g").size()
+        sel &= np.isin(group, counts.index[counts >= min_points].to_numpy())
     lx, ly = np.log(x[sel]), np.log(M2[sel])
     groups, inverse = np.unique(group[sel], return_inverse=True)
     out = {"exponent": float("nan"), "stderr": float("nan"), "stderr_ols": float("nan"),
-           "stderr_bootstrap": float("nan"), "intercepts": {}, "n_points": int(sel.sum()),
-           "n_groups": int(len(groups)), "window": [float(window[0]), float(window[1])]}
-    if len(lx) < 3:
+           "stderr_bootstrap": float("nan"), "ci95": [float("nan"), float("nan")], "per_rank": {},
+           "intercepts": {}, "n_points": int(sel.sum()), "n_groups": int(len(groups)),
+           "min_points_per_rank": int(min_points), "min_ranks": int(min_groups),
+           "window": [float(window[0]), float(window[1])],
+           "status": f"not resolved: {len(groups)} ranks with >= {min_points} points in the window "
+                     f"({min_groups} needed)"}
+    if len(groups) < max(min_groups, 1) or len(lx) < 3:
         return out
     n_g = np.bincount(inverse)
     mean_x = np.bincount(inverse, lx) / n_g
@@ -146,6 +199,7 @@ def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 200, seed: int =
     sxx = np.bincount(inverse, dx * dx)  # per group: the slope's data are these within-group sums
     sxy = np.bincount(inverse, dx * dy)
     if sxx.sum() == 0:
+        out["status"] = "not resolved: no spread in 1 - T/T_c within any rank"
         return out
     slope = float(sxy.sum() / sxx.sum())
     dof = len(lx) - len(groups) - 1
@@ -157,6 +211,11 @@ def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 200, seed: int =
         den = sxx[pick].sum(axis=1)
         boot = sxy[pick].sum(axis=1)[den > 0] / den[den > 0]
     se_boot = float(np.std(boot, ddof=1)) if len(boot) > 1 else float("nan")
+    ci = [float(v) for v in np.percentile(boot, [2.5, 97.5])] if len(boot) > 1 else [float("nan")] * 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_rank = {g: [float(sxy[i] / sxx[i]) if sxx[i] > 0 else float("nan"), int(n_g[i])]
+                    for i, g in enumerate(groups.tolist())}
     out.update(exponent=slope, stderr_ols=se, stderr_bootstrap=se_boot, stderr=float(np.nanmax([se, se_boot])),
+               ci95=ci, per_rank=per_rank, status="resolved",
                intercepts={g: float(mean_y[i] - slope * mean_x[i]) for i, g in enumerate(groups.tolist())})
     return out
