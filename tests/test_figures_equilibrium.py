@@ -87,3 +87,21 @@ def test_nothing_at_equilibrium_is_all_hollow_and_said_on_the_figure(figure):
     assert not lines_filled
     assert NOTE in text
     assert "R^2$ =" not in text  # no agreement numbers computed from runs away from equilibrium
+
+
+def test_point_failing_the_stability_check_is_hollow_in_the_cascade():
+    """A converged, settled run whose collapsed latents did not relax back (runs' `stable` False) is not at
+    equilibrium: its markers hollow, the others filled."""
+    bad_T = T_GRID[5]
+    lat, prn, runs = linear_scan_tables(T_K, T_GRID, seeds=(0,))
+    runs = pd.DataFrame(runs).drop(columns="totals")
+    runs["stable"] = ~np.isclose(runs["T"].to_numpy(float), bad_T)
+    spectra, _, summary = analyse_model(lat, prn, runs, pca_table(T_K), CFG, "linear")
+    fig = plot_cascade(lat, spectra, pca_table(T_K), summary, "linear")
+    markers = _markers(fig.axes[0])
+    at_bad = [filled for xy, filled in markers if np.isclose(xy[:, 0], bad_T).any()]
+    elsewhere = [filled for xy, filled in markers if not np.isclose(xy[:, 0], bad_T).any()]
+    plt.close(fig)
+    assert summary["runs"]["unstable"] == 1
+    assert at_bad and not any(at_bad)
+    assert elsewhere and all(elsewhere)

@@ -32,15 +32,22 @@ def shown_ranks(spectra: pd.DataFrame, latents: pd.DataFrame, active: float, cap
 
 
 def fitted_flags(latents: pd.DataFrame, run_ids, summary: dict) -> np.ndarray:
-    """Per entry of ``run_ids``: whether that run is at equilibrium (converged, M^2 settled; the model's
-    analysis.json says with which drift bound), the only runs a figure draws filled. Never all runs: when no
+    """Per entry of ``run_ids``: whether that run is at equilibrium (converged, M^2 settled, and not among the
+    points that failed the stability check; the model's analysis.json says with which drift bound and lists those
+    points), the only runs a figure draws filled. Never all runs: when no
     run reached equilibrium every marker is hollow, whatever the analysis fell back to
     (``runs.fits_use_unconverged``), and ``no_equilibrium_note`` says so on the figure."""
     from ..analysis.spectrum import equilibrium_run_ids
 
     ids = pd.Index(run_ids)
-    max_drift = summary.get("runs", {}).get("max_m2_drift", np.inf)
-    return ids.isin(list(equilibrium_run_ids(latents, max_drift)))
+    runs = summary.get("runs", {})
+    at_eq = equilibrium_run_ids(latents, runs.get("max_m2_drift", np.inf))
+    # The collapsed-side stability check (issue 17): the analysis lists the points that failed it.
+    unstable = {(float(p["T"]), int(p["seed"])) for p in runs.get("unstable_points", [])}
+    if unstable:
+        first = latents.groupby("run_id")[["T", "seed"]].first()
+        at_eq = {r for r in at_eq if (float(first.at[r, "T"]), int(first.at[r, "seed"])) not in unstable}
+    return ids.isin(list(at_eq))
 
 
 def nothing_at_equilibrium(summary: dict) -> bool:
