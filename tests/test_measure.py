@@ -21,7 +21,8 @@ from spectral_collapse.vae import VAE, VAEConfig
 MEASURED_SPLITS = ("test", "validation", "train")  # the config's default models.<family>.measured_splits
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LATENT_COLUMNS = ["run_id", "model", "family", "depth", "T", "beta", "V", "seed", "split", "latent", "rank", "mu2",
-                  "s2", "logs2", "rate", "M2", "snr", "active", "m2_drift", "converged", "w2"]
+                  "s2", "logs2", "rate", "M2", "snr", "active", "m2_drift", "converged", "w2",
+                  "ablation_dD"]
 PRUNING_COLUMNS = ["run_id", "model", "family", "depth", "T", "beta", "seed", "split", "K", "D_tilde"]
 
 
@@ -60,6 +61,10 @@ def test_measurements_by_hand():
             keep = np.isin(np.arange(3), order[:K])
             x_hat = (mu * keep) @ W + b
             assert m["D_tilde_K"][e, K] == pytest.approx(((x - x_hat) ** 2).sum(1).mean() / V, rel=1e-5)
+        full = ((x - (mu @ W + b)) ** 2).sum(1).mean() / V
+        for k in range(3):  # latent k alone set to 0, every other latent kept, minus every latent kept
+            ablated = ((x - ((mu * (np.arange(3) != k)) @ W + b)) ** 2).sum(1).mean() / V
+            assert m["ablation_dD"][e, k] == pytest.approx(ablated - full, rel=1e-4, abs=1e-7)
         assert np.allclose(m["w2"][e], (W**2).sum(1), rtol=1e-6)
         # sampled distortion: E||x - W(mu + s eps) - b||^2 = ||x - W mu - b||^2 + sum_k s_k^2 ||w_k||^2
         expected = m["D_tilde_K"][e, 3] * V + (s2 * (W**2).sum(1)).sum()
@@ -81,8 +86,11 @@ def _reference_measurements(model: VAE, x: np.ndarray, V: float, chunk: int) -> 
         rank = torch.argsort(torch.argsort(-(mu2 / (mu2 + s2)), dim=1, stable=True), dim=1) + 1
         pruned = [(model.decode(mu * (rank <= K).float()[:, None, :]) - xt).double().pow(2).sum(-1).mean(-1)
                   for K in range(L + 1)]
+        ablated = [(model.decode(mu * (torch.arange(L) != k).float()) - xt).double().pow(2).sum(-1).mean(-1)
+                   for k in range(L)]
+    D_K = torch.stack(pruned, 1) / V
     return {"mu2": mu2.numpy(), "s2": s2.numpy(), "rank": rank.numpy(), "D": (sq / (2 * model.sigma2.double())).numpy(),
-            "D_tilde_K": (torch.stack(pruned, 1) / V).numpy()}
+            "D_tilde_K": D_K.numpy(), "ablation_dD": (torch.stack(ablated, 1) / V - D_K[:, -1:]).numpy()}
 
 
 def test_blocked_measurement_is_the_plain_computation(monkeypatch):
