@@ -8,7 +8,9 @@ latents of rank > K set to 0. Totals: D (the loss's distortion, one posterior sa
 with a fixed generator), D_tilde_sampled = 2 sigma_dec^2 D / V (the same, normalized like D_tilde_K),
 R = sum R_k, loss = D + beta R, and D_tilde_mean = D_tilde_L (posterior means, every latent kept).
 Ablation utility (issue 17, the direct test of the ordering): ablation_dD_k = D~ with latent k alone set to 0
-(every other latent kept) minus D_tilde_mean; decoded in the same pass as the pruning curve.
+(every other latent kept) minus D_tilde_mean, for every ACTIVE latent (NaN for the others: a collapsed latent
+carries no signal, and its decode would cost as much as an active one's); decoded in the same pass as the
+pruning curve.
 
 Every mean is weighted when the split has weights: the held-out splits are every land cell of their blocks,
 and a mean over them is a cell-area-weighted mean (docs/science.md section 4; ``store.load_weights``).
@@ -43,8 +45,8 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     Two passes over the split. (1) Posterior moments and the sampled distortion D, in blocks of rows that
     keep the activations of all members in cache; the sampling noise is drawn per NOISE_ROWS rows with a fixed
     generator, so D does not depend on the block size. (2) The ranked-pruning curve and the ablations: for each
-    block, the L + 1 pruned copies of its posterior means (rank > K set to 0, K = 0..L) and the L ablated copies
-    (latent k alone set to 0) are decoded in one call.
+    block, the L + 1 pruned copies of its posterior means (rank > K set to 0, K = 0..L) and the ablated copies
+    (active latent k alone set to 0) are decoded in one call.
     """
     model = model.eval()
     device = model.log_sigma2.device
@@ -87,19 +89,20 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     order = torch.argsort(-m2, dim=1, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(1, L + 1, device=device).expand(E, L).contiguous())
-    sq_pruned = torch.full((E, 2 * L + 1), float("nan"), dtype=torch.float64, device=device)
+    sq_pruned = torch.full((E, L + 1), float("nan"), dtype=torch.float64, device=device)
+    sq_ablated = torch.full((E, L), float("nan"), dtype=torch.float64, device=device)
     if curves:
-        sq_pruned = _pruned_errors(model, x, w, mus, rank, block_rows)
+        sq_pruned, sq_ablated = _pruned_errors(model, x, w, mus, rank, m2 > active_threshold, block_rows)
     sigma2 = model.sigma2.double()
     D = sq_sample / total / (2.0 * sigma2)
     out = {
         "mu2": mu2, "s2": s2, "logs2": logs2, "rate": kl, "M2": m2, "snr": mu2 / s2, "rank": rank,
-        "active": m2 > active_threshold, "D_tilde_K": sq_pruned[:, : L + 1] / total / V,
+        "active": m2 > active_threshold, "D_tilde_K": sq_pruned / total / V,
         "D": D, "D_tilde_sampled": sq_sample / total / V, "R": kl.sum(1),
     }
     out = {k: v.cpu().numpy() for k, v in out.items()}
     out["D_tilde_mean"] = out["D_tilde_K"][:, -1].copy()
-    out["ablation_dD"] = (sq_pruned[:, L + 1 :] / total / V).cpu().numpy() - out["D_tilde_mean"][:, None]
+    out["ablation_dD"] = (sq_ablated / total / V).cpu().numpy() - out["D_tilde_mean"][:, None]
     out["n"] = np.full(E, n)
     if model.config.family == "linear":
         out["w2"] = model.decoder_column_norms().double().cpu().numpy()
@@ -109,25 +112,36 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
 
 
 def _pruned_errors(model: VAE, x: torch.Tensor, w: torch.Tensor | None, mus: torch.Tensor, rank: torch.Tensor,
-                   block_rows: int) -> torch.Tensor:
-    """Summed (weighted) squared errors (E, 2L + 1) of the posterior means decoded with masks: columns 0..L the
-    ranked pruning (latents of rank > K set to 0), columns L + 1 + k latent k alone set to 0 (one decode per
-    mask, every member and mask in one call per block of rows)."""
+                   ablate: torch.Tensor, block_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed (weighted) squared errors of the posterior means decoded with masks, every member and mask in one
+    call per block of rows: (E, L + 1) the ranked pruning (latents of rank > K set to 0, K = 0..L), and (E, L)
+    the ablations (latent k alone set to 0) of the latents marked in ``ablate`` (E, L), NaN elsewhere.
+
+    Ablation masks are shared slots: A = the most latents any member ablates; member e's slot j is its j-th
+    marked latent, or the full mask when it has fewer (a decode whose result is dropped)."""
     E, n, L = mus.shape
     device = mus.device
-    # keep[e, K, 0, k] = 1 if latent k of member e has rank <= K; then the ablations: all but latent k
+    # keep[e, K, 0, k] = 1 if latent k of member e has rank <= K
     pruned = rank[:, None, None, :] <= torch.arange(L + 1, device=device)[None, :, None, None]
-    ablated = ~torch.eye(L, dtype=torch.bool, device=device)[None, :, None, :].expand(E, L, 1, L)
-    keep = torch.cat([pruned, ablated], 1).to(mus.dtype)  # (E, 2L + 1, 1, L)
-    masks = 2 * L + 1
+    count = ablate.sum(1)  # (E,)
+    A = int(count.max()) if L else 0
+    slot_latent = torch.argsort((~ablate).to(torch.int8), dim=1, stable=True)[:, :A]  # marked latents first
+    used = torch.arange(A, device=device)[None, :] < count[:, None]  # (E, A)
+    ablated = torch.ones(E, A, 1, L, dtype=torch.bool, device=device)
+    ablated[torch.nonzero(used, as_tuple=True) + (0,) + (slot_latent[used],)] = False
+    keep = torch.cat([pruned, ablated], 1).to(mus.dtype)  # (E, L + 1 + A, 1, L)
+    masks = L + 1 + A
     sq = torch.zeros(E, masks, dtype=torch.float64, device=device)
     block = max(MIN_PRUNE_ROWS, block_rows // (E * masks))
     for start in range(0, n, block):
         xb = x[start : start + block]
-        z = mus[:, None, start : start + block] * keep  # (E, 2L + 1, rows, L)
+        z = mus[:, None, start : start + block] * keep  # (E, masks, rows, L)
         x_hat = model.decode(z.view(E, -1, L)).view(E, masks, xb.shape[0], -1)
         sq += _row_sum(None if w is None else w[start : start + block])((x_hat - xb).pow(2).sum(-1), -1)
-    return sq
+    abl = torch.full((E, L), float("nan"), dtype=torch.float64, device=device)
+    rows = torch.nonzero(used, as_tuple=True)[0]
+    abl[rows, slot_latent[used]] = sq[:, L + 1 :][used]
+    return sq[:, : L + 1], abl
 
 
 def _row_sum(w: torch.Tensor | None):
