@@ -156,6 +156,7 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     config["models"]["linear"]["T"] = {"values": [10 ** -0.25]}
     config["models"]["linear"]["training"] = {"lr": 1e-2, "batch_size": 1024, "max_updates": 400}
     config["training"].update({"eval_every": 100, "patience_fraction": 0.5})
+    config["analysis"]["stability_check"] = {"updates": 50}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -172,6 +173,9 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     assert run["updates"] <= 400 and run["status"] in ("converged", "budget")
     assert set(run["totals"]) == set(MEASURED_SPLITS) == {"test", "validation", "train"}
     assert len(payload["data_checksums"]) == 19
+    # the stability probe ran in the measure rule with the config's settings, and its line is in the log
+    assert payload["stability_check"]["updates"] == 50 and run["stability"]["updates"] == 50
+    assert "stability check (50 updates" in (tmp_path / "results/logs/measure/linear/T5.6234e-01/seed0.log").read_text()
     lat = pd.read_parquet(run_dir / "latents.parquet")
     assert list(lat.columns) == LATENT_COLUMNS and len(lat) == 3 * 19
     prune = pd.read_parquet(run_dir / "pruning.parquet")
