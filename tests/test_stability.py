@@ -71,6 +71,7 @@ def test_stuck_collapsed_point_fails_and_equilibrium_passes():
     assert good["loss_change"] <= 1e-4
     assert not stuck["passed"] and stuck["n_collapsed"] == 2
     assert stuck["reactivated_latents"] == [STUCK] and stuck["loss_change"] > 1e-2
+    assert good["grown"] == 0 and stuck["grown"] >= 1  # the stable collapsed mode relaxed back, the saddle did not
     # a probe: the measured model's weights are untouched
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     # deterministic (seeded): the same records again
@@ -84,8 +85,8 @@ def test_scan_runs_carry_the_check_and_missing_means_not_checked(tmp_path):
 
     from spectral_collapse.analysis.collect import read_runs
 
-    check = {"passed": False, "reactivated": 1, "reactivated_latents": [3], "n_collapsed": 5, "loss_before": 2.0,
-             "loss_after": 1.5, "loss_change": 0.25}
+    check = {"passed": False, "reactivated": 1, "reactivated_latents": [3], "n_collapsed": 5, "grown": 2,
+             "loss_before": 2.0, "loss_after": 1.5, "loss_change": 0.25}
     runs = [{"run_id": "a", "T": 0.1, "converged": True, "totals": {"test": {"R": 1.0}}, "stability": check},
             {"run_id": "b", "T": 0.01, "converged": True, "totals": {"test": {"R": 2.0}},
              "stability": {**check, "passed": True, "reactivated": 0, "loss_change": -1e-5}}]
@@ -94,6 +95,6 @@ def test_scan_runs_carry_the_check_and_missing_means_not_checked(tmp_path):
     table = read_runs([tmp_path / "checked.json", tmp_path / "old.json"])
     assert table["stable"].tolist()[:2] == [False, True] and table["stable"].isna().tolist() == [False, False, True]
     assert table["stability_reactivated"].tolist()[:2] == [1, 0] and table["stability_reactivated"].isna().iloc[2]
-    assert table["stability_loss_change"].iloc[0] == 0.25
+    assert table["stability_loss_change"].iloc[0] == 0.25 and table["stability_grown"].iloc[0] == 2
     table.to_parquet(tmp_path / "scan_runs.parquet")  # the nullable columns survive Parquet
     assert str(pd.read_parquet(tmp_path / "scan_runs.parquet")["stable"].dtype) == "boolean"

@@ -13,7 +13,10 @@ at equilibrium only if a perturbation of its collapsed latents relaxes back. The
    seeded batches), every member at once; a fresh Adam state (the checkpoint's moments are not an input of the
    measurement);
 4. passed: no collapsed latent became active (M^2 > threshold) and the validation loss (the fixed noise of
-   ``measure.measure_split``) did not improve by more than the convergence tolerance (relative).
+   ``measure.measure_split``) did not improve by more than the convergence tolerance (relative). Recorded beside
+   it: how many collapsed latents ended with a larger M^2 than right after the perturbation (``grown``), the
+   direct sign of an unstable direction when the continuation is too short for either criterion (a small final
+   learning rate), but exposed to minibatch noise where the restoring force is weak (T just above T_k).
 
 The probe never changes the measured model: it works on a copy, and the original weights stay what is measured.
 Deterministic: the perturbation, the batches and the reparametrisation noise are drawn from ``seed``.
@@ -124,11 +127,14 @@ def stability_check(
 ) -> list[dict[str, Any]]:
     """Probe every member of ``model`` (left unchanged); one record per member: passed, reactivated (count),
     reactivated_latents, n_collapsed, loss_before, loss_after, loss_change (relative improvement, > 0 better),
-    updates, lr, scale."""
+    updates, lr, scale; and, not part of ``passed``, grown (collapsed latents whose M^2 ended above its value
+    right after the perturbation: it did not relax back), m2_perturbed_max, m2_after_max (over the collapsed
+    latents; None without any)."""
     V, beta_arr = float(data.V), np.asarray(beta, dtype=float)
     before = measure_split(model, x_val, V, active_threshold, w_val, curves=False)
     collapsed = before["M2"] <= active_threshold
     probe = perturb_collapsed(model, collapsed, settings.scale, seed)
+    start = measure_split(probe, x_val, V, active_threshold, w_val, curves=False)["M2"]  # right after perturbing
     probe = continue_training(probe, data, T_grid, lrs, updates=settings.updates, batch_size=batch_size, seed=seed,
                               accelerator="gpu" if model.log_sigma2.is_cuda else "cpu")
     after = measure_split(probe.to(model.log_sigma2.device), x_val, V, active_threshold, w_val, curves=False)
@@ -136,12 +142,16 @@ def stability_check(
     out = []
     for e in range(model.ensemble):
         reactivated = np.flatnonzero(collapsed[e] & (after["M2"][e] > active_threshold))
+        grown = collapsed[e] & (after["M2"][e] > start[e])  # the perturbation did not relax back (detail only)
         change = float((loss_before[e] - loss_after[e]) / abs(loss_before[e]))
         out.append({
             "passed": bool(len(reactivated) == 0 and change <= tolerance),
             "reactivated": int(len(reactivated)),
             "reactivated_latents": reactivated.tolist(),
             "n_collapsed": int(collapsed[e].sum()),
+            "grown": int(grown.sum()),
+            "m2_perturbed_max": float(start[e][collapsed[e]].max()) if collapsed[e].any() else None,
+            "m2_after_max": float(after["M2"][e][collapsed[e]].max()) if collapsed[e].any() else None,
             "loss_before": float(loss_before[e]),
             "loss_after": float(loss_after[e]),
             "loss_change": change,

@@ -15,7 +15,7 @@ RUN_FIELDS = (
 )
 # The stability check of a run (run.json runs[e]["stability"], spectral_collapse.stability) as scan_runs columns:
 # stable (True passed, False failed, missing: not checked), then these fields as stability_<name>.
-STABILITY_FIELDS = ("reactivated", "n_collapsed", "loss_before", "loss_after", "loss_change")
+STABILITY_FIELDS = ("reactivated", "n_collapsed", "grown", "loss_before", "loss_after", "loss_change")
 
 
 def read_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -39,7 +39,7 @@ def run_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
                     for name, v in values.items()})
         check = run.get("stability")
         row["stable"] = None if check is None else bool(check["passed"])
-        row.update({f"stability_{name}": None if check is None else check[name] for name in STABILITY_FIELDS})
+        row.update({f"stability_{name}": None if check is None else check.get(name) for name in STABILITY_FIELDS})
         rows.append(row)
     return rows
 
@@ -52,7 +52,7 @@ def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
         rows.extend(run_rows(json.loads(Path(p).read_text())))
     runs = pd.DataFrame(rows)
     runs["stable"] = runs["stable"].astype("boolean")
-    for name in ("reactivated", "n_collapsed"):
+    for name in ("reactivated", "n_collapsed", "grown"):
         runs[f"stability_{name}"] = runs[f"stability_{name}"].astype("Int64")
     for name in ("loss_before", "loss_after", "loss_change"):
         runs[f"stability_{name}"] = runs[f"stability_{name}"].astype("float64")
