@@ -178,7 +178,9 @@ def measure_group_job(
     import torch
 
     from .allocator import keep_freed_memory
+    from .datamodule import ArrayDataModule
     from .provenance import package_versions, sha256_file, write_json, write_parquet
+    from .stability import StabilitySettings
     from .store import HELDOUT_WEIGHTING, load_split, load_weights
     from .vae import load_trained
 
@@ -188,11 +190,14 @@ def measure_group_job(
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     record = json.loads(Path(record_path).read_text())
     group = GroupResult(record=record, model=model, run_ids=list(record["run_ids"]))
-    data = {s: load_split(store, s) for s in splits}
+    settings = StabilitySettings.from_config(stability if stability is not None else {"enabled": False})
+    # The probe trains, so it needs every split as a datamodule: then the measured splits are read from it (once).
+    dm = ArrayDataModule.from_store(store) if settings.enabled else None
+    data = {s: (load_split(store, s) if dm is None else dm.split(s).numpy()) for s in splits}
     weights = {s: load_weights(store, s) for s in splits}
     measure_group(group, data, model_id=record["model"], active_threshold=active_threshold, weights=weights)
     measured_s = time.perf_counter() - start
-    check = probe_group(group, store, active_threshold, stability)
+    check = probe_group(group, dm, active_threshold, settings) if dm is not None else {"enabled": False}
     write_parquet(group.latents, latents_path)
     write_parquet(group.pruning, pruning_path)
     group.run.update({
@@ -211,24 +216,17 @@ def measure_group_job(
     return group
 
 
-def probe_group(group: GroupResult, store: str | Path, active_threshold: float,
-                stability: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The stability check of every member of a measured group (``stability.stability_check``), added to
-    ``group.run["runs"][e]["stability"]``; returns the settings used with enabled and time_s (run.json's
-    ``stability_check``)."""
-    from .datamodule import ArrayDataModule
-    from .stability import StabilitySettings, member_lrs, probe_seed, stability_check
+def probe_group(group: GroupResult, data: Any, active_threshold: float, settings: Any) -> dict[str, Any]:
+    """The stability check of every member of a measured group (``stability.stability_check``) on the
+    datamodule ``data``, added to ``group.run["runs"][e]["stability"]``; returns the settings used with
+    enabled and time_s (run.json's ``stability_check``)."""
+    from .stability import member_lrs, probe_seed, stability_check
 
-    settings = StabilitySettings.from_config(stability if stability is not None else {"enabled": False})
-    if not settings.enabled:
-        return {"enabled": False}
     start = time.perf_counter()
     record, members = group.record, group.record["members"]
-    data = ArrayDataModule.from_store(store)
-    w_val = data.weights["validation"].numpy()
     seed = probe_seed(settings, int(record["seed"]))
     results = stability_check(
-        group.model, data, data.val_tensor.numpy(), w_val,
+        group.model, data, data.val_tensor.cpu().numpy(), data.weights["validation"].cpu().numpy(),
         T_grid=[m["T_grid"] for m in members], beta=[m["beta"] for m in members], lrs=member_lrs(record),
         batch_size=int(record["training"]["batch_size"]), tolerance=float(record["training"]["tolerance"]),
         active_threshold=active_threshold, settings=settings, seed=seed,
