@@ -15,7 +15,8 @@ RUN_FIELDS = (
 )
 # The stability check of a run (run.json runs[e]["stability"], spectral_collapse.stability) as scan_runs columns:
 # stable (True passed, False failed, missing: not checked), then these fields as stability_<name>.
-STABILITY_FIELDS = ("reactivated", "n_collapsed", "grown", "loss_before", "loss_after", "loss_change")
+STABILITY_FIELDS = ("reactivated", "n_collapsed", "grown", "loss_before", "loss_after", "loss_control", "loss_change",
+                    "loss_change_control")
 
 
 def read_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -54,7 +55,7 @@ def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     runs["stable"] = runs["stable"].astype("boolean")
     for name in ("reactivated", "n_collapsed", "grown"):
         runs[f"stability_{name}"] = runs[f"stability_{name}"].astype("Int64")
-    for name in ("loss_before", "loss_after", "loss_change"):
+    for name in ("loss_before", "loss_after", "loss_control", "loss_change", "loss_change_control"):
         runs[f"stability_{name}"] = runs[f"stability_{name}"].astype("float64")
     return runs
 
