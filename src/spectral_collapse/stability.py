@@ -42,6 +42,9 @@ from .measure import measure_split
 from .vae import VAE
 
 
+EPOCH_UPDATES = 1000  # updates per datamodule epoch of the continuation (memory of one gathered epoch)
+
+
 @dataclass(frozen=True)
 class StabilitySettings:
     """``analysis.stability_check`` of the config (defaults: workflow/schemas/config.schema.yaml)."""
@@ -95,7 +98,8 @@ def continue_training(model: VAE, data: ArrayDataModule, T_grid: Sequence[float]
 
     from .lightning_module import BetaVAESystem
 
-    data.batch_size, data.eval_every, data.seed = int(batch_size), int(updates), int(seed)
+    # An "epoch" of at most EPOCH_UPDATES updates: its batches are gathered as one (updates, batch, d) tensor.
+    data.batch_size, data.eval_every, data.seed = int(batch_size), min(int(updates), EPOCH_UPDATES), int(seed)
     pl.seed_everything(int(seed), workers=True, verbose=False)
     system = BetaVAESystem(model.train(), list(T_grid), data.V, lr=float(lrs[0]), run_name="stability check")
     system.set_members([True] * model.ensemble, lrs)
