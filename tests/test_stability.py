@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from spectral_collapse.datamodule import ArrayDataModule
@@ -16,6 +17,16 @@ LAM = np.array([4.0, 2.0, 1.0, 0.1])  # covariance eigenvalues (along the axes);
 T = 0.05  # beta = T V = 0.355: modes 1-3 active (T_k = 0.56, 0.28, 0.14), mode 4 collapsed (T_k = 0.014)
 STUCK = 1  # member 1: mode 2 (T_k = 0.28, 5.6 x T) held at the collapsed saddle
 ACTIVE = 0.1
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: with a thread pool every op of a continuation waits on the other threads (30x
+    slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def gaussian_data(n: int = 4096, seed: int = 0) -> np.ndarray:
