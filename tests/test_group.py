@@ -117,7 +117,7 @@ def test_group_job_writes_the_one_point_schema(real_store, tmp_path):
                     record_path=out / "train.json", threads=1, progress=False)
     group = measure_group_job(real_store, out / "model.pt", out / "train.json", latents_path=out / "latents.parquet",
                               pruning_path=out / "pruning.parquet", run_path=out / "run.json",
-                              splits=MEASURED_SPLITS, active_threshold=0.1)
+                              splits=MEASURED_SPLITS, active_threshold=0.1, stability={"updates": 50})
     for name in ("model.pt", "train.json", "latents.parquet", "pruning.parquet", "run.json"):
         assert (out / name).is_file(), name
     ids = member_run_ids("linear", Ts, 0)
@@ -136,8 +136,11 @@ def test_group_job_writes_the_one_point_schema(real_store, tmp_path):
     assert list(runs.run_id) == ids
     assert np.allclose(runs["T"], Ts) and set(runs["status"]) <= {"converged", "budget"}
     assert {"test_D_tilde_sampled", "validation_R"} <= set(runs.columns)
+    assert runs["stable"].notna().all() and runs["stability_reactivated"].notna().all()  # every member probed
     payload = json.loads((out / "run.json").read_text())
     assert payload["group_size"] == 2 and payload["updates"] == 400
+    assert payload["stability_check"]["enabled"] and payload["stability_check"]["updates"] == 50
+    assert all(r["stability"]["updates"] == 50 and r["stability"]["lr"] > 0 for r in payload["runs"])
     # members measured on their own T: more latents active at the colder point
     active = latents[latents.split == "test"].groupby("T").active.sum()
     assert active[0.01] > active[0.1]

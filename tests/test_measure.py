@@ -21,7 +21,8 @@ from spectral_collapse.vae import VAE, VAEConfig
 MEASURED_SPLITS = ("test", "validation", "train")  # the config's default models.<family>.measured_splits
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LATENT_COLUMNS = ["run_id", "model", "family", "depth", "T", "beta", "V", "seed", "split", "latent", "rank", "mu2",
-                  "s2", "logs2", "rate", "M2", "snr", "active", "m2_drift", "converged", "w2"]
+                  "s2", "logs2", "rate", "M2", "snr", "active", "m2_drift", "converged", "w2",
+                  "ablation_dD"]
 PRUNING_COLUMNS = ["run_id", "model", "family", "depth", "T", "beta", "seed", "split", "K", "D_tilde"]
 
 
@@ -36,6 +37,8 @@ def linear_model(E: int = 2, d: int = 4, L: int = 3, seed: int = 0) -> VAE:
 
 def test_measurements_by_hand():
     model = linear_model()
+    with torch.no_grad():
+        model.enc_mu.weight[1, :, 2] = 0.0  # member 1's latent 2 collapsed (M^2 = 0): no ablation computed
     x = np.random.default_rng(0).standard_normal((1000, 4)).astype(np.float32) * [3, 2, 1, 0.5]
     V = float(x.var(0).sum())
     m = measure_split(model, x, V, 0.1)
@@ -60,6 +63,13 @@ def test_measurements_by_hand():
             keep = np.isin(np.arange(3), order[:K])
             x_hat = (mu * keep) @ W + b
             assert m["D_tilde_K"][e, K] == pytest.approx(((x - x_hat) ** 2).sum(1).mean() / V, rel=1e-5)
+        full = ((x - (mu @ W + b)) ** 2).sum(1).mean() / V
+        for k in range(3):  # active latent k alone set to 0, every other latent kept, minus every latent kept
+            ablated = ((x - ((mu * (np.arange(3) != k)) @ W + b)) ** 2).sum(1).mean() / V
+            if M2[k] > 0.1:
+                assert m["ablation_dD"][e, k] == pytest.approx(ablated - full, rel=1e-4, abs=1e-7)
+            else:  # not computed for a collapsed latent
+                assert np.isnan(m["ablation_dD"][e, k])
         assert np.allclose(m["w2"][e], (W**2).sum(1), rtol=1e-6)
         # sampled distortion: E||x - W(mu + s eps) - b||^2 = ||x - W mu - b||^2 + sum_k s_k^2 ||w_k||^2
         expected = m["D_tilde_K"][e, 3] * V + (s2 * (W**2).sum(1)).sum()
@@ -81,8 +91,12 @@ def _reference_measurements(model: VAE, x: np.ndarray, V: float, chunk: int) -> 
         rank = torch.argsort(torch.argsort(-(mu2 / (mu2 + s2)), dim=1, stable=True), dim=1) + 1
         pruned = [(model.decode(mu * (rank <= K).float()[:, None, :]) - xt).double().pow(2).sum(-1).mean(-1)
                   for K in range(L + 1)]
+        ablated = [(model.decode(mu * (torch.arange(L) != k).float()) - xt).double().pow(2).sum(-1).mean(-1)
+                   for k in range(L)]
+    D_K = torch.stack(pruned, 1) / V
     return {"mu2": mu2.numpy(), "s2": s2.numpy(), "rank": rank.numpy(), "D": (sq / (2 * model.sigma2.double())).numpy(),
-            "D_tilde_K": (torch.stack(pruned, 1) / V).numpy()}
+            "D_tilde_K": D_K.numpy(),
+            "ablation_dD": np.where((mu2 / (mu2 + s2)).numpy() > 0.1, (torch.stack(ablated, 1) / V - D_K[:, -1:]).numpy(), np.nan)}
 
 
 def test_blocked_measurement_is_the_plain_computation(monkeypatch):
@@ -90,6 +104,9 @@ def test_blocked_measurement_is_the_plain_computation(monkeypatch):
     together): the results are those of the plain computation, and do not depend on the block sizes."""
     torch.manual_seed(3)
     model = VAE(VAEConfig(family="mlp", n_features=5, latents=4, depth=2, width=8, ensemble=3)).eval()
+    with torch.no_grad():  # collapse some latents (huge variance): 3, 4 and 2 active latents, ablations padded
+        model.enc.out.bias[0, 0, 4 + 1] = 8.0
+        model.enc.out.bias[2, 0, 4 + 0] = model.enc.out.bias[2, 0, 4 + 3] = 8.0
     x = np.random.default_rng(2).standard_normal((1000, 5)).astype(np.float32)
     monkeypatch.setattr(measure_module, "NOISE_ROWS", 300)
     ref = _reference_measurements(model, x, 5.0, chunk=300)
@@ -99,7 +116,7 @@ def test_blocked_measurement_is_the_plain_computation(monkeypatch):
         monkeypatch.setattr(measure_module, "MIN_PRUNE_ROWS", min_rows)
         m = measure_split(model, x, 5.0, 0.1)
         for key, expected in ref.items():
-            assert np.allclose(m[key], expected, rtol=1e-5, atol=1e-7), (block_rows, key)
+            assert np.allclose(m[key], expected, rtol=1e-5, atol=1e-7, equal_nan=True), (block_rows, key)
 
 
 def test_float64_model_is_measured_in_float64():
@@ -139,6 +156,7 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     config["models"]["linear"]["T"] = {"values": [10 ** -0.25]}
     config["models"]["linear"]["training"] = {"lr": 1e-2, "batch_size": 1024, "max_updates": 400}
     config["training"].update({"eval_every": 100, "patience_fraction": 0.5})
+    config["analysis"]["stability_check"] = {"updates": 50}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -155,6 +173,9 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     assert run["updates"] <= 400 and run["status"] in ("converged", "budget")
     assert set(run["totals"]) == set(MEASURED_SPLITS) == {"test", "validation", "train"}
     assert len(payload["data_checksums"]) == 19
+    # the stability probe ran in the measure rule with the config's settings, and its line is in the log
+    assert payload["stability_check"]["updates"] == 50 and run["stability"]["updates"] == 50
+    assert "stability check (50 updates" in (tmp_path / "results/logs/measure/linear/T5.6234e-01/seed0.log").read_text()
     lat = pd.read_parquet(run_dir / "latents.parquet")
     assert list(lat.columns) == LATENT_COLUMNS and len(lat) == 3 * 19
     prune = pd.read_parquet(run_dir / "pruning.parquet")

@@ -163,15 +163,24 @@ def measure_group_job(
     run_path: str | Path,
     splits: Sequence[str],
     active_threshold: float,
+    stability: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> GroupResult:
     """Rule measure: measure every member of a trained group on ``splits`` (each held-out mean weighted by
     cell area) and write the latents / pruning tables and ``run.json`` (never retrains). Runs on the GPU when
-    there is one (the same tables as on the CPU up to float rounding: measure.measure_split)."""
+    there is one (the same tables as on the CPU up to float rounding: measure.measure_split).
+
+    ``stability`` (``analysis.stability_check``; None or enabled false: not checked): then every member is
+    probed from the collapsed side (``stability.stability_check``) after it is measured, on a copy, and
+    run.json's runs get ``stability``. Here, not at the end of the train job: a probe is a measurement (its
+    settings change never retrains), it is deterministic from model.pt and its seed (a rerun of an interrupted
+    measure job gives the same records, no checkpoint needed), and model.pt stays the measured model."""
     import torch
 
     from .allocator import keep_freed_memory
+    from .datamodule import ArrayDataModule
     from .provenance import package_versions, sha256_file, write_json, write_parquet
+    from .stability import StabilitySettings
     from .store import HELDOUT_WEIGHTING, load_split, load_weights
     from .vae import load_trained
 
@@ -181,12 +190,18 @@ def measure_group_job(
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     record = json.loads(Path(record_path).read_text())
     group = GroupResult(record=record, model=model, run_ids=list(record["run_ids"]))
-    data = {s: load_split(store, s) for s in splits}
+    settings = StabilitySettings.from_config(stability if stability is not None else {"enabled": False})
+    # The probe trains, so it needs every split as a datamodule: then the measured splits are read from it (once).
+    dm = ArrayDataModule.from_store(store) if settings.enabled else None
+    data = {s: (load_split(store, s) if dm is None else dm.split(s).numpy()) for s in splits}
     weights = {s: load_weights(store, s) for s in splits}
     measure_group(group, data, model_id=record["model"], active_threshold=active_threshold, weights=weights)
+    measured_s = time.perf_counter() - start
+    check = probe_group(group, dm, active_threshold, settings) if dm is not None else {"enabled": False}
     write_parquet(group.latents, latents_path)
     write_parquet(group.pruning, pruning_path)
     group.run.update({
+        "stability_check": check,
         "measured_splits": list(splits),
         "active_threshold": active_threshold,
         "heldout_weighting": HELDOUT_WEIGHTING,
@@ -196,5 +211,27 @@ def measure_group_job(
         "measure_device": str(model.log_sigma2.device),
         **dict(extra or {}),
     })
+    group.run["measure_only_time_s"] = measured_s
     write_json(run_path, group.run)
     return group
+
+
+def probe_group(group: GroupResult, data: Any, active_threshold: float, settings: Any) -> dict[str, Any]:
+    """The stability check of every member of a measured group (``stability.stability_check``) on the
+    datamodule ``data``, added to ``group.run["runs"][e]["stability"]``; returns the settings used with
+    enabled and time_s (run.json's ``stability_check``)."""
+    from .stability import member_lrs, probe_seed, stability_check
+
+    start = time.perf_counter()
+    record, members = group.record, group.record["members"]
+    seed = probe_seed(settings, int(record["seed"]))
+    results = stability_check(
+        group.model, data, data.val_tensor.cpu().numpy(), data.weights["validation"].cpu().numpy(),
+        T_grid=[m["T_grid"] for m in members], beta=[m["beta"] for m in members], lrs=member_lrs(record),
+        batch_size=int(record["training"]["batch_size"]), tolerance=float(record["training"]["tolerance"]),
+        active_threshold=active_threshold, settings=settings, seed=seed,
+    )
+    for run, result in zip(group.run["runs"], results):
+        run["stability"] = result
+    return {"enabled": True, "updates": settings.updates, "scale": settings.scale, "seed": settings.seed,
+            "probe_seed": seed, "split": "validation", "time_s": time.perf_counter() - start}

@@ -7,6 +7,10 @@ Pruning: D_tilde_K = mean ||x - x_hat^(K)||^2 / V for K = 0..L, decoding the pos
 latents of rank > K set to 0. Totals: D (the loss's distortion, one posterior sample per data point drawn
 with a fixed generator), D_tilde_sampled = 2 sigma_dec^2 D / V (the same, normalized like D_tilde_K),
 R = sum R_k, loss = D + beta R, and D_tilde_mean = D_tilde_L (posterior means, every latent kept).
+Ablation utility (issue 17, the direct test of the ordering): ablation_dD_k = D~ with latent k alone set to 0
+(every other latent kept) minus D_tilde_mean, for every ACTIVE latent (NaN for the others: a collapsed latent
+carries no signal, and its decode would cost as much as an active one's); decoded in the same pass as the
+pruning curve.
 
 Every mean is weighted when the split has weights: the held-out splits are every land cell of their blocks,
 and a mean over them is a cell-area-weighted mean (docs/science.md section 4; ``store.load_weights``).
@@ -32,14 +36,17 @@ MIN_PRUNE_ROWS = 32
 
 @torch.no_grad()
 def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_threshold: float,
-                  weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  weights: np.ndarray | None = None, curves: bool = True) -> dict[str, np.ndarray]:
     """All measurements of every member on one split; arrays shaped (E, L), (E, L+1) or (E,).
     ``weights`` (n,): every mean is the weighted mean (None: every row weighs the same).
+    ``curves=False`` skips the second pass (D_tilde_K, D_tilde_mean and ablation_dD are NaN): what the
+    stability check needs (moments, D, R) at half the cost.
 
     Two passes over the split. (1) Posterior moments and the sampled distortion D, in blocks of rows that
     keep the activations of all members in cache; the sampling noise is drawn per NOISE_ROWS rows with a fixed
-    generator, so D does not depend on the block size. (2) The ranked-pruning curve: for each block, the
-    L + 1 pruned copies of its posterior means (rank > K set to 0, K = 0..L) are decoded in one call.
+    generator, so D does not depend on the block size. (2) The ranked-pruning curve and the ablations: for each
+    block, the L + 1 pruned copies of its posterior means (rank > K set to 0, K = 0..L) and the ablated copies
+    (active latent k alone set to 0) are decoded in one call.
     """
     model = model.eval()
     device = model.log_sigma2.device
@@ -82,15 +89,10 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     order = torch.argsort(-m2, dim=1, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(1, L + 1, device=device).expand(E, L).contiguous())
-    # ranked pruning: keep[e, K, 0, k] = 1 if latent k of member e has rank <= K
-    keep = (rank[:, None, None, :] <= torch.arange(L + 1, device=device)[None, :, None, None]).to(mus.dtype)
-    sq_pruned = torch.zeros(E, L + 1, dtype=torch.float64, device=device)
-    block = max(MIN_PRUNE_ROWS, block_rows // (E * (L + 1)))
-    for start in range(0, n, block):
-        xb = x[start : start + block]
-        z = mus[:, None, start : start + block] * keep  # (E, L + 1, rows, L)
-        x_hat = model.decode(z.view(E, -1, L)).view(E, L + 1, xb.shape[0], -1)
-        sq_pruned += _row_sum(None if w is None else w[start : start + block])((x_hat - xb).pow(2).sum(-1), -1)
+    sq_pruned = torch.full((E, L + 1), float("nan"), dtype=torch.float64, device=device)
+    sq_ablated = torch.full((E, L), float("nan"), dtype=torch.float64, device=device)
+    if curves:
+        sq_pruned, sq_ablated = _pruned_errors(model, x, w, mus, rank, m2 > active_threshold, block_rows)
     sigma2 = model.sigma2.double()
     D = sq_sample / total / (2.0 * sigma2)
     out = {
@@ -100,12 +102,46 @@ def measure_split(model: VAE, x: np.ndarray | torch.Tensor, V: float, active_thr
     }
     out = {k: v.cpu().numpy() for k, v in out.items()}
     out["D_tilde_mean"] = out["D_tilde_K"][:, -1].copy()
+    out["ablation_dD"] = (sq_ablated / total / V).cpu().numpy() - out["D_tilde_mean"][:, None]
     out["n"] = np.full(E, n)
     if model.config.family == "linear":
         out["w2"] = model.decoder_column_norms().double().cpu().numpy()
     else:
         out["w2"] = np.full((E, L), np.nan)
     return out
+
+
+def _pruned_errors(model: VAE, x: torch.Tensor, w: torch.Tensor | None, mus: torch.Tensor, rank: torch.Tensor,
+                   ablate: torch.Tensor, block_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed (weighted) squared errors of the posterior means decoded with masks, every member and mask in one
+    call per block of rows: (E, L + 1) the ranked pruning (latents of rank > K set to 0, K = 0..L), and (E, L)
+    the ablations (latent k alone set to 0) of the latents marked in ``ablate`` (E, L), NaN elsewhere.
+
+    Ablation masks are shared slots: A = the most latents any member ablates; member e's slot j is its j-th
+    marked latent, or the full mask when it has fewer (a decode whose result is dropped)."""
+    E, n, L = mus.shape
+    device = mus.device
+    # keep[e, K, 0, k] = 1 if latent k of member e has rank <= K
+    pruned = rank[:, None, None, :] <= torch.arange(L + 1, device=device)[None, :, None, None]
+    count = ablate.sum(1)  # (E,)
+    A = int(count.max()) if L else 0
+    slot_latent = torch.argsort((~ablate).to(torch.int8), dim=1, stable=True)[:, :A]  # marked latents first
+    used = torch.arange(A, device=device)[None, :] < count[:, None]  # (E, A)
+    ablated = torch.ones(E, A, 1, L, dtype=torch.bool, device=device)
+    ablated[torch.nonzero(used, as_tuple=True) + (0,) + (slot_latent[used],)] = False
+    keep = torch.cat([pruned, ablated], 1).to(mus.dtype)  # (E, L + 1 + A, 1, L)
+    masks = L + 1 + A
+    sq = torch.zeros(E, masks, dtype=torch.float64, device=device)
+    block = max(MIN_PRUNE_ROWS, block_rows // (E * masks))
+    for start in range(0, n, block):
+        xb = x[start : start + block]
+        z = mus[:, None, start : start + block] * keep  # (E, masks, rows, L)
+        x_hat = model.decode(z.view(E, -1, L)).view(E, masks, xb.shape[0], -1)
+        sq += _row_sum(None if w is None else w[start : start + block])((x_hat - xb).pow(2).sum(-1), -1)
+    abl = torch.full((E, L), float("nan"), dtype=torch.float64, device=device)
+    rows = torch.nonzero(used, as_tuple=True)[0]
+    abl[rows, slot_latent[used]] = sq[:, L + 1 :][used]
+    return sq[:, : L + 1], abl
 
 
 def _row_sum(w: torch.Tensor | None):
@@ -160,6 +196,7 @@ def measure_tables(
                 "mu2": m["mu2"][e], "s2": m["s2"][e], "logs2": m["logs2"][e], "rate": m["rate"][e],
                 "M2": m["M2"][e], "snr": m["snr"][e], "active": m["active"][e].astype(bool),
                 "m2_drift": drift[e], "converged": bool(conv[e]), "w2": m["w2"][e],
+                "ablation_dD": m["ablation_dD"][e],
             }))
             prune_frames.append(pd.DataFrame({
                 **ident, "seed": int(seed), "split": split, "K": np.arange(L + 1),

@@ -88,8 +88,11 @@ def train_mem_mb(wildcards, attempt):
 
 
 def measure_runtime(wildcards, attempt):
-    """Minutes: 10 plus 1 per member (each member decodes every split L + 1 times)."""
-    return (10 + len(group_T(wildcards))) * attempt
+    """Minutes: 10 plus 1 per member (each member decodes every split L + 1 times, plus once per active latent
+    for the ablations), plus the stability probe estimated like training (5 ms per update and member, doubled)."""
+    check = config["analysis"]["stability_check"]
+    probe = len(group_T(wildcards)) * int(check["updates"]) * 5e-3 / 60 * 2 if check["enabled"] else 0
+    return int(10 + 2 * len(group_T(wildcards)) + probe) * attempt
 
 
 def map_model(wildcards):

@@ -46,6 +46,7 @@ rule measure:
     params:
         splits=measured_splits,
         active_threshold=config["analysis"]["active_threshold"],
+        stability=config["analysis"]["stability_check"],
     log:
         "results/logs/measure/{model}/{group}/seed{seed}.log",
     benchmark:

@@ -13,6 +13,10 @@ RUN_FIELDS = (
     "run_id", "model", "family", "depth", "T", "T_grid", "beta", "V", "sigma_dec2", "seed", "status",
     "converged", "converged_at", "updates", "wall_time_s",
 )
+# The stability check of a run (run.json runs[e]["stability"], spectral_collapse.stability) as scan_runs columns:
+# stable (True passed, False failed, missing: not checked), then these fields as stability_<name>.
+STABILITY_FIELDS = ("reactivated", "n_collapsed", "grown", "loss_before", "loss_after", "loss_control", "loss_change",
+                    "loss_change_control")
 
 
 def read_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -34,15 +38,26 @@ def run_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
         row = {key: merged.get(key) for key in RUN_FIELDS}
         row.update({f"{split}_{name}": float(v) for split, values in run["totals"].items()
                     for name, v in values.items()})
+        check = run.get("stability")
+        row["stable"] = None if check is None else bool(check["passed"])
+        row.update({f"stability_{name}": None if check is None else check.get(name) for name in STABILITY_FIELDS})
         rows.append(row)
     return rows
 
 
 def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """scan_runs rows; `stable` is a nullable boolean and the stability counts nullable integers (missing: the
+    run was not checked)."""
     rows = []
     for p in paths:
         rows.extend(run_rows(json.loads(Path(p).read_text())))
-    return pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    runs["stable"] = runs["stable"].astype("boolean")
+    for name in ("reactivated", "n_collapsed", "grown"):
+        runs[f"stability_{name}"] = runs[f"stability_{name}"].astype("Int64")
+    for name in ("loss_before", "loss_after", "loss_control", "loss_change", "loss_change_control"):
+        runs[f"stability_{name}"] = runs[f"stability_{name}"].astype("float64")
+    return runs
 
 
 def collect_scan(latent_paths, pruning_paths, run_paths) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
