@@ -118,9 +118,10 @@ def test_dry_run_job_counts(workdir: Path, name: str):
 
 def test_a_preset_can_give_an_explicit_T_list(workdir: Path):
     """scan: {T: {values: [...]}} in a --configfile is merged over config.yaml's {max, min, per_decade}: the
-    list wins (one training job per listed value for the MLP; the linear family keeps the grid config.yaml
-    gives it under models.linear.T), and validation passes."""
-    configfile = write_preset(workdir, "t_values", {"scan": {"T": {"values": [0.3, 0.03, 0.003]}}})
+    list wins (one training job per listed value for the MLP with points_per_job 1; the linear family keeps the
+    grid config.yaml gives it under models.linear.T), and validation passes."""
+    configfile = write_preset(workdir, "t_values", {"scan": {"T": {"values": [0.3, 0.03, 0.003]},
+                                                             "points_per_job": 1}})
     proc = snakemake(workdir, "-n", "--configfile", configfile)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
