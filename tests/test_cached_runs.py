@@ -411,13 +411,101 @@ def test_missing_cached_table_stops_the_redraw(study: Path) -> None:
 def test_corrupt_copy_stops_before_any_job(study: Path, worldclim_dir: Path, tmp_path: Path) -> None:
     corrupt = _linked_copy(worldclim_dir, tmp_path / "corrupt", corrupt="wc2.1_10m_bio_5.tif")
     before = _mtimes(study, exclude=())
-    for run in (lambda: _make(study, "figures", corrupt), lambda: _snakemake(study, CI.split(), corrupt)):
-        proc, jobs = run()
-        text = proc.stdout + proc.stderr
-        assert proc.returncode != 0 and jobs == [], text[-4000:]
-        assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in text and "WORLDCLIM_DIR" in text, text[-4000:]
+    proc, jobs = _snakemake(study, CI.split(), corrupt)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and jobs == [], text[-4000:]
+    assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in text and "WORLDCLIM_DIR" in text, text[-4000:]
     assert _mtimes(study, exclude=()) == before
+    # a redraw never reads the rasters, so neither a corrupt nor a moved-away copy blocks it (issue 23)
+    for source in (corrupt, tmp_path / "moved-away"):
+        before = _mtimes(study)
+        proc, jobs = _make(study, "figures", source)
+        _assert_redraw_only(proc, jobs, before, _mtimes(study))
     assert wc.record_is_current(study / "results/data/worldclim_verified.json")
+
+
+# --------------------------------------------------------------------------- no mistake costs finished work (issue 23)
+
+
+def _truncate(path: Path, size: int = 2000) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(min(size, path.stat().st_size // 2))
+
+
+@pytest.mark.slow
+def test_store_and_finished_jobs_survive_without_worldclim(study: Path) -> None:
+    """Repros A and B: in a shell without WORLDCLIM_DIR, another preset's `snakemake data` and a CI run after a
+    touched build script delete nothing; the failure names WORLDCLIM_DIR."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_error(404)
+
+    logs = ("results/logs/data/", "results/benchmarks/data/")
+    before = _mtimes(study, exclude=logs)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:  # A: the laptop preset forgotten (its own store, which cannot be built here)
+        url = f"http://127.0.0.1:{server.server_address[1]}/{wc.ARCHIVE_NAME}"
+        proc, jobs = _snakemake(study, ["data", "--config", f'data={{"url": "{url}"}}'], None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and jobs == ["build_store"] and "WORLDCLIM_DIR" in text, text[-4000:]
+    assert _mtimes(study, exclude=logs) == before
+    # B: as after a `git pull` that touched the build script
+    script = study / "scripts/build_store.py"
+    stat = script.stat()
+    os.utime(script)
+    try:
+        proc, jobs = _make(study, "run-ci", None, args="")
+    finally:
+        os.utime(script, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and jobs == [], text[-4000:]
+    assert "kept as it is" in text and "WORLDCLIM_DIR" in text
+    assert _mtimes(study, exclude=logs) == before
+
+
+@pytest.mark.slow
+def test_forced_train_rerun_trains_afresh(study: Path) -> None:
+    """--forcerun of a finished training job retrains from update 0 (it used to resume from its last.ckpt and
+    relabel the old weights); same code and settings give the same weights, bit for bit."""
+    import hashlib
+
+    model = next((study / "results/runs/linear").glob("*/seed0/model.pt"))
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    proc, jobs = _snakemake(study, [*CI.split(), "--forcerun", model.relative_to(study).as_posix()], None)
+    assert proc.returncode == 0 and jobs.count("train") == 1, (proc.stdout + proc.stderr)[-4000:]
+    record = json.loads((model.parent / "train.json").read_text())
+    assert record["resumed_from_step"] == 0 and record["updates"] > 0
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.slow
+def test_corrupt_tables_stop_a_redraw_and_are_rebuilt_by_the_run(study: Path) -> None:
+    scan = study / "results/analysis/linear/scan_latents.parquet"
+    latents = next((study / "results/runs/linear").glob("*/seed0/latents.parquet"))
+    _truncate(scan)
+    before = _mtimes(study, exclude=())
+    proc, jobs = _make(study, "figures", None)  # a redraw that cannot succeed: stops first, removes nothing
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and jobs == [], text[-4000:]
+    assert "results/analysis/linear/scan_latents.parquet: not a complete Parquet file" in text
+    assert _mtimes(study, exclude=()) == before
+    _truncate(latents)
+    proc, jobs = _make(study, "run-ci", None, args="")  # the normal run sets both aside and remakes them
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and {"measure", "collect_scan"} <= set(jobs) and "train" not in jobs, text[-4000:]
+    assert scan.with_name(scan.name + ".corrupt").is_file() and latents.with_name(latents.name + ".corrupt").is_file()
+    assert redraw.table_problem(scan) is None and redraw.table_problem(latents) is None
+    assert len(pd.read_parquet(scan)) > 0
 
 
 # --------------------------------------------------------------------------- the boundary, without a run

@@ -171,8 +171,11 @@ if workflow.is_main_process and not REDRAW_ONLY and not STORE_BUILDABLE:
 
 # A corrupt (truncated) table is set aside and remade by the full run (all_targets lists every table).
 if workflow.is_main_process and not REDRAW_ONLY and REQUEST is not None and not REQUEST.dryrun:
-    for line in redraw.set_aside_corrupt(intermediate_tables()):
-        logger.warning(f"Corrupt table: {line}")
+    try:
+        for line in redraw.set_aside_corrupt(intermediate_tables()):
+            logger.warning(f"Corrupt table: {line}")
+    except PermissionError as exc:  # a read-only results/: the job that needs the table reports it
+        logger.warning(f"Could not set a corrupt table aside: {exc.filename}: {exc.strerror}")
 
 
 def start_redraw_only(workflow):
