@@ -21,8 +21,6 @@ request is read from sys.argv with Snakemake's own argument parser instead; anyt
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import os
 import sys
@@ -31,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from spectral_collapse.codefiles import package_files
 from spectral_collapse.storepath import LEGACY_REPORT
 
 # --------------------------------------------------------------------------- the redraw boundary
@@ -256,51 +255,6 @@ def rule_script(rule: Any) -> Path | None:
         return None
     base = rule.basedir.get_path_or_uri(secret_free=True) if rule.basedir is not None else "."
     return Path(os.path.normpath(os.path.join(str(base), str(script))))
-
-
-def package_files(scripts: Iterable[Path], package: str = "spectral_collapse") -> set[Path]:
-    """The scripts and every module of `package` they import, transitively (static, by `ast`)."""
-    spec = importlib.util.find_spec(package)
-    pkg_dir = Path(spec.origin).parent if spec and spec.origin else None
-    seen: set[Path] = set()
-    todo = [Path(s).resolve() for s in scripts]
-    while todo:
-        path = todo.pop()
-        if path in seen or not path.is_file():
-            continue
-        seen.add(path)
-        if pkg_dir is None:
-            continue
-        try:
-            tree = ast.parse(path.read_text(), filename=str(path))
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for name in _imported_names(tree, path, pkg_dir, package):
-            parts = name.split(".")[1:]
-            todo.append(pkg_dir / "__init__.py")
-            for i in range(1, len(parts) + 1):
-                base = pkg_dir.joinpath(*parts[:i])
-                todo += [base.with_suffix(".py"), base / "__init__.py"]
-    return seen
-
-
-def _imported_names(tree: ast.AST, path: Path, pkg_dir: Path, package: str) -> list[str]:
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level:  # relative import inside the package
-                try:
-                    here = list(path.parent.relative_to(pkg_dir.parent).parts)
-                except ValueError:
-                    continue
-                here = here[: len(here) - (node.level - 1)] if node.level > 1 else here
-                module = ".".join([*here, *([module] if module else [])])
-            names.append(module)
-            names += [f"{module}.{alias.name}" for alias in node.names]  # `from pkg import submodule`
-    return [n for n in names if n == package or n.startswith(package + ".")]
 
 
 def _upstream_rules(path: str, dropped: Sequence[Any], depth: int = 0) -> set[str] | None:

@@ -62,14 +62,21 @@ def training_code_hash() -> str:
     """A hash of the source of the training path (this module and every spectral_collapse module it and
     group.py import), part of the checkpoint fingerprint: a checkpoint written by other training code is
     never continued."""
-    from .redraw import package_files
+    from .codefiles import package_files
 
     here = Path(__file__).resolve()
-    files = sorted(package_files([here, here.with_name("group.py")]))
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(here.parent).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, path in sorted((_package_name(p), p) for p in package_files([here, here.with_name("group.py")])):
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _package_name(path: Path) -> str:
+    """`spectral_collapse/vae.py` for any checkout's copy: the same code hashes the same anywhere."""
+    parts = path.parts
+    if "spectral_collapse" not in parts:
+        return path.name
+    return "/".join(parts[len(parts) - 1 - parts[::-1].index("spectral_collapse"):])
 
 
 def training_settings_from(settings: Mapping[str, Any]) -> dict[str, Any]:
