@@ -169,8 +169,11 @@ if workflow.is_main_process and not REDRAW_ONLY and not STORE_BUILDABLE:
         "of this run. Set WORLDCLIM_DIR for a changed build_store script to rebuild it."
     )
 
-# A corrupt (truncated) table is set aside and remade by the full run (all_targets lists every table).
-if workflow.is_main_process and not REDRAW_ONLY and REQUEST is not None and not REQUEST.dryrun:
+# A corrupt (truncated) table is set aside and remade by the full run (all_targets lists every table). Not
+# while another snakemake holds this folder's lock (its jobs may be writing a table right now; this run then
+# stops at the lock anyway).
+ANOTHER_RUN = bool(os.listdir(".snakemake/locks")) if os.path.isdir(".snakemake/locks") else False
+if workflow.is_main_process and not REDRAW_ONLY and REQUEST is not None and not REQUEST.dryrun and not ANOTHER_RUN:
     try:
         for line in redraw.set_aside_corrupt(intermediate_tables()):
             logger.warning(f"Corrupt table: {line}")
