@@ -56,8 +56,8 @@ gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
 
 # Redraw only (issue 11). `snakemake figures` and `--report` keep only the redraw rules
 # (src/spectral_collapse/redraw.py): nothing is fetched, trained, measured or collected, whatever changed,
-# and WORLDCLIM_DIR may be unset. Missing cached tables stop it with their names and the command that
-# makes them; stale ones are reported, never recomputed. --forcerun figure redraws every figure, so an
+# and WORLDCLIM_DIR is never looked at (unset, moved away or corrupt). Missing or corrupt cached tables stop
+# it before any job, with their names and a command that remakes them; stale ones are reported, never recomputed. --forcerun figure redraws every figure, so an
 # edit of the plotting code shows. Pass the run's preset: make figures SNAKEMAKE_ARGS="--configfile ...".
 # Expensive jobs: docs/running.md "What reruns, what never does" (config, training-path code and data content
 # retrain; figure code, plot style and the data's path never do; --rerun-triggers on a cluster).

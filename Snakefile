@@ -2,7 +2,11 @@
 # Default target: the whole study for the config (laptop preset: config.yaml).
 # Presets: --configfile presets/ci.yaml | presets/paper.yaml. Profiles: profiles/default (used
 # automatically), profiles/slurm (--workflow-profile profiles/slurm).
-from snakemake.utils import min_version, validate
+import os
+
+from snakemake.utils import min_version
+
+from spectral_collapse.config import validate_in_place
 
 min_version("9.0")
 
@@ -10,8 +14,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-# Every key checked, and every default filled in, from the one schema (workflow/schemas).
-validate(config, schema="workflow/schemas/config.schema.yaml")
+# Every key checked, and every default filled in, from the one schema (workflow/schemas); numbers given
+# as strings (`--config` nested values, YAML's `1e-3`) coerced; a bad value stops with one line naming
+# the key and the fix (spectral_collapse.config).
+validate_in_place(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 
 
 include: "workflow/rules/common.smk"

@@ -87,18 +87,20 @@ def test_cached_inputs_are_the_redraw_boundary() -> None:
 
 def test_missing_cached_inputs_are_named_with_their_command(tmp_path: Path) -> None:
     for path in redraw.cached_inputs(["linear"]):
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text("x")
+        _placeholder(tmp_path / path)
     (tmp_path / "results/analysis/linear/scan_pruning.parquet").unlink()
     (tmp_path / "results/data/worldclim_store.json").unlink()
     with pytest.raises(redraw.RedrawError) as err:
         redraw.check_cached_inputs(["linear", "mlp-d4"], tmp_path)
     text = str(err.value)
     assert "results/analysis/linear/scan_pruning.parquet" in text and "results/data/worldclim_store.json" in text
-    assert "results/analysis/mlp-d4/scan_runs.parquet" in text and "make run" in text
+    assert "results/analysis/mlp-d4/scan_runs.parquet" in text and "snakemake all" in text
     assert "snakemake analysis" in text and "snakemake data" in text
-    assert "another --configfile" in text  # results hold linear only, the config asks for mlp-d4 too
+    # results hold linear only and the config asks for linear and mlp-d4: a table is missing, no other config
+    assert "another --configfile" not in text
     assert "results/analysis/linear/scan_latents.parquet" not in text
+    with pytest.raises(redraw.RedrawError, match="another --configfile"):  # tables of a model not asked for
+        redraw.check_cached_inputs(["mlp-d4"], tmp_path)
 
 
 def test_drop_upstream_rules() -> None:
@@ -397,7 +399,7 @@ def test_missing_cached_table_stops_the_redraw(study: Path) -> None:
         proc, jobs = _snakemake(study, ["figures", *CI.split()], None)
         assert proc.returncode != 0 and jobs == []
         assert "Cannot redraw" in proc.stderr and "results/analysis/linear/scan_runs.parquet" in proc.stderr
-        assert "make run" in proc.stderr
+        assert "snakemake analysis --configfile presets/ci.yaml" in proc.stderr  # a command that works
         proc, jobs = _make(study, "figures", None, args="")  # the laptop config: other models
         assert proc.returncode != 0 and jobs == [] and "another --configfile" in proc.stderr
     finally:
@@ -409,13 +411,105 @@ def test_missing_cached_table_stops_the_redraw(study: Path) -> None:
 def test_corrupt_copy_stops_before_any_job(study: Path, worldclim_dir: Path, tmp_path: Path) -> None:
     corrupt = _linked_copy(worldclim_dir, tmp_path / "corrupt", corrupt="wc2.1_10m_bio_5.tif")
     before = _mtimes(study, exclude=())
-    for run in (lambda: _make(study, "figures", corrupt), lambda: _snakemake(study, CI.split(), corrupt)):
-        proc, jobs = run()
-        text = proc.stdout + proc.stderr
-        assert proc.returncode != 0 and jobs == [], text[-4000:]
-        assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in text and "WORLDCLIM_DIR" in text, text[-4000:]
+    proc, jobs = _snakemake(study, CI.split(), corrupt)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and jobs == [], text[-4000:]
+    assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in text and "WORLDCLIM_DIR" in text, text[-4000:]
     assert _mtimes(study, exclude=()) == before
+    # a redraw never reads the rasters, so neither a corrupt nor a moved-away copy blocks it (issue 23)
+    # (results/summary.json records the config: an earlier test's other config may rerun its redraw rule)
+    exclude = (*FIGURE_OUTPUTS, "results/summary.json", "results/logs/analysis/summary.log")
+    for source in (corrupt, tmp_path / "moved-away"):
+        before = _mtimes(study, exclude)
+        proc, jobs = _make(study, "figures", source)
+        _assert_redraw_only(proc, jobs, before, _mtimes(study, exclude))
     assert wc.record_is_current(study / "results/data/worldclim_verified.json")
+
+
+# --------------------------------------------------------------------------- no mistake costs finished work (issue 23)
+
+
+def _truncate(path: Path, size: int = 2000) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(min(size, path.stat().st_size // 2))
+
+
+@pytest.mark.slow
+def test_store_and_finished_jobs_survive_without_worldclim(study: Path) -> None:
+    """Repros A and B: in a shell without WORLDCLIM_DIR, another preset's `snakemake data` and a CI run after a
+    touched build script delete nothing; the failure names WORLDCLIM_DIR."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_error(404)
+
+    logs = ("results/logs/data/", "results/benchmarks/data/")
+    before = _mtimes(study, exclude=logs)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:  # A: the laptop preset forgotten (its own store, which cannot be built here)
+        url = f"http://127.0.0.1:{server.server_address[1]}/{wc.ARCHIVE_NAME}"
+        proc, jobs = _snakemake(study, ["data", "--config", f'data={{"url": "{url}"}}'], None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and jobs == ["build_store"] and "WORLDCLIM_DIR" in text, text[-4000:]
+    assert _mtimes(study, exclude=logs) == before
+    # B: as after a `git pull` that touched the build script
+    script = study / "scripts/build_store.py"
+    stat = script.stat()
+    os.utime(script)
+    try:
+        proc, jobs = _make(study, "run-ci", None, args="")
+    finally:
+        os.utime(script, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and jobs == [], text[-4000:]
+    assert "kept as it is" in text and "WORLDCLIM_DIR" in text
+    assert _mtimes(study, exclude=logs) == before
+
+
+@pytest.mark.slow
+def test_forced_train_rerun_trains_afresh(study: Path) -> None:
+    """--forcerun of a finished training job retrains from update 0 (it used to resume from its last.ckpt and
+    relabel the old weights); same code and settings give the same weights, bit for bit."""
+    import hashlib
+
+    model = next((study / "results/runs/linear").glob("*/seed0/model.pt"))
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    target = model.relative_to(study).as_posix()  # the job alone: downstream reruns are not the point here
+    proc, jobs = _snakemake(study, [target, *CI.split(), "--forcerun", target], None)
+    assert proc.returncode == 0 and jobs == ["train"], (proc.stdout + proc.stderr)[-4000:]
+    assert "a rerun trains afresh" in (study / "results/logs/train/linear" / model.parent.parent.name / "seed0.log").read_text()
+    record = json.loads((model.parent / "train.json").read_text())
+    assert record["resumed_from_step"] == 0 and record["updates"] > 0
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.slow
+def test_corrupt_tables_stop_a_redraw_and_are_rebuilt_by_the_run(study: Path) -> None:
+    scan = study / "results/analysis/linear/scan_latents.parquet"
+    latents = next((study / "results/runs/linear").glob("*/seed0/latents.parquet"))
+    _truncate(scan)
+    before = _mtimes(study, exclude=())
+    proc, jobs = _make(study, "figures", None)  # a redraw that cannot succeed: stops first, removes nothing
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and jobs == [], text[-4000:]
+    assert "results/analysis/linear/scan_latents.parquet: not a complete Parquet file" in text
+    assert _mtimes(study, exclude=()) == before
+    _truncate(latents)
+    proc, jobs = _make(study, "run-ci", None, args="")  # the normal run sets both aside and remakes them
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and {"measure", "collect_scan"} <= set(jobs) and "train" not in jobs, text[-4000:]
+    assert scan.with_name(scan.name + ".corrupt").is_file() and latents.with_name(latents.name + ".corrupt").is_file()
+    assert redraw.table_problem(scan) is None and redraw.table_problem(latents) is None
+    assert len(pd.read_parquet(scan)) > 0
 
 
 # --------------------------------------------------------------------------- the boundary, without a run
@@ -426,13 +520,24 @@ def test_redraw_dag_needs_only_the_cached_inputs(tmp_path: Path) -> None:
     redraw rules only, so the list in spectral_collapse.redraw covers every input they read."""
     for name in ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs"]:
         (tmp_path / name).symlink_to(REPO / name)
-    for path in redraw.cached_inputs(CI_MODELS):
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text("")
-    env = {k: v for k, v in os.environ.items() if k != "WORLDCLIM_DIR"}
+    from spectral_collapse.config import load_config
+    from spectral_collapse.storepath import store_paths
+
+    report = store_paths(load_config(REPO / "presets/ci.yaml")["store"], tmp_path).report
+    for path in redraw.cached_inputs(CI_MODELS, report):
+        _placeholder(tmp_path / path)
+    # a stale WORLDCLIM_DIR (moved away) does not block a redraw: it never resolves the data source (issue 23)
+    env = {**os.environ, "WORLDCLIM_DIR": str(tmp_path / "moved-away")}
     proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-n", "figures", *CI.split()],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
     rules = set(re.findall(r"^(?:local)?rule (\w+):$", text, flags=re.MULTILINE))
     assert {"analyse_model", "figure", "figures"} <= rules <= set(redraw.REDRAW_RULES), text[-3000:]
+
+
+def _placeholder(path: Path) -> None:
+    """An empty table that passes redraw.table_problem's format check (its signature bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = {".parquet": b"PAR1" + b"\0" * 8 + b"PAR1", ".json": b"{}", ".nc": b"\x89HDF\r\n\x1a\n"}
+    path.write_bytes(content[path.suffix])

@@ -195,15 +195,39 @@ def test_sigkill_then_rerun_resumes_from_checkpoint(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_restart_of_a_finished_run_and_stale_checkpoints(tmp_path):
-    """A finished run started again returns the same model without training; a checkpoint written with other
-    settings is discarded (never continued)."""
+def test_restart_of_a_finished_run_and_stale_checkpoints(tmp_path, monkeypatch):
+    """A finished run started again (Snakemake's --forcerun, or a code change) trains afresh: the same model,
+    not resumed. An interrupted run resumes, but never across other settings or other training code."""
+    import spectral_collapse.training as training
+
     x, xv = gaussian(), gaussian(seed=1)
     cfg = {"family": "linear", "latents": 5}
     first = train(ArrayDataModule(x, xv), cfg, T=0.05, settings=QUICK, run_dir=tmp_path, threads=1, progress=False)
+    assert (tmp_path / "checkpoints" / "finished").is_file()
     again = train(ArrayDataModule(x, xv), cfg, T=0.05, settings=QUICK, run_dir=tmp_path, threads=1, progress=False)
-    assert again.record["resumed_from_step"] == first.record["updates"] == again.record["updates"]
+    assert again.record["resumed_from_step"] == 0 and again.record["updates"] == first.record["updates"]
     assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
+    # interrupted after its last checkpoint (no `finished` marker): resumed
+    (tmp_path / "checkpoints" / "finished").unlink()
+    resumed = train(ArrayDataModule(x, xv), cfg, T=0.05, settings=QUICK, run_dir=tmp_path, threads=1, progress=False)
+    assert resumed.record["resumed_from_step"] == first.record["updates"]
+    # interrupted, then the training code changed: afresh
+    (tmp_path / "checkpoints" / "finished").unlink()
+    monkeypatch.setattr(training, "training_code_hash", lambda: "other-code")
+    changed = train(ArrayDataModule(x, xv), cfg, T=0.05, settings=QUICK, run_dir=tmp_path, threads=1, progress=False)
+    assert changed.record["resumed_from_step"] == 0
+    monkeypatch.undo()
+    (tmp_path / "checkpoints" / "finished").unlink()
     other = train(ArrayDataModule(x, xv), cfg, T=0.05, settings={**QUICK, "lr": 1e-3}, run_dir=tmp_path, threads=1,
                   progress=False)
     assert other.record["resumed_from_step"] == 0
+
+
+def test_training_code_hash_covers_the_training_path():
+    from spectral_collapse.redraw import package_files
+    from spectral_collapse.training import training_code_hash
+
+    src = REPO_ROOT / "src/spectral_collapse"
+    names = {p.name for p in package_files([src / "training.py", src / "group.py"])}
+    assert {"vae.py", "callbacks.py", "lightning_module.py", "fused_adam.py", "datamodule.py"} <= names
+    assert len(training_code_hash()) == 16

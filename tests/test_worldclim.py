@@ -269,7 +269,7 @@ def test_workflow_stops_on_bad_file(worldclim_dir: Path, tmp_path: Path) -> None
     assert proc.returncode != 0
     assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in text and "WORLDCLIM_DIR" in text, text[-3000:]
     assert not (work / "results/data/worldclim_verified.json").exists()
-    assert not (work / "results/data/worldclim.zarr").exists()
+    assert not list((work / "results/data").glob("**/worldclim.zarr"))
 
 
 def test_http_404_is_not_retried(tmp_path: Path) -> None:

@@ -41,10 +41,11 @@ MAP_COARSEN = 6  # 10' cells -> 1 degree
 PROVENANCE_KEYS = ("config_hash", "code_commit", "data_sha256", "package_versions", "machine", "jobs", "exported")
 
 
-def _cached_files(models: list[str]) -> list[str]:
+def _cached_files(config: Mapping[str, Any], root: str | os.PathLike) -> list[str]:
     from .redraw import cached_inputs
+    from .storepath import store_paths
 
-    return sorted(cached_inputs(models))
+    return sorted(cached_inputs(_models(config), store_paths(config["store"], root).report))
 
 
 def _models(config: Mapping[str, Any]) -> list[str]:
@@ -70,7 +71,7 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
     if bundle.exists():
         shutil.rmtree(bundle)
     (bundle / "results").mkdir(parents=True)
-    for rel in _cached_files(models):
+    for rel in _cached_files(config, run_dir):
         src, dst = run_dir / rel, bundle / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if rel.endswith("latent_maps.nc"):
@@ -223,7 +224,7 @@ def check(bundle: str | os.PathLike = BUNDLE) -> list[str]:
                  if p.stat().st_size > MAX_FILE_BYTES]
     shipped = yaml.safe_load((bundle / "config.yaml").read_text())  # the run's config, validated when it ran
     config = validate_config(shipped)
-    missing = [rel for rel in _cached_files(_models(config)) if not (bundle / rel).is_file()]
+    missing = [rel for rel in _cached_files(config, bundle) if not (bundle / rel).is_file()]
     problems += [f"missing cached input {rel}" for rel in missing]
     record = json.loads((bundle / "provenance.json").read_text())
     problems += [f"provenance.json lacks {key}" for key in PROVENANCE_KEYS if key not in record]

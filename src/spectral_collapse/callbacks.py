@@ -19,6 +19,8 @@ import pytorch_lightning as pl
 import torch
 
 LAST = "last.ckpt"
+# Written next to last.ckpt when a training ran to the end: its checkpoint is then never resumed.
+FINISHED = "finished"
 
 
 class Convergence(pl.Callback):

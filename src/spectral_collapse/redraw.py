@@ -21,8 +21,6 @@ request is read from sys.argv with Snakemake's own argument parser instead; anyt
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import os
 import sys
@@ -30,6 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from spectral_collapse.codefiles import package_files
+from spectral_collapse.storepath import LEGACY_REPORT
 
 # --------------------------------------------------------------------------- the redraw boundary
 
@@ -43,9 +44,9 @@ REDRAW_FILE_PREFIX = "results/figures/"
 DEFAULT_TARGET = "all"
 KEEP_RULES: tuple[str, ...] = (*REDRAW_RULES, DEFAULT_TARGET)
 
-# The cached inputs of the redraw rules, and the command that produces each.
-ANALYSIS_COMMAND = "`make run` (or `snakemake analysis`)"
-DATA_COMMAND = "`make run` (or `snakemake data`)"
+# The cached inputs of the redraw rules, and the plain-name target that produces each (`run_command`).
+ANALYSIS_COMMAND = "analysis"
+DATA_COMMAND = "data"
 PER_MODEL_CACHED: tuple[str, ...] = (
     "scan_latents.parquet", "scan_pruning.parquet", "scan_runs.parquet",  # rule collect_scan
     "latent_maps.nc", "latent_correlations.parquet",  # rule latent_maps
@@ -53,15 +54,16 @@ PER_MODEL_CACHED: tuple[str, ...] = (
 ANALYSIS_ROOT = "results/analysis"
 PCA_TABLE = "results/analysis/pca.parquet"
 VERIFIED = "results/data/worldclim_verified.json"
-STORE_REPORT = "results/data/worldclim_store.json"
+STORE_REPORT = LEGACY_REPORT  # the store description of a run made before stores were keyed (storepath)
 
 
-def cached_inputs(models: Iterable[str]) -> dict[str, str]:
-    """{path: command that produces it} for every cached input of a redraw of `models`."""
+def cached_inputs(models: Iterable[str], store_report: str = STORE_REPORT) -> dict[str, str]:
+    """{path: command that produces it} for every cached input of a redraw of `models` (`store_report`:
+    the config's store description, storepath.store_paths)."""
     out = {f"{ANALYSIS_ROOT}/{model}/{name}": ANALYSIS_COMMAND for model in models for name in PER_MODEL_CACHED}
     out[PCA_TABLE] = ANALYSIS_COMMAND
     out[VERIFIED] = DATA_COMMAND
-    out[STORE_REPORT] = DATA_COMMAND
+    out[store_report] = DATA_COMMAND
     return out
 
 
@@ -81,6 +83,8 @@ class Request:
     report: bool = False  # --report without --report-after-run: builds the report, runs nothing
     named_rules: tuple[str, ...] = ()  # rules named by --forcerun / --until / --omit-from
     inspect: bool = False  # --lint, --list-rules, ...: look at every rule
+    configfiles: tuple[str, ...] = ()  # --configfile presets, for the commands a message suggests
+    dryrun: bool = False  # -n: change nothing on disk
 
 
 def _is_snakemake_cli(argv: Sequence[str]) -> bool:
@@ -110,6 +114,8 @@ def parse_request(argv: Sequence[str] | None = None) -> Request | None:
         report=bool(args.report) and not args.report_after_run,
         named_rules=tuple(named),
         inspect=bool(inspect),
+        configfiles=tuple(str(c) for c in (args.configfile or ())),
+        dryrun=bool(getattr(args, "dryrun", False)),
     )
 
 
@@ -129,30 +135,88 @@ def is_redraw_only(request: Request | None) -> bool:
 # --------------------------------------------------------------------------- checks
 
 
-def check_cached_inputs(models: Sequence[str], root: str | os.PathLike = ".") -> None:
-    """Raise RedrawError naming every missing cached input and the command that produces it."""
+def run_command(target: str, configfiles: Sequence[str] = ()) -> str:
+    """A command line that makes `target` with these presets: the target before --configfile, which
+    would otherwise take the target for one more config file."""
+    presets = "".join(f" --configfile {c}" for c in configfiles)
+    return f"`.venv/bin/snakemake {target}{presets}`"
+
+
+def table_problem(path: str | os.PathLike) -> str | None:
+    """Why a cached table cannot be read (truncated, not the format its name says), or None. Cheap: it reads
+    the few bytes each format starts and ends with (Parquet's PAR1 at both ends, netCDF-4/HDF5 or classic
+    netCDF's signature), and parses JSON records in full (they are small)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+            return None
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(max(size - 4, 0))
+            tail = fh.read(4)
+    except (OSError, ValueError) as exc:
+        return f"not readable ({type(exc).__name__}: {exc})"
+    if path.suffix == ".parquet" and (size < 12 or head[:4] != b"PAR1" or tail != b"PAR1"):
+        return f"not a complete Parquet file ({size} bytes; truncated or overwritten)"
+    if path.suffix == ".nc" and not (head == b"\x89HDF\r\n\x1a\n" or head[:3] == b"CDF"):
+        return f"not a netCDF file ({size} bytes)"
+    return None
+
+
+def check_cached_inputs(models: Sequence[str], root: str | os.PathLike = ".", store_report: str = STORE_REPORT,
+                        configfiles: Sequence[str] = ()) -> None:
+    """Raise RedrawError naming every missing or corrupt cached input and a command that remakes it, before
+    any job starts (so a redraw that cannot succeed removes nothing)."""
     root = Path(root)
     missing: dict[str, list[str]] = {}
-    for path, command in cached_inputs(models).items():
+    corrupt: list[str] = []
+    for path, target in cached_inputs(models, store_report).items():
         if not (root / path).is_file():
-            missing.setdefault(command, []).append(path)
-    if not missing:
+            missing.setdefault(target, []).append(path)
+        elif (problem := table_problem(root / path)) is not None:
+            corrupt.append(f"{path}: {problem}")
+    if not missing and not corrupt:
         return
-    n = sum(len(paths) for paths in missing.values())
-    lines = [
-        f"Cannot redraw: {n} cached result(s) that the figures, tables and report are drawn from are missing.",
-        "`snakemake figures`, `make figures` and `make report` only redraw; they never recompute these.",
-    ]
-    for command, paths in missing.items():
-        lines.append(f"Produce them with {command}, using the same --configfile as this command:")
-        lines += [f"    {p}" for p in paths]
-    found = sorted(p.parent.name for p in (root / ANALYSIS_ROOT).glob("*/scan_runs.parquet"))
-    if found and set(found) != set(models):
-        lines.append(
-            f"{ANALYSIS_ROOT} holds scan tables of {', '.join(found)}; this config asks for {', '.join(models)}: "
-            "were they made with another --configfile (e.g. presets/ci.yaml)?"
-        )
+    lines = []
+    if missing:
+        n = sum(len(paths) for paths in missing.values())
+        lines += [
+            f"Cannot redraw: {n} cached result(s) that the figures, tables and report are drawn from are missing.",
+            "`snakemake figures`, `make figures` and `make report` only redraw; they never recompute these.",
+        ]
+        for target, paths in missing.items():
+            lines.append(f"Produce them with {run_command(target, configfiles)} (or the full run, "
+                         f"{run_command('all', configfiles)}):")
+            lines += [f"    {p}" for p in paths]
+        found = {p.parent.name for p in (root / ANALYSIS_ROOT).glob("*/scan_runs.parquet")}
+        if found - set(models):
+            lines.append(
+                f"{ANALYSIS_ROOT} holds scan tables of {', '.join(sorted(found))}; this config asks for "
+                f"{', '.join(models)}: were they made with another --configfile (e.g. presets/ci.yaml)?"
+            )
+    if corrupt:
+        lines.append(f"Cannot redraw: {len(corrupt)} cached result(s) are corrupt; nothing was run or removed:")
+        lines += [f"    {c}" for c in corrupt]
+        lines.append(f"The full run sets corrupt tables aside (as <name>.corrupt) and remakes them: "
+                     f"{run_command('all', configfiles)}.")
     raise RedrawError("\n".join(lines))
+
+
+def set_aside_corrupt(paths: Iterable[str], root: str | os.PathLike = ".") -> list[str]:
+    """Rename every corrupt table among `paths` to <name>.corrupt, so that the run remakes it (each is a
+    target of the full run); return the messages. A truncated table otherwise stops every consumer, and
+    Snakemake, which deletes a failed job's outputs, turns it into missing results that no run remakes."""
+    root = Path(root)
+    out = []
+    for path in paths:
+        target = root / path
+        if not target.is_file() or (problem := table_problem(target)) is None:
+            continue
+        os.replace(target, target.with_name(target.name + ".corrupt"))
+        out.append(f"{path}: {problem}; set aside as {path}.corrupt, remade by this run")
+    return out
 
 
 def drop_upstream_rules(workflow: Any, keep: Iterable[str] = KEEP_RULES) -> list[Any]:
@@ -193,51 +257,6 @@ def rule_script(rule: Any) -> Path | None:
     return Path(os.path.normpath(os.path.join(str(base), str(script))))
 
 
-def package_files(scripts: Iterable[Path], package: str = "spectral_collapse") -> set[Path]:
-    """The scripts and every module of `package` they import, transitively (static, by `ast`)."""
-    spec = importlib.util.find_spec(package)
-    pkg_dir = Path(spec.origin).parent if spec and spec.origin else None
-    seen: set[Path] = set()
-    todo = [Path(s).resolve() for s in scripts]
-    while todo:
-        path = todo.pop()
-        if path in seen or not path.is_file():
-            continue
-        seen.add(path)
-        if pkg_dir is None:
-            continue
-        try:
-            tree = ast.parse(path.read_text(), filename=str(path))
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for name in _imported_names(tree, path, pkg_dir, package):
-            parts = name.split(".")[1:]
-            todo.append(pkg_dir / "__init__.py")
-            for i in range(1, len(parts) + 1):
-                base = pkg_dir.joinpath(*parts[:i])
-                todo += [base.with_suffix(".py"), base / "__init__.py"]
-    return seen
-
-
-def _imported_names(tree: ast.AST, path: Path, pkg_dir: Path, package: str) -> list[str]:
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level:  # relative import inside the package
-                try:
-                    here = list(path.parent.relative_to(pkg_dir.parent).parts)
-                except ValueError:
-                    continue
-                here = here[: len(here) - (node.level - 1)] if node.level > 1 else here
-                module = ".".join([*here, *([module] if module else [])])
-            names.append(module)
-            names += [f"{module}.{alias.name}" for alias in node.names]  # `from pkg import submodule`
-    return [n for n in names if n == package or n.startswith(package + ".")]
-
-
 def _upstream_rules(path: str, dropped: Sequence[Any], depth: int = 0) -> set[str] | None:
     """Names of the dropped rules that `path` was made by, directly or through their file inputs; None
     when an input is a function or has wildcards (then every dropped rule may be upstream)."""
@@ -262,7 +281,8 @@ def _upstream_rules(path: str, dropped: Sequence[Any], depth: int = 0) -> set[st
     return names
 
 
-def stale_code_warnings(dropped: Sequence[Any], models: Sequence[str], root: str | os.PathLike = ".") -> list[str]:
+def stale_code_warnings(dropped: Sequence[Any], models: Sequence[str], root: str | os.PathLike = ".",
+                        store_report: str = STORE_REPORT) -> list[str]:
     """A warning when a cached input is older than a code file of the rules that produced it (their
     scripts and the spectral_collapse modules those import)."""
     root = Path(root)
@@ -273,7 +293,7 @@ def stale_code_warnings(dropped: Sequence[Any], models: Sequence[str], root: str
     mtimes = {code: code.stat().st_mtime_ns for codes in code_of.values() for code in codes}
     newer: dict[Path, list[str]] = {}
     users: dict[Path, set[str]] = {}
-    for path in cached_inputs(models):
+    for path in cached_inputs(models, store_report):
         target = root / path
         if not target.is_file():
             continue
@@ -355,16 +375,19 @@ def config_warnings(
     from spectral_collapse.scan import ModelSpec, model_seeds, model_t_grid, t_label
     from spectral_collapse.worldclim import pinned_checksums
 
+    from spectral_collapse.storepath import store_paths
+
     root = Path(root)
+    store_report = store_paths(config["store"], root).report
     found: list[str] = []
     try:
-        store = json.loads((root / STORE_REPORT).read_text())
+        store = json.loads((root / store_report).read_text())
         found += [f"store.{k}: cached {store.get(k)!r}, config {config['store'].get(k)!r}"
                   for k in STORE_KEYS if k in store and store.get(k) != config["store"].get(k)]
         if store.get("sha256") and store["sha256"] != pinned_checksums():
             found.append("data: the store was built from other WorldClim files than the pinned ones")
     except (OSError, ValueError, KeyError) as exc:
-        found.append(f"{STORE_REPORT}: not readable ({exc})")
+        found.append(f"{store_report}: not readable ({exc})")
     for model in models:
         grid = {t_label(T) for T in model_t_grid(config, ModelSpec.from_id(model).family)}
         seeds = set(model_seeds(config, model))
@@ -409,10 +432,15 @@ def config_warnings(
 def start(
     workflow: Any, config: Mapping[str, Any], models: Sequence[str],
     run_records: Callable[[str], Sequence[str]] | None = None, root: str | os.PathLike = ".",
+    configfiles: Sequence[str] = (),
 ) -> tuple[list[str], list[str]]:
-    """Begin a redraw-only run: check the cached inputs (RedrawError when missing), drop every rule
+    """Begin a redraw-only run: check the cached inputs (RedrawError when missing or corrupt), drop every rule
     upstream of them, and return (names of the dropped rules, staleness warnings)."""
-    check_cached_inputs(models, root)
+    from spectral_collapse.storepath import store_paths
+
+    store_report = store_paths(config["store"], root).report
+    check_cached_inputs(models, root, store_report, configfiles)
     dropped = drop_upstream_rules(workflow)
-    warnings = stale_code_warnings(dropped, models, root) + config_warnings(config, models, root, run_records)
+    warnings = (stale_code_warnings(dropped, models, root, store_report)
+                + config_warnings(config, models, root, run_records))
     return [rule.name for rule in dropped], warnings

@@ -27,6 +27,13 @@ def terminal_stream() -> TextIO | None:
     return _terminal
 
 
+def permission_message(exc: PermissionError) -> str:
+    """One line naming the path that could not be written or read, and the fix."""
+    path = exc.filename or "a file of this job"
+    return (f"Permission denied: {path} ({exc.strerror or exc}). Make it and its folder writable by you "
+            f"(e.g. chmod -R u+w {Path(str(path)).parent}), or run in a copy of the project that you own.")
+
+
 @contextlib.contextmanager
 def rule_log(log_path: str | Path, name: str, append: bool = False) -> Iterator[logging.Logger]:
     """Within the block, stdout, stderr and ``logging`` (INFO and up, timestamped) write to ``log_path``
@@ -45,6 +52,10 @@ def rule_log(log_path: str | Path, name: str, append: bool = False) -> Iterator[
         logging.getLogger("fontTools").setLevel(logging.WARNING)  # a line per font table of every PDF: noise
         try:
             yield logging.getLogger(name)
+        except PermissionError as exc:  # a fault of the filesystem, not of the code: one line, no traceback
+            message = permission_message(exc)
+            print(message, file=log)
+            raise SystemExit(message) from None
         except BaseException:
             traceback.print_exc(file=log)
             raise

@@ -22,6 +22,8 @@ trains on until every member has converged, what a group cost before freezing).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import sys
@@ -36,7 +38,7 @@ import pytorch_lightning as pl
 import torch
 
 from .allocator import keep_freed_memory
-from .callbacks import LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter, ProgressLine
+from .callbacks import FINISHED, LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter, ProgressLine
 from .datamodule import ArrayDataModule
 from .lightning_module import BetaVAESystem, NonFiniteLossError  # noqa: F401  (re-exported)
 from .provenance import config_hash
@@ -54,6 +56,28 @@ class TrainResult:
     model: VAE
     record: dict[str, Any]
     system: BetaVAESystem = field(repr=False)
+
+
+@functools.lru_cache(maxsize=1)
+def training_code_hash() -> str:
+    """A hash of the source of the training path (this module and every spectral_collapse module it and
+    group.py import), part of the checkpoint fingerprint: a checkpoint written by other training code is
+    never continued."""
+    from .codefiles import package_files
+
+    here = Path(__file__).resolve()
+    digest = hashlib.sha256()
+    for name, path in sorted((_package_name(p), p) for p in package_files([here, here.with_name("group.py")])):
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _package_name(path: Path) -> str:
+    """`spectral_collapse/vae.py` for any checkout's copy: the same code hashes the same anywhere."""
+    parts = path.parts
+    if "spectral_collapse" not in parts:
+        return path.name
+    return "/".join(parts[len(parts) - 1 - parts[::-1].index("spectral_collapse"):])
 
 
 def training_settings_from(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,8 +112,9 @@ def train(
     """Train a group of scan points (one ensemble member each) and return the model and the training record.
 
     Checkpoints go to ``checkpoint_dir`` (default ``run_dir/checkpoints``), CSV logs to ``log_dir``
-    (default ``run_dir/logs``). With ``resume`` and an existing ``last.ckpt`` of the same settings there,
-    training continues from it. A NaN/inf loss raises ``NonFiniteLossError`` naming the run and the step.
+    (default ``run_dir/logs``). With ``resume`` and an existing ``last.ckpt`` of an interrupted training with
+    the same settings and training code (``training_code_hash``) there, training continues from it; the
+    checkpoint of a training that ran to the end is never continued (a rerun trains afresh). A NaN/inf loss raises ``NonFiniteLossError`` naming the run and the step.
     ``extra_callbacks`` (benchmarks, tests) run after the job's own.
     """
     t_start = time.perf_counter()
@@ -114,7 +139,8 @@ def train(
 
     pl.seed_everything(int(seed), workers=True, verbose=False)
     system = BetaVAESystem(VAE(cfg), Ts, data.V, lr=st["lr"], run_name=run_name)
-    fingerprint = config_hash({"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st})
+    fingerprint = config_hash({"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st,
+                               "code": training_code_hash()})
     convergence = Convergence(
         len(Ts), tolerance=st["tolerance"], lr_drops=int(st["lr_drops"]), lr_drop_factor=float(st["lr_drop_factor"]),
         freeze=bool(st["freeze_converged"]),
@@ -147,16 +173,26 @@ def train(
         # One process, one device: never let Lightning treat a SLURM allocation as a multi-task cluster.
         plugins=[LightningEnvironment()],
     )
-    ckpt = checkpoint_dir / LAST
+    ckpt, finished = checkpoint_dir / LAST, checkpoint_dir / FINISHED
     ckpt_path = str(ckpt) if (resume and ckpt.exists()) else None
-    if ckpt_path is not None and not AtomicLastCheckpoint.resumable(ckpt, fingerprint):
-        # A checkpoint of other settings (config changed since): never continue it; start afresh.
-        print(f"[{run_name}] {ckpt} was written with other settings; discarding it and starting afresh", flush=True)
-        ckpt.unlink()
+    if ckpt_path is not None and finished.exists():
+        # The checkpoint of a job that ran to the end: running it again means a forced or code-triggered
+        # rerun, whose point is to train afresh (issue 23), never to relabel the old weights.
+        print(f"[{run_name}] {ckpt} is of a finished training; a rerun trains afresh", flush=True)
         ckpt_path = None
+    elif ckpt_path is not None and not AtomicLastCheckpoint.resumable(ckpt, fingerprint):
+        # A checkpoint of other settings or other training code: never continue it; start afresh.
+        print(f"[{run_name}] {ckpt} was written with other settings or training code; discarding it and "
+              "starting afresh", flush=True)
+        ckpt_path = None
+    if ckpt_path is None:
+        ckpt.unlink(missing_ok=True)
+    finished.unlink(missing_ok=True)
     t_fit = time.perf_counter()
     trainer.fit(system, datamodule=data, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - t_fit
+    if checkpoint_dir.is_dir():  # only an interrupted training (kill -9, node loss) is ever resumed
+        finished.write_text(fingerprint + "\n")
 
     model = system.vae.cpu().eval()
     data.place("cpu")

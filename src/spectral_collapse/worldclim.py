@@ -474,6 +474,19 @@ def locate_rasters(
     return folder.resolve(), info, verify_folder(folder)
 
 
+def source_available(local_source: LocalSource | None, download_dir: str | os.PathLike) -> bool:
+    """Whether the rasters can be had without a download: a configured local copy, or an earlier download
+    or extraction in `download_dir` (the places `locate_rasters` looks first). Checked before the rule that
+    would replace the store is scheduled (workflow/rules/data.smk)."""
+    download_dir = Path(download_dir)
+    extracted = download_dir / FOLDER_NAME
+    return (
+        local_source is not None
+        or (extracted.is_dir() and (raster_folder(extracted) / BIO_FILES[0]).is_file())
+        or (download_dir / ARCHIVE_NAME).is_file()
+    )
+
+
 def _extracted_or_extract(archive: str | os.PathLike, extracted: Path) -> Path:
     """The folder of an earlier extraction of the same archive when it verifies, else a fresh extraction."""
     if extracted.is_dir():

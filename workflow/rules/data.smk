@@ -10,7 +10,6 @@ from spectral_collapse.worldclim import pinned_checksums, record_is_current
 
 
 localrules:
-    build_store,
     data,
 
 
@@ -43,27 +42,35 @@ if not record_is_current(VERIFIED):
             "../../scripts/fetch_worldclim.py"
 
 
-rule build_store:
-    """Tile the rasters into a chunked Zarr store with land mask, cell areas, split and training sample."""
-    input:
-        verified=VERIFIED,
-    output:
-        store=directory(STORE),
-        report=STORE_REPORT,
-    params:
-        # Store settings only; the rasters are found at run time and must match the verified checksums.
-        store=config["store"],
-    log:
-        "results/logs/data/build_store.log",
-    benchmark:
-        "results/benchmarks/data/build_store.tsv"
-    conda:
-        "../../envs/study.yaml"
-    resources:
-        runtime=15,
-        mem_mb=6000,
-    script:
-        "../../scripts/build_store.py"
+# Defined only when the rasters can be had without a download or there is no complete store yet
+# (STORE_BUILDABLE, common.smk): Snakemake deletes a job's outputs before the job runs, so a rebuild in a shell
+# without WORLDCLIM_DIR (a touched build script after `git pull`) would delete the store, then fail.
+if STORE_BUILDABLE:
+
+    localrules:
+        build_store,
+
+    rule build_store:
+        """Tile the rasters into a chunked Zarr store with land mask, cell areas, split and training sample."""
+        input:
+            verified=VERIFIED,
+        output:
+            store=directory(STORE),
+            report=STORE_REPORT,
+        params:
+            # Store settings only; the rasters are found at run time and must match the verified checksums.
+            store=config["store"],
+        log:
+            "results/logs/data/build_store.log",
+        benchmark:
+            "results/benchmarks/data/build_store.tsv"
+        conda:
+            "../../envs/study.yaml"
+        resources:
+            runtime=15,
+            mem_mb=6000,
+        script:
+            "../../scripts/build_store.py"
 
 
 rule data:

@@ -1,0 +1,56 @@
+"""Where a config's data store lives: one folder per set of store settings (issue 23).
+
+Why: presets differ in their store settings (the laptop's n_train is not CI's). With one shared path,
+switching presets rebuilt, i.e. first deleted, the other preset's store and retrained everything after it.
+Keyed by the hash of the settings, each preset has its own store and never touches another's.
+
+A store built before this layout (results/data/worldclim.zarr) is kept where it is when its recorded
+settings are this config's: moving it would change the input path of every training job, which
+Snakemake's `input` rerun trigger would answer by retraining them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from spectral_collapse.provenance import config_hash
+
+DATA_ROOT = "results/data"
+LEGACY_STORE = f"{DATA_ROOT}/worldclim.zarr"
+LEGACY_REPORT = f"{DATA_ROOT}/worldclim_store.json"
+# The settings a store's content depends on, as its description (worldclim_store.json) records them.
+CONTENT_KEYS = ("n_train", "block_km", "heldout_fraction", "split_seed")
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    """The Zarr store and its description (the output of rule build_store)."""
+
+    store: str
+    report: str
+
+
+def store_key(settings: Mapping[str, Any]) -> str:
+    """A short hash of the (validated) store settings."""
+    return config_hash({k: settings[k] for k in sorted(settings)})[:10]
+
+
+def _legacy_matches(settings: Mapping[str, Any], root: Path) -> bool:
+    try:
+        recorded = json.loads((root / LEGACY_REPORT).read_text())
+    except (OSError, ValueError):
+        return False
+    # the description alone: a redraw's working directory (the reference bundle) holds no store
+    return all(recorded.get(k) == settings.get(k) for k in CONTENT_KEYS)
+
+
+def store_paths(settings: Mapping[str, Any], root: str | os.PathLike = ".") -> StorePaths:
+    """The store of these settings: results/data/store-<hash>/..., or the pre-keyed store when it matches."""
+    if _legacy_matches(settings, Path(root)):
+        return StorePaths(LEGACY_STORE, LEGACY_REPORT)
+    folder = f"{DATA_ROOT}/store-{store_key(settings)}"
+    return StorePaths(f"{folder}/worldclim.zarr", f"{folder}/worldclim_store.json")
