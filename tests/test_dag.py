@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from spectral_collapse.config import load_config
-from spectral_collapse.scan import model_seeds, model_specs, model_t_grid, scan_groups
+from spectral_collapse.scan import model_points_per_job, model_seeds, model_specs, model_t_grid, scan_groups
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -34,7 +34,7 @@ def merged_config(preset: str | None) -> dict:
 def n_jobs(config: dict, model_id: str) -> int:
     """Training jobs of one model and seed: the model's scan in groups of scan.points_per_job."""
     family = "linear" if model_id == "linear" else "mlp"
-    return len(scan_groups(model_t_grid(config, family), int(config["scan"]["points_per_job"])))
+    return len(scan_groups(model_t_grid(config, family), model_points_per_job(config, family)))
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +195,14 @@ def test_missing_worldclim_env_names_the_variable(workdir: Path):
     proc = snakemake(workdir, "-n", env_update={"WORLDCLIM_DIR": "/nonexistent/wc_env"})
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "WORLDCLIM_DIR" in text and "/nonexistent/wc_env" in text, text[-3000:]
+
+
+def test_a_family_can_have_its_own_group_size():
+    """models.<family>.points_per_job, when given, groups that family's scan instead of scan.points_per_job
+    (the laptop preset trains the cheap linear family in one job and splits the MLP over the cores)."""
+    config = load_config()
+    config["scan"]["points_per_job"] = 4
+    config["models"]["linear"]["points_per_job"] = 31
+    config["models"]["mlp"].pop("points_per_job", None)
+    assert model_points_per_job(config, "linear") == 31
+    assert model_points_per_job(config, "mlp") == 4

@@ -146,11 +146,12 @@ def check_config(config: Mapping[str, Any]) -> None:
         if isinstance(window, (list, tuple)) and len(window) == 2 and not window[0] < window[1]:
             raise ConfigError(f"config key {where}: {list(window)} has its lower end not below its upper end; "
                               f"write [lower, upper] with lower < upper, e.g. [{window[1]}, {window[0]}].")
-    from spectral_collapse.scan import GROUP_PATTERN, group_label, model_specs, model_t_grid, scan_groups
+    from spectral_collapse.scan import (GROUP_PATTERN, group_label, model_points_per_job, model_specs,
+                                        model_t_grid, scan_groups)
 
     for spec in model_specs(config):
         grid = model_t_grid(config, spec.family)
-        for Ts in scan_groups(grid, int(config["scan"]["points_per_job"])):
+        for Ts in scan_groups(grid, model_points_per_job(config, spec.family)):
             if not re.fullmatch(GROUP_PATTERN, group_label(Ts)):
                 raise ConfigError(f"config: {spec.model_id} scan points {Ts} give the run folder "
                                   f"{group_label(Ts)!r}, which no rule can produce; check the model's T values.")

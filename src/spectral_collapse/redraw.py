@@ -342,13 +342,13 @@ def training_fingerprint(config: Mapping[str, Any], model_id: str) -> dict[str, 
     """The parts of a (validated) config that one model's trained and measured runs depend on: the store, the
     model's scan (its grid, seeds, group size), what its training jobs are given and the measured splits (not
     the analysis settings, which the redraw applies, and not the data's location, which is not its identity)."""
-    from spectral_collapse.scan import ModelSpec, model_seeds, model_settings, model_t_grid
+    from spectral_collapse.scan import ModelSpec, model_points_per_job, model_seeds, model_settings, model_t_grid
 
     family = ModelSpec.from_id(model_id).family
     return {
         "store": {k: config["store"].get(k) for k in STORE_KEYS},
         "scan": {"T": model_t_grid(config, family), "seeds": model_seeds(config, model_id),
-                 "points_per_job": config["scan"]["points_per_job"]},
+                 "points_per_job": model_points_per_job(config, family)},
         "job": model_settings(config, model_id),
         "measured_splits": config["models"][family]["measured_splits"],
     }

@@ -43,6 +43,12 @@ def model_t_grid(config: Mapping[str, Any], family: str) -> list[float]:
     return t_grid(config["models"].get(family, {}).get("T") or config["scan"]["T"])
 
 
+def model_points_per_job(config: Mapping[str, Any], family: str) -> int:
+    """Scan points per training job of one family: ``models.<family>.points_per_job`` when given (the cheap
+    linear family in one job, the MLP split over the cores), else ``scan.points_per_job``."""
+    return int(config["models"].get(family, {}).get("points_per_job") or config["scan"]["points_per_job"])
+
+
 def t_label(T: float) -> str:
     """The run-directory label of a temperature, e.g. 1.0000e-02 (5 significant digits)."""
     return f"{T:.4e}"

@@ -8,6 +8,7 @@ from spectral_collapse.scan import (
     group_label,
     model_seeds,
     model_settings,
+    model_points_per_job,
     model_specs,
     model_t_grid,
     scan_groups,
@@ -19,13 +20,15 @@ from spectral_collapse.worldclim import resolve_local_source, source_available, 
 
 
 MODELS = [spec.model_id for spec in model_specs(config)]
-POINTS_PER_JOB = int(config["scan"]["points_per_job"])
-# Every training job trains one group of scan points (scan.points_per_job of them; default one):
-# {model id: {group label: [T values]}}, in grid order.
+# Every training job trains one group of scan points (models.<family>.points_per_job, else
+# scan.points_per_job of them; default one): {model id: {group label: [T values]}}, in grid order.
 GROUPS = {
     model: {
         group_label(Ts): Ts
-        for Ts in scan_groups(model_t_grid(config, ModelSpec.from_id(model).family), POINTS_PER_JOB)
+        for Ts in scan_groups(
+            model_t_grid(config, ModelSpec.from_id(model).family),
+            model_points_per_job(config, ModelSpec.from_id(model).family),
+        )
     }
     for model in MODELS
 }
