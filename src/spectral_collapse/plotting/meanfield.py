@@ -9,12 +9,15 @@ import pandas as pd
 
 from .style import (apply_style, hollow_legend_handle, legend_below, panel_label, rank_colorbar, rank_palette,
                     scatter_converged)
-from .tables import annotate_no_equilibrium, fitted_flags, nothing_at_equilibrium, pooled, test_rows, thresholded_ranks
+from ..analysis.spectrum import eval_split
+from .tables import (annotate_no_equilibrium, fitted_flags, nothing_at_equilibrium, pooled, split_of, splits_title,
+                     thresholded_ranks)
 
 
 def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, model: str):
     apply_style()
-    lat = test_rows(latents).copy()
+    # M^2 and rates of the split the thresholds and the exponent were fitted on (the training split when measured)
+    lat = eval_split(latents, split_of(summary, "meanfield")).copy()
     lat["fitted"] = fitted_flags(lat, lat["run_id"], summary)
     p = pooled(spectra)
     ok = np.isfinite(p["T_c"].to_numpy(float)) & (p["dD"].to_numpy(float) > 0)
@@ -29,6 +32,7 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 4.8))
 
     max_drift = mf["max_m2_drift"]
+    active = float(summary.get("active_threshold", 0.1))
     y_min = 1e-3
     for k in ranks:
         rows = lat[lat["rank"] == k]
@@ -39,8 +43,10 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
         if "m2_drift" in rows:
             used = used & ~(rows["m2_drift"].to_numpy(float) > max_drift)  # M^2 still moving: excluded
         scatter_converged(a, x[sel], y[sel], used[sel], colors[k - 1], size=16)
-        in_window = sel & (x >= window[0]) & (x <= window[1])
-        if in_window.any():  # the fit uses every point in the window: the axis shows them all
+        # the fit uses every active point in the window (collapsed ones, M^2 <= active_threshold, are left out):
+        # the axis shows them all
+        in_window = sel & (x >= window[0]) & (x <= window[1]) & (y > active)
+        if in_window.any():
             y_min = min(y_min, 0.5 * float(y[in_window].min()))
     xs = np.logspace(-3, 0, 50)
     a.plot(xs, xs, color="0.2", ls="--", lw=1.0, label=r"slope 1: $M^2 = 1 - T/T_c$")
@@ -57,6 +63,7 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
         a.text(0.04, 0.96, f"exponent fit: too few converged points\nin the window ({mf['n_points']})",
                transform=a.transAxes, va="top", fontsize=9.5, color="C3")
     a.axvspan(window[0], window[1], color="C3", alpha=0.08, lw=0)
+    a.axhline(active, color="0.4", ls=":", lw=1.0, label=f"active: $M^2 > {active:g}$ (below: not fitted)")
     a.set_xscale("log")
     a.set_yscale("log")
     a.set_xlim(1e-3, 1.2)
@@ -90,5 +97,5 @@ def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, 
     panel_label(b, "b")
     if len(ranks):
         rank_colorbar(fig, b, n, colors=colors)
-    fig.suptitle(f"{model}: mean-field collapse (test split)", y=1.02)
+    fig.suptitle(f"{model}: mean-field collapse ({splits_title(summary)})", y=1.02)
     return fig

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .style import apply_style, finish_panel, legend_below, rank_colorbar, rank_palette
-from .tables import POOLED, annotate_no_equilibrium, nothing_at_equilibrium, pooled, thresholded_ranks
+from .tables import POOLED, annotate_no_equilibrium, nothing_at_equilibrium, pooled, splits_title, thresholded_ranks
 
 NOISE_BELOW_COLDEST = 1e-2  # a utility under 1e-2 x the coldest scan T is below anything the scan resolves
 
@@ -104,5 +104,5 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
     legend_below(b)
     if ok.any():
         rank_colorbar(fig, b, n, colors=colors)
-    fig.suptitle(f"{model}: collapse thresholds, utilities and the PCA spectrum (test split)", y=1.02)
+    fig.suptitle(f"{model}: collapse thresholds, utilities and the PCA spectrum ({splits_title(summary)})", y=1.02)
     return fig

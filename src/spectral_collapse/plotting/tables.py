@@ -14,6 +14,17 @@ def test_rows(df: pd.DataFrame) -> pd.DataFrame:
     return eval_split(df)
 
 
+def split_of(summary: dict, quantity: str) -> str:
+    """The split a quantity of the analysis comes from (its `splits` block; the test split for older ones)."""
+    return str(summary.get("splits", {}).get(quantity, "test"))
+
+
+def splits_title(summary: dict) -> str:
+    """'test split', or 'thresholds: train split, utilities: test split' when they differ (issue 17)."""
+    thr, util = split_of(summary, "thresholds"), split_of(summary, "utilities")
+    return f"{util} split" if thr == util else f"thresholds: {thr} split, utilities: {util} split"
+
+
 def pooled(spectra: pd.DataFrame) -> pd.DataFrame:
     rows = spectra[spectra["seed"] == POOLED] if "seed" in spectra else spectra
     return rows.sort_values("k").reset_index(drop=True)
