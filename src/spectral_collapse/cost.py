@@ -75,7 +75,7 @@ def load_model(workdir: str | os.PathLike = ".") -> dict[str, dict]:
     return entries
 
 
-def _factor(table: Mapping, model_id: str) -> float:
+def model_factor(table: Mapping, model_id: str) -> float:
     """A model's cost factor (mlp-d4 = 1): the table's value, or linear in the depth between (and beyond) the
     tabulated depths."""
     spec = ModelSpec.from_id(model_id)
@@ -98,7 +98,7 @@ def job_seconds(entry: Mapping, config: Mapping, model_id: str, members: int) ->
     evaluations), every member training to the budget."""
     st = training_settings(config, ModelSpec.from_id(model_id).family)
     updates, evals = int(st["max_updates"]), int(st["max_updates"]) // int(st["eval_every"])
-    fb, fm = _factor(entry["factors"]["base"], model_id), _factor(entry["factors"]["member"], model_id)
+    fb, fm = model_factor(entry["factors"]["base"], model_id), model_factor(entry["factors"]["member"], model_id)
     update_ms = entry["update_ms"]["base"] * fb + members * entry["update_ms"]["per_member"] * fm
     eval_s = entry["eval_s"]["base"] * fb + members * entry["eval_s"]["per_member"] * fm
     return float(entry["safety"]) * (float(entry["fixed_s"]) + updates * update_ms / 1e3 + evals * eval_s)

@@ -107,14 +107,17 @@ def measure_mem_mb(wildcards, attempt):
 
 def measure_runtime(wildcards, attempt):
     """Minutes: 10 plus 2 per member (each member decodes every split L + 1 times, plus once per active latent
-    for the ablations), plus the stability probe costed like training on a CPU core (cost model's cpu entry)."""
+    for the ablations), plus the stability probe costed like training on a CPU core (cost model's cpu entry) at
+    the study's costliest model: one request for every measurement job of a group size (an array job gives all
+    its tasks the first task's request)."""
     check = config["analysis"]["stability_check"]
     members = len(group_T(wildcards))
     probe = 0.0
     if check["enabled"]:
         entry = COST_MODEL["cpu"]
         ms = entry["update_ms"]["base"] + members * entry["update_ms"]["per_member"]
-        probe = entry["safety"] * int(check["updates"]) * ms * cost._factor(entry["factors"]["member"], wildcards.model) / 6e4
+        worst = max(cost.model_factor(entry["factors"]["member"], model) for model in MODELS)
+        probe = entry["safety"] * int(check["updates"]) * ms * worst / 6e4
     return int(10 + 2 * members + probe + 0.999) * attempt
 
 
