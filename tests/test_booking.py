@@ -151,3 +151,28 @@ def test_a_retry_asks_for_more():
         assert cost.train_runtime_min(entry, config, "mlp-d16", 1, attempt=2) == 2 * first
         assert cost.train_runtime_min(entry, config, "mlp-d16", 1, attempt=3) == 3 * first
         assert cost.train_mem_mb(entry, 121, attempt=2) == 2 * cost.train_mem_mb(entry, 121, attempt=1)
+
+
+def test_gpu_check_writes_where_the_workflow_reads(tmp_path: Path, monkeypatch):
+    """benchmarks/gpu_check.py on a GPU: its timings (mlp-d4 at E = 1, 16, 121, the other models at 121) become
+    results/benchmarks/gpu_cost.json under the repository, which cost.load_model reads; the CPU dry run writes
+    nothing. The timings here are made up: the GPU is not needed to check the plumbing."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check, "REPO", tmp_path)
+    job = {("mlp-d4", E, 0): {"steady_ms_per_update": 0.5 + 0.01 * E, "eval_s": 0.1 + 0.001 * E} for E in (1, 16, 121)}
+    job[("mlp-d4", 121, 60)] = {"steady_ms_per_update": 99.0, "eval_s": 9.0}  # half frozen: not a cost entry
+    for model, ms in {"linear": 0.4, "mlp-d2": 1.2, "mlp-d8": 2.9, "mlp-d16": 5.0}.items():
+        job[(model, 121, 0)] = {"steady_ms_per_update": ms, "eval_s": 0.3}
+    gpu_check.write_cost_measurement(False, torch.device("cpu"), job, 20.0)
+    assert not (tmp_path / cost.GPU_MEASUREMENT).exists()
+    gpu_check.write_cost_measurement(True, torch.device("cpu"), job, 20.0)
+    entry = cost.load_model(tmp_path)["gpu"]
+    assert str(cost.GPU_MEASUREMENT) in entry["origin"]
+    assert entry["update_ms"]["base"] == pytest.approx(0.5) and entry["update_ms"]["per_member"] == pytest.approx(0.01)
+    assert entry["fixed_s"] == 20.0
+    # mlp-d16 at E = 121 took 5.0 ms against mlp-d4's 1.71 ms: its factor
+    assert cost.model_factor(entry["factors"]["base"], "mlp-d16") == pytest.approx(5.0 / 1.71, rel=1e-3)

@@ -165,6 +165,9 @@ def gpu_entry_from_timings(timings: Mapping[str, Mapping[str, float]], focus: st
         spec = ModelSpec.from_id(model)
         factors["linear" if spec.family == "linear" else spec.depth] = round(f, 4)
     factors[4 if focus == "mlp-d4" else ModelSpec.from_id(focus).depth] = 1.0
+    if "linear" not in factors:  # not timed (the check's time budget ran out): the stated default's ratio
+        with open(MODEL_FILE) as f:
+            factors["linear"] = float(yaml.safe_load(f)["gpu"]["factors"]["base"]["linear"])
     return {
         "safety": 1.0,
         "fixed_s": round(float(timings.get("fixed_s", 60.0)), 2),
