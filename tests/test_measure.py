@@ -194,7 +194,9 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     assert set(lat["T"]) == {10 ** -0.25}
     from spectral_collapse.store import load_split, load_weights
 
-    store = tmp_path / "results/data/worldclim.zarr"
+    from spectral_collapse.storepath import store_paths
+
+    store = tmp_path / store_paths(config["store"], tmp_path).store  # each store's settings have their own folder
     mu, logvar = encode_array(model, load_split(store, "test"))
     w = load_weights(store, "test")[:, None]  # the test split is every cell of its blocks: area-weighted means
     mu2, s2 = (w * mu**2).sum(0) / w.sum(), (w * np.exp(logvar)).sum(0) / w.sum()
