@@ -46,7 +46,7 @@ from .rulelog import terminal_stream
 from .vae import VAE, VAEConfig
 
 TRAINING_KEYS = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
-OPTIONAL_KEYS = {"lr_drops": 0, "lr_drop_factor": 0.1, "freeze_converged": True}  # the schema's defaults
+OPTIONAL_KEYS = {"lr_drops": 0, "lr_drop_factor": 0.1, "freeze_converged": True, "chain": False}  # the schema's defaults
 # Lightning logs "`weights_only` was not set" at INFO on every checkpoint save: noise in one-line-per-eval logs.
 logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
 
@@ -108,6 +108,8 @@ def train(
     accelerator: str = "auto",
     resume: bool = True,
     extra_callbacks: Sequence[pl.Callback] = (),
+    init_state: Mapping[str, torch.Tensor] | None = None,
+    init_key: str | None = None,
 ) -> TrainResult:
     """Train a group of scan points (one ensemble member each) and return the model and the training record.
 
@@ -116,6 +118,9 @@ def train(
     the same settings and training code (``training_code_hash``) there, training continues from it; the
     checkpoint of a training that ran to the end is never continued (a rerun trains afresh). A NaN/inf loss raises ``NonFiniteLossError`` naming the run and the step.
     ``extra_callbacks`` (benchmarks, tests) run after the job's own.
+    ``init_state``: start from these weights (a ``state_dict`` of the same VAE) instead of the initialisation
+    (the warm-start chain, ``chain.train_chain``); ``init_key`` names them in the checkpoint fingerprint, so a
+    checkpoint of a run started from other weights is never continued.
     """
     t_start = time.perf_counter()
     if threads:
@@ -138,9 +143,15 @@ def train(
         progress = sys.stdout.isatty()
 
     pl.seed_everything(int(seed), workers=True, verbose=False)
-    system = BetaVAESystem(VAE(cfg), Ts, data.V, lr=st["lr"], run_name=run_name)
-    fingerprint = config_hash({"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st,
-                               "code": training_code_hash()})
+    vae_model = VAE(cfg)
+    if init_state is not None:
+        if init_key is None:
+            raise ValueError("init_state needs an init_key (it enters the checkpoint fingerprint)")
+        vae_model.load_state_dict(init_state)
+    system = BetaVAESystem(vae_model, Ts, data.V, lr=st["lr"], run_name=run_name)
+    identity = {"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st,
+                "code": training_code_hash()}
+    fingerprint = config_hash(identity if init_key is None else {**identity, "init": init_key})
     convergence = Convergence(
         len(Ts), tolerance=st["tolerance"], lr_drops=int(st["lr_drops"]), lr_drop_factor=float(st["lr_drop_factor"]),
         freeze=bool(st["freeze_converged"]),
