@@ -23,15 +23,15 @@ from spectral_collapse.vae import VAE, VAEConfig, stack_members
 
 LAMBDA = np.array([25.0, 16.0, 9.0, 4.0, 1.0])
 BETAS = [10.0, 5.0, 2.0]  # a chain runs hottest first: beta 10 (rank 1-2 active), 5 (1-3), 2 (1-4)
-TRAINING = {"lr": 1.0e-2, "batch_size": 1024, "max_updates": 6000, "tolerance": 1.0e-4,
-            "patience_fraction": 0.2, "eval_every": 200, "lr_drops": 1, "chain": True}
+TRAINING = {"lr": 1.0e-2, "batch_size": 1024, "max_updates": 4000, "tolerance": 1.0e-4,
+            "patience_fraction": 0.15, "eval_every": 200, "lr_drops": 1, "chain": True}
 
 
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(3)
     sample = lambda n: (rng.standard_normal((n, len(LAMBDA))) * np.sqrt(LAMBDA)).astype(np.float32)  # noqa: E731
-    dm = ArrayDataModule(sample(40_000), sample(10_000), sample(10_000))
+    dm = ArrayDataModule(sample(20_000), sample(10_000), sample(10_000))
     lam_hat = np.sort(np.linalg.eigvalsh(np.cov(dm.train_tensor.numpy().T.astype(np.float64), bias=True)))[::-1]
     return dm, lam_hat
 

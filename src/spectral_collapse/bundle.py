@@ -38,6 +38,9 @@ BUNDLE = REPO_ROOT / "reference"
 MAX_BYTES = 10 * 10**6  # the whole bundle
 MAX_FILE_BYTES = 2 * 2**20  # any one file
 MAP_COARSEN = 6  # 10' cells -> 1 degree
+# Kept by a new export: the random-start scan tables the warm-start chain is validated against (issue 19;
+# analysis.start_check writes the validation tables after an export).
+KEEP = ("random_start",)
 PROVENANCE_KEYS = ("config_hash", "code_commit", "data_sha256", "package_versions", "machine", "jobs", "exported")
 
 
@@ -68,8 +71,10 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
     config = _run_config(run_dir, configfiles)
     models = _models(config)
     _check_run(run_dir, config, models, configfiles)
-    if bundle.exists():
-        shutil.rmtree(bundle)
+    if bundle.exists():  # a fresh bundle, except the committed comparison data it is checked against
+        for old in bundle.iterdir():
+            if old.name not in KEEP:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
     (bundle / "results").mkdir(parents=True)
     for rel in _cached_files(config, run_dir):
         src, dst = run_dir / rel, bundle / rel
@@ -175,7 +180,7 @@ def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
                        point_updates_unfrozen=rec["point_updates_unfrozen"],
                        converged=sum(m["status"] == "converged" for m in members),
                        ms_per_step=rec["ms_per_step"], job_time_s=rec.get("job_time_s"),
-                       ms_per_step_all_members=full,
+                       ms_per_step_all_members=full, chain=rec.get("chain"),
                        wall_s_unfrozen_estimate=None if full is None else full * rec["updates"] / 1e3)
         jobs.append(job)
     return jobs
