@@ -458,7 +458,41 @@ def report(bundle: str | os.PathLike = BUNDLE) -> str:
                        f"{_fmt(est, '.0f')} | {job['cpu_s']:.0f} |")
         else:
             out.append(f"| measure {job['model']} seed {seed} | | | | | {job['wall_s']:.0f} | | {job['cpu_s']:.0f} |")
+    out += _cost_table(jobs)
     return "\n".join(out)
+
+
+COLD_T = 1e-4  # the cold end of the cost table: points at T <= 1e-4
+
+
+def _cost_table(jobs: list[Mapping[str, Any]]) -> list[str]:
+    """Issue 19's cost table: per model and seed, the CPU seconds of training and measurement, the updates per
+    point (median, largest and where), the cold end's share of the updates, and the CPU seconds per point; then
+    the whole run in core-hours. Empty for a bundle without warm-start chains."""
+    chains = [j for j in jobs if j["rule"] == "train" and j.get("chain")]
+    if not chains:
+        return []
+    measure = {(j["model"], j["seed"]): j for j in jobs if j["rule"] == "measure"}
+    out = ["", "| model, seed | points | updates, all points | updates per point: median / largest (T) "
+               f"| share of updates at T <= {COLD_T:g} | train CPU s | measure CPU s | CPU s per point |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for job in chains:
+        ups = [int(c["updates"]) for c in job["chain"]]
+        Ts = [float(c["T"]) for c in job["chain"]]
+        worst = max(range(len(ups)), key=ups.__getitem__)
+        cold = sum(u for u, T in zip(ups, Ts) if T <= COLD_T) / max(sum(ups), 1)
+        meas = measure.get((job["model"], job["seed"]), {}).get("cpu_s", 0.0)
+        median = sorted(ups)[len(ups) // 2]
+        out.append(f"| {job['model']}, seed {job['seed'].removeprefix('seed')} | {len(ups)} | {sum(ups):,} | "
+                   f"{median:,} / {ups[worst]:,} ({Ts[worst]:.2g}) | {cold:.0%} | {job['cpu_s']:.0f} | {meas:.0f} | "
+                   f"{(job['cpu_s'] + meas) / len(ups):.0f} |")
+    train_s = sum(j["cpu_s"] for j in jobs if j["rule"] == "train")
+    meas_s = sum(j["cpu_s"] for j in jobs if j["rule"] == "measure")
+    wall = sum(j["wall_s"] for j in jobs)
+    out += ["", f"The run: {train_s + meas_s:,.0f} CPU s = {(train_s + meas_s) / 3600:.2f} core-hours (training "
+                f"{train_s / 3600:.2f}, measurement with the stability check {meas_s / 3600:.2f}); "
+                f"{wall / 3600:.2f} h of one-core wall time summed over its jobs."]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
