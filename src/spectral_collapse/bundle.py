@@ -175,7 +175,7 @@ def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
         if rule == "train":
             rec = json.loads((run_dir / "results/runs" / model / group / seed / "train.json").read_text())
             members = rec["members"]
-            full = _ms_per_step_all_members(run_dir / "results/logs/train" / model / group / f"{seed}.log")
+            full = rec.get("ms_per_step_all_members")  # measured by the job (callbacks.StepTimer)
             job.update(points=len(members), updates=rec["updates"], point_updates=rec["point_updates"],
                        point_updates_unfrozen=rec["point_updates_unfrozen"],
                        converged=sum(m["status"] == "converged" for m in members),
@@ -184,19 +184,6 @@ def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
                        wall_s_unfrozen_estimate=None if full is None else full * rec["updates"] / 1e3)
         jobs.append(job)
     return jobs
-
-
-def _ms_per_step_all_members(log: Path) -> float | None:
-    """The measured cost of one update while no member was frozen: the median of the training log's
-    ``converged 0/E (x ms/step)`` evaluation lines (what every update would cost without freezing)."""
-    import re
-
-    try:
-        text = log.read_text()
-    except OSError:
-        return None
-    times = [float(ms) for n, ms in re.findall(r"converged (\d+)/\d+ \(([\d.]+) ms/step\)", text) if int(n) == 0]
-    return float(sorted(times)[len(times) // 2]) if times else None
 
 
 def _git(where: Path, *args: str) -> str:

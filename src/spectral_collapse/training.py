@@ -38,7 +38,7 @@ import pytorch_lightning as pl
 import torch
 
 from .allocator import keep_freed_memory
-from .callbacks import FINISHED, LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter, ProgressLine
+from .callbacks import FINISHED, LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter, ProgressLine, StepTimer
 from .datamodule import ArrayDataModule
 from .lightning_module import BetaVAESystem, NonFiniteLossError  # noqa: F401  (re-exported)
 from .provenance import config_hash
@@ -157,7 +157,8 @@ def train(
         freeze=bool(st["freeze_converged"]),
         patience_evals=int(round(st["patience_fraction"] * st["max_updates"] / st["eval_every"])),
     )
-    callbacks: list[pl.Callback] = [convergence]  # first: the others report and save its decisions
+    timer = StepTimer(convergence)
+    callbacks: list[pl.Callback] = [convergence, timer]  # first: the others report and save its decisions
     if not progress:
         callbacks.append(EvalLinePrinter(convergence, run_name, st["max_updates"]))
         if terminal_stream() is not None:  # a rule script: its output goes to the log, this line to the terminal
@@ -211,6 +212,7 @@ def train(
     record["wall_time_s"] = time.perf_counter() - t_start
     steps_run = max(int(trainer.global_step) - system.resumed_from_step, 1)
     record["ms_per_step"] = 1e3 * fit_s / steps_run
+    record["ms_per_step_all_members"] = timer.all_members_ms()
     if tmpdir is not None:
         tmpdir.cleanup()
     return TrainResult(model=model, record=record, system=system)
