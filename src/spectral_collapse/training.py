@@ -37,6 +37,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from . import oracle
 from .allocator import keep_freed_memory
 from .callbacks import FINISHED, LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter, ProgressLine, StepTimer
 from .datamodule import ArrayDataModule
@@ -228,7 +229,7 @@ def _record(system: BetaVAESystem, trainer: pl.Trainer, convergence: Convergence
     members = []
     for e in range(E):
         done = convergence.converged_at[e]
-        T_eff = float(beta[e] * sigma2[e] / data.V)
+        T_eff = float(oracle.T_of_beta(beta[e], data.V, sigma2[e]))
         members.append({
             "T_grid": Ts[e],
             # the run's temperature: the scan point, or with a learned decoder variance beta sigma_dec^2 / V

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..oracle import m2 as m2_oracle
 from .equilibrium import equilibrium
 from .spectrum import eval_split
 
@@ -44,7 +45,7 @@ def oracle_table(latents: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame, m
         T = float(g["T"].iloc[0])
         m2 = np.sort(g["M2"].to_numpy(float))[::-1]
         n = min(len(m2), len(T_k))
-        oracle = np.clip(1.0 - T / T_k[:n], 0.0, None)
+        oracle = m2_oracle(T, T_k[:n])
         diff = np.abs(m2[:n] - oracle)
         worst = int(np.argmax(diff))
         rows.append({"run_id": run_id, "seed": int(g["seed"].iloc[0]), "T": T, "max_abs_dM2": float(diff[worst]),
