@@ -241,9 +241,174 @@ def _claims(per: Mapping[int, dict], pooled: dict) -> dict:
     return out
 
 
+def _splits_section(thr_split: str, thr_note: str | None) -> dict[str, Any]:
+    """analysis.json ``splits``: which split every number comes from."""
+    return {
+        "thresholds": thr_split,
+        "thresholds_note": thr_note,
+        "meanfield": thr_split,
+        "utilities": EVAL_SPLIT,
+        "best_D": EVAL_SPLIT,
+        "ablation": EVAL_SPLIT,
+        "identity_r2": f"log dD~_k ({EVAL_SPLIT}) against log T_c,k ({thr_split})",
+        "rank_agreement": f"dD~_k ({EVAL_SPLIT}) against T_c,k ({thr_split})",
+        "d_eff": EVAL_SPLIT,
+        "powerlaw": EVAL_SPLIT,
+        "pca": "train (eigenvalues lambda_k/V of the training sample)",
+        "pca_heldout": f"{EVAL_SPLIT}, reconstructed with the training eigenvectors",
+        "equilibrium": "training record (convergence, M^2 drift on validation) and the stability check",
+    }
+
+
+def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set, eq_report: dict,
+                  max_drift: float, fallback: bool) -> dict[str, Any]:
+    """analysis.json ``runs``: how many points, which ones each equilibrium check removed, and why."""
+    run_conv = runs.set_index("run_id")["converged"].astype(bool) if "run_id" in runs else pd.Series(dtype=bool)
+    unconverged = runs[~runs["converged"].astype(bool)] if "converged" in runs else runs.iloc[:0]
+    drift, first = run_max_drift(lat), lat.groupby("run_id")[["T", "seed", "converged"]].first()
+    order = sorted(all_ids, key=lambda r: (first.at[r, "seed"], -first.at[r, "T"]))
+    drifting = [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"]), "max_m2_drift": float(drift[r])}
+                for r in order if bool(first.at[r, "converged"]) and drift.get(r, np.nan) > max_drift]
+    stable = stability_flags(runs)
+    unstable = [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"])} for r in order
+                if stable.get(r, np.nan) == 0.0]
+    return {
+        "total": int(len(run_conv)) if len(run_conv) else int(len(all_ids)),
+        "converged": int(run_conv.sum()) if len(run_conv) else int(len(conv)),
+        "unconverged": int((~run_conv).sum()) if len(run_conv) else 0,
+        "unconverged_points": [{"T": float(r["T"]), "seed": int(r["seed"])} for _, r in unconverged.iterrows()],
+        "max_m2_drift": max_drift,
+        "drifting": len(drifting),
+        "drifting_points": drifting,
+        "unstable": len(unstable),
+        "unstable_points": unstable,
+        "removed_by": eq_report["removed"],
+        "stability_checked": eq_report["stability_checked"],
+        "stability_not_checked": eq_report["stability_not_checked"],
+        "equilibrium": len(conv) if not fallback else 0,
+        "fits_use": eq_report["rule"],
+        "fits_use_unconverged": bool(fallback),
+    }
+
+
+def _thresholds_section(pooled: pd.DataFrame, head: dict, cfg: Mapping[str, Any], thr_split: str,
+                        fitted_rows: pd.DataFrame) -> dict[str, Any]:
+    """analysis.json's per-rank spectrum (thresholds, utilities, best D~_K) and how the thresholds were fitted."""
+    return {
+        "T_c": pooled["T_c"].tolist(),
+        "T_c_fit": pooled["T_c_fit"].tolist(),
+        "threshold_status": pooled["threshold_status"].tolist(),
+        "thresholds_resolved": {
+            "n_resolved": head["n_resolved"], "n_unresolved": head["n_unresolved"],
+            "unresolved_ranks": head["unresolved_ranks"],
+            "rule": f"resolved: >= {MIN_WINDOW_POINTS} points in the rate-fit window, >= {MIN_ACTIVE_POINTS} active "
+                    "(M^2 > active_threshold) and >= 1 collapsed; unresolved thresholds are kept out of R^2 and "
+                    "agreement",
+        },
+        "dD": pooled["dD"].tolist(),
+        "best_D": pooled["best_D"].tolist(),
+        "best_D0": head["best_D0"],
+        "threshold_fit": {
+            "model": "R_k(T) = [-1/2 log(T/T_c,k)]_+ (slope fixed), least squares in log T_c,k",
+            "split": thr_split,
+            "window_T_over_dD": list(cfg["rate_window"]),
+            "window_T_over_dD_used": list(fit_window(cfg["rate_window"])),
+            "n_points": pooled["n_fit"].tolist(),
+            "n_points_active": pooled["n_fit_active"].tolist(),
+            "n_points_collapsed": pooled["n_fit_collapsed"].tolist(),
+            "reported_when": "the rank is active (M^2 > active_threshold) at some scan point used, T_c lies "
+                             "inside scan_T_range and the threshold is resolved; otherwise T_c is null and "
+                             "threshold_status says why (T_c_fit keeps the fitted number)",
+            "scan_T_range": list(_scan_range(fitted_rows)),
+        },
+    }
+
+
+AGREEMENT_KEYS = ("identity_r2", "identity_r2_ci95", "identity_r2_ranks", "identity_r2_head", "identity_r2_head_ranks",
+                  "identity_r2_tail", "identity_r2_tail_ranks", "rank_agreement", "rank_agreement_ranks",
+                  "kendall_tau", "rank_inversions", "kendall_tau_ranks", "ablation_order")
+
+
+def _agreement_section(head: dict) -> dict[str, Any]:
+    """Identity R^2 (whole, head, tail), rank agreement, Kendall's tau and the ablation order."""
+    return {**{key: head[key] for key in AGREEMENT_KEYS}, "head_ranks": HEAD_RANKS}
+
+
+def _meanfield_section(head: dict, thr_split: str) -> dict[str, Any]:
+    return {**head["meanfield"], "split": thr_split,
+            "thresholds": f"rate-fit T_c,k of the {thr_split} split (resolved ranks), M^2 of the same split",
+            "fit": "log M_k^2 = a_k + b log(1 - T/T_c,k): common slope b, one intercept a_k per rank "
+                   "(fixed effects), equilibrium points with M^2 > active_threshold, ranks with >= "
+                   f"{MIN_MEANFIELD_POINTS} points; stderr = max(OLS, bootstrap over ranks), ci95 from the "
+                   "bootstrap"}
+
+
+def _truncation_section(head: dict, cfg: Mapping[str, Any], pca_curve: np.ndarray, pca_held: np.ndarray,
+                        pca_held_source: str, d_pca: dict, d_pca_held: dict) -> dict[str, Any]:
+    """The power law of best D~_K, PCA's curve on the held-out split, and d_eff of the model and of PCA."""
+    eps = cfg["d_eff_eps"]
+    return {
+        "powerlaw": {**head["powerlaw"],
+                     "pca_configured_window": powerlaw_fit(np.arange(len(pca_curve)), pca_curve,
+                                                           tuple(cfg["powerlaw_ranks"]))},
+        "pca_heldout": {"split": EVAL_SPLIT, "eigenvectors": "train", "source": pca_held_source,
+                        "D_K": pca_held.tolist(), "d_eff": [d_pca_held[float(e)] for e in eps]},
+        "d_eff": {"eps": [float(e) for e in eps], "model": [head["d_eff"][float(e)] for e in eps],
+                  "pca": [d_pca[float(e)] for e in eps], "pca_heldout": [d_pca_held[float(e)] for e in eps]},
+    }
+
+
+def _linear_section(pooled: pd.DataFrame, head: dict, thr_split: str) -> dict[str, Any]:
+    """The linear family's check against the exact law: thresholds against PCA's lambda_k / V."""
+    return {"T_c_m2": pooled["T_c_m2"].tolist(),
+            "pca_relative_error": pooled["rel_err_pca"].tolist(),
+            "pca_relative_error_top5_max": head["pca_relative_error_top5_max"],
+            "pca_relative_error_m2_top5_max": head["pca_relative_error_m2_top5_max"],
+            "pca_check": _pca_check(pooled, head, thr_split)}
+
+
+def _seed_spread(family: str, per: Mapping[int, dict], head: dict, spectra_df: pd.DataFrame,
+                 eps) -> dict[str, Any]:
+    """Every headline scalar per seed and pooled, with its spread; per-rank spread of T_c and dD~."""
+    scalars = _scalars(family)
+    spread = {name: {**_spread([f(h) for h in per.values()]), "per_seed": {s: f(h) for s, h in per.items()},
+                     "pooled": f(head)} for name, f in scalars.items()}
+    per_seed = spectra_df[spectra_df["seed"] != POOLED]
+    if len(per_seed):
+        for col in ("T_c", "dD"):
+            g = per_seed.groupby("k")[col]
+            spread[col] = {"mean": g.mean().tolist(), "std": g.std(ddof=1).tolist(),
+                           "min": g.min().tolist(), "max": g.max().tolist()}
+    for e in eps:
+        spread[f"d_eff_{float(e):g}"] = {**_spread([h["d_eff"][float(e)] for h in per.values()]),
+                                         "per_seed": {s: h["d_eff"][float(e)] for s, h in per.items()},
+                                         "pooled": head["d_eff"][float(e)]}
+    return spread
+
+
+def _drift_sensitivity(lat: pd.DataFrame, runs: pd.DataFrame, conv: set, results: dict, run_groups,
+                       seeds: list[int], family: str) -> dict[str, Any]:
+    """The headline numbers at other drift limits (issue 17, item 4): how much a claim rests on the limit."""
+    scalars = _scalars(family)
+    sens = {}
+    for limit in DRIFT_LIMITS:
+        ids, rep = equilibrium(lat, runs, limit)
+        if not ids:
+            sens[f"{limit:g}"] = {"equilibrium": 0}
+            continue
+        # the same points as the headline fits (e.g. no drift between the limits): the same numbers, not refitted
+        res = {seed: h for seed, (_, h) in (results if ids == conv else run_groups(ids)).items()}
+        per_l = {s: h for s, h in res.items() if s != POOLED} or {seeds[0]: res[POOLED]}
+        sens[f"{limit:g}"] = {"equilibrium": len(ids), "removed_by": rep["removed"],
+                              **{name: {"pooled": f(res[POOLED]), "per_seed": {s: f(h) for s, h in per_l.items()}}
+                                 for name, f in scalars.items()}}
+    return sens
+
+
 def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame,
                   cfg: Mapping[str, Any], model_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """spectra table, d_eff table and the summary dict of one model (see module docstring)."""
+    """spectra table, d_eff table and the summary dict of one model (see module docstring): the fits on the
+    points at equilibrium, per seed and pooled, then one builder per section of analysis.json."""
     lat = eval_split(latents)
     prn = eval_split(pruning)
     thr_split, thr_note = threshold_split(latents)
@@ -286,153 +451,32 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
     pooled = spectra_df[spectra_df["seed"] == POOLED]
     head = heads[POOLED]
     per = {s: h for s, h in heads.items() if s != POOLED} or {seeds[0]: head}
-    run_conv = runs.set_index("run_id")["converged"].astype(bool) if "run_id" in runs else pd.Series(dtype=bool)
     T_grid = sorted({float(t) for t in runs["T"]}, reverse=True) if "T" in runs else sorted(
         {float(t) for t in lat["T"]}, reverse=True)
-    unconverged = runs[~runs["converged"].astype(bool)] if "converged" in runs else runs.iloc[:0]
-    drift, first = run_max_drift(lat), lat.groupby("run_id")[["T", "seed", "converged"]].first()
-    drifting = [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"]), "max_m2_drift": float(drift[r])}
-                for r in sorted(all_ids, key=lambda r: (first.at[r, "seed"], -first.at[r, "T"]))
-                if bool(first.at[r, "converged"]) and drift.get(r, np.nan) > max_drift]
-    stable = stability_flags(runs)
-    unstable = [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"])}
-                for r in sorted(all_ids, key=lambda r: (first.at[r, "seed"], -first.at[r, "T"]))
-                if stable.get(r, np.nan) == 0.0]
     pca = pca.sort_values("k")
     summary: dict[str, Any] = {
         "model": model_id,
         "family": family,
         "depth": depth,
         "split": EVAL_SPLIT,
-        "splits": {
-            "thresholds": thr_split,
-            "thresholds_note": thr_note,
-            "meanfield": thr_split,
-            "utilities": EVAL_SPLIT,
-            "best_D": EVAL_SPLIT,
-            "ablation": EVAL_SPLIT,
-            "identity_r2": f"log dD~_k ({EVAL_SPLIT}) against log T_c,k ({thr_split})",
-            "rank_agreement": f"dD~_k ({EVAL_SPLIT}) against T_c,k ({thr_split})",
-            "d_eff": EVAL_SPLIT,
-            "powerlaw": EVAL_SPLIT,
-            "pca": "train (eigenvalues lambda_k/V of the training sample)",
-            "pca_heldout": f"{EVAL_SPLIT}, reconstructed with the training eigenvectors",
-            "equilibrium": "training record (convergence, M^2 drift on validation) and the stability check",
-        },
+        "splits": _splits_section(thr_split, thr_note),
         "n_latents": int(lat["latent"].nunique()) if "latent" in lat else int(lat["rank"].max()),
         "seeds": seeds,
         "T_grid": T_grid,
         "active_threshold": float(cfg["active_threshold"]),
-        "runs": {
-            "total": int(len(run_conv)) if len(run_conv) else int(len(all_ids)),
-            "converged": int(run_conv.sum()) if len(run_conv) else int(len(conv)),
-            "unconverged": int((~run_conv).sum()) if len(run_conv) else 0,
-            "unconverged_points": [{"T": float(r["T"]), "seed": int(r["seed"])} for _, r in unconverged.iterrows()],
-            "max_m2_drift": max_drift,
-            "drifting": len(drifting),
-            "drifting_points": drifting,
-            "unstable": len(unstable),
-            "unstable_points": unstable,
-            "removed_by": eq_report["removed"],
-            "stability_checked": eq_report["stability_checked"],
-            "stability_not_checked": eq_report["stability_not_checked"],
-            "equilibrium": len(conv) if not fallback else 0,
-            "fits_use": eq_report["rule"],
-            "fits_use_unconverged": bool(fallback),
-        },
+        "runs": _runs_section(lat, runs, all_ids, conv, eq_report, max_drift, fallback),
         "rank": pooled["k"].tolist(),
         "lambda_over_V": pooled["lambda_over_V"].tolist(),
         "a_test": _by_rank(pca["a_test"].to_numpy(float), pooled["k"]),
         "a_validation": _by_rank(pca["a_validation"].to_numpy(float), pooled["k"]),
-        "T_c": pooled["T_c"].tolist(),
-        "T_c_fit": pooled["T_c_fit"].tolist(),
-        "threshold_status": pooled["threshold_status"].tolist(),
-        "thresholds_resolved": {
-            "n_resolved": head["n_resolved"], "n_unresolved": head["n_unresolved"],
-            "unresolved_ranks": head["unresolved_ranks"],
-            "rule": f"resolved: >= {MIN_WINDOW_POINTS} points in the rate-fit window, >= {MIN_ACTIVE_POINTS} active "
-                    "(M^2 > active_threshold) and >= 1 collapsed; unresolved thresholds are kept out of R^2 and "
-                    "agreement",
-        },
-        "dD": pooled["dD"].tolist(),
-        "best_D": pooled["best_D"].tolist(),
-        "best_D0": head["best_D0"],
-        "threshold_fit": {
-            "model": "R_k(T) = [-1/2 log(T/T_c,k)]_+ (slope fixed), least squares in log T_c,k",
-            "split": thr_split,
-            "window_T_over_dD": list(cfg["rate_window"]),
-            "window_T_over_dD_used": list(fit_window(cfg["rate_window"])),
-            "n_points": pooled["n_fit"].tolist(),
-            "n_points_active": pooled["n_fit_active"].tolist(),
-            "n_points_collapsed": pooled["n_fit_collapsed"].tolist(),
-            "reported_when": "the rank is active (M^2 > active_threshold) at some scan point used, T_c lies "
-                             "inside scan_T_range and the threshold is resolved; otherwise T_c is null and "
-                             "threshold_status says why (T_c_fit keeps the fitted number)",
-            "scan_T_range": list(_scan_range(lat[lat["run_id"].isin(conv)])),
-        },
-        "identity_r2": head["identity_r2"],
-        "identity_r2_ci95": head["identity_r2_ci95"],
-        "identity_r2_ranks": head["identity_r2_ranks"],
-        "identity_r2_head": head["identity_r2_head"],
-        "identity_r2_head_ranks": head["identity_r2_head_ranks"],
-        "identity_r2_tail": head["identity_r2_tail"],
-        "identity_r2_tail_ranks": head["identity_r2_tail_ranks"],
-        "head_ranks": HEAD_RANKS,
-        "rank_agreement": head["rank_agreement"],
-        "rank_agreement_ranks": head["rank_agreement_ranks"],
-        "kendall_tau": head["kendall_tau"],
-        "rank_inversions": head["rank_inversions"],
-        "kendall_tau_ranks": head["kendall_tau_ranks"],
-        "ablation_order": head["ablation_order"],
-        "meanfield": {**head["meanfield"], "split": thr_split,
-                      "thresholds": f"rate-fit T_c,k of the {thr_split} split (resolved ranks), M^2 of the same split",
-                      "fit": "log M_k^2 = a_k + b log(1 - T/T_c,k): common slope b, one intercept a_k per rank "
-                             "(fixed effects), equilibrium points with M^2 > active_threshold, ranks with >= "
-                             f"{MIN_MEANFIELD_POINTS} points; stderr = max(OLS, bootstrap over ranks), ci95 from the "
-                             "bootstrap"},
-        "powerlaw": {**head["powerlaw"],
-                     "pca_configured_window": powerlaw_fit(np.arange(len(pca_curve)), pca_curve,
-                                                           tuple(cfg["powerlaw_ranks"]))},
-        "pca_heldout": {"split": EVAL_SPLIT, "eigenvectors": "train", "source": pca_held_source,
-                        "D_K": pca_held.tolist(), "d_eff": [d_pca_held[float(e)] for e in eps]},
-        "d_eff": {"eps": [float(e) for e in eps], "model": [head["d_eff"][float(e)] for e in eps],
-                  "pca": [d_pca[float(e)] for e in eps], "pca_heldout": [d_pca_held[float(e)] for e in eps]},
+        **_thresholds_section(pooled, head, cfg, thr_split, lat[lat["run_id"].isin(conv)]),
+        **_agreement_section(head),
+        "meanfield": _meanfield_section(head, thr_split),
+        **_truncation_section(head, cfg, pca_curve, pca_held, pca_held_source, d_pca, d_pca_held),
     }
     if family == "linear":
-        summary["T_c_m2"] = pooled["T_c_m2"].tolist()
-        summary["pca_relative_error"] = pooled["rel_err_pca"].tolist()
-        summary["pca_relative_error_top5_max"] = head["pca_relative_error_top5_max"]
-        summary["pca_relative_error_m2_top5_max"] = head["pca_relative_error_m2_top5_max"]
-        summary["pca_check"] = _pca_check(pooled, head, thr_split)
-
-    scalars = _scalars(family)
-    spread = {name: {**_spread([f(h) for h in per.values()]), "per_seed": {s: f(h) for s, h in per.items()},
-                     "pooled": f(head)} for name, f in scalars.items()}
-    per_seed = spectra_df[spectra_df["seed"] != POOLED]
-    if len(per_seed):
-        for col in ("T_c", "dD"):
-            g = per_seed.groupby("k")[col]
-            spread[col] = {"mean": g.mean().tolist(), "std": g.std(ddof=1).tolist(),
-                           "min": g.min().tolist(), "max": g.max().tolist()}
-    for e in eps:
-        spread[f"d_eff_{float(e):g}"] = {**_spread([h["d_eff"][float(e)] for h in per.values()]),
-                                         "per_seed": {s: h["d_eff"][float(e)] for s, h in per.items()},
-                                         "pooled": head["d_eff"][float(e)]}
-    summary["seed_spread"] = spread
+        summary.update(_linear_section(pooled, head, thr_split))
+    summary["seed_spread"] = _seed_spread(family, per, head, spectra_df, eps)
     summary["claims"] = _claims(per, head)
-
-    # The headline numbers at other drift limits (issue 17, item 4): how much a claim rests on the limit.
-    sens = {}
-    for limit in DRIFT_LIMITS:
-        ids, rep = equilibrium(lat, runs, limit)
-        if not ids:
-            sens[f"{limit:g}"] = {"equilibrium": 0}
-            continue
-        # the same points as the headline fits (e.g. no drift between the limits): the same numbers, not refitted
-        res = {seed: h for seed, (_, h) in (results if ids == conv else run_groups(ids)).items()}
-        per_l = {s: h for s, h in res.items() if s != POOLED} or {seeds[0]: res[POOLED]}
-        sens[f"{limit:g}"] = {"equilibrium": len(ids), "removed_by": rep["removed"],
-                              **{name: {"pooled": f(res[POOLED]), "per_seed": {s: f(h) for s, h in per_l.items()}}
-                                 for name, f in scalars.items()}}
-    summary["drift_sensitivity"] = sens
+    summary["drift_sensitivity"] = _drift_sensitivity(lat, runs, conv, results, run_groups, seeds, family)
     return spectra_df, d_eff_df, _clean(summary)
