@@ -67,3 +67,43 @@ def test_two_starts_agree_or_the_difference_is_reported():
     assert not points["agree"].all()  # some grid point lies between T_k and 1.1 T_k: one more active latent
     differing = points[~points["agree"]]
     assert (differing["n_active_b"] == differing["n_active_a"] + 1).all()
+
+
+def _write_bundle(root, scan, commit):
+    import json
+
+    import yaml
+
+    analysis_dir = root / "results/analysis/linear"
+    analysis_dir.mkdir(parents=True)
+    for name, table in scan.items():
+        table.to_parquet(analysis_dir / f"scan_{name}.parquet")
+    pca_table(T_K).to_parquet(root / "results/analysis/pca.parquet")
+    result = analyse_model(scan["latents"], scan["pruning"], scan["runs"], pca_table(T_K), CFG, "linear")[2]
+    (analysis_dir / "analysis.json").write_text(json.dumps(result))
+    (root / "config.yaml").write_text(yaml.safe_dump({"analysis": dict(CFG)}))
+    (root / "provenance.json").write_text(json.dumps({"config_hash": "c", "code_commit": commit}))
+
+
+def test_validate_bundle_writes_the_tables_and_never_compares_a_run_with_itself(tmp_path):
+    import json
+
+    bundle = tmp_path / "reference"
+    _write_bundle(bundle, _scan(), commit="new")
+    old = bundle / "random_start"
+    (old / "linear").mkdir(parents=True)
+    for name, table in _scan(T_K * 1.1).items():
+        table.to_parquet(old / "linear" / f"scan_{name}.parquet")
+    pca_table(T_K).to_parquet(old / "pca.parquet")
+    (old / "provenance.json").write_text(json.dumps({"config_hash": "c", "code_commit": "old"}))
+    summary = start_check.validate_bundle(bundle)
+    assert summary["linear_oracle"]["points_within"] == summary["linear_oracle"]["points_at_equilibrium"] == len(GRID)
+    assert summary["linear_oracle"]["ranks_within"] == summary["linear_oracle"]["resolved_ranks"] >= 10
+    moved = summary["random_start"]["linear"]
+    assert moved["ranks_compared"] >= 10 and moved["ranks_within"] == 0 and moved["differing_points"]
+    for name in ("linear_oracle_m2", "linear_oracle_thresholds", "start_points_linear", "start_thresholds_linear"):
+        assert (bundle / "validation" / f"{name}.csv").is_file(), name
+    assert json.loads((bundle / "validation/validation.json").read_text())["random_start"]["linear"]["ranks_within"] == 0
+    # the random-start tables of the same run: nothing independent to compare
+    (old / "provenance.json").write_text(json.dumps({"config_hash": "c", "code_commit": "new"}))
+    assert isinstance(start_check.validate_bundle(bundle, tmp_path / "out")["random_start"], str)

@@ -122,6 +122,14 @@ def _tables(folder: Path) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(folder / f"scan_{name}.parquet") for name in TABLES}
 
 
+def _same_run(a: Path, b: Path) -> bool:
+    """Whether two bundles' provenance records name the same run (config hash and code commit)."""
+    if not (a.is_file() and b.is_file()):
+        return False
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    return (ra.get("config_hash"), ra.get("code_commit")) == (rb.get("config_hash"), rb.get("code_commit"))
+
+
 def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Both checks on the reference bundle (``bundle``/results, the chain) against its ``random_start`` tables;
     writes the tables as CSV and ``validation.json`` (the counts) to ``out`` (default ``bundle``/validation)."""
@@ -147,9 +155,15 @@ def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[s
             "resolved_ranks": int(len(fitted)), "ranks_within": int(fitted["within"].astype(bool).sum()),
             "max_relative_error": float(fitted["relative_error"].abs().max()) if len(fitted) else None}
     random_start = bundle / "random_start"
-    old_pca = pd.read_parquet(random_start / "pca.parquet") if random_start.is_dir() else pca
     summary["random_start"] = {}
-    for folder in sorted(p for p in random_start.glob("*") if p.is_dir() and (analysis / p.name).is_dir()):
+    if _same_run(bundle / "provenance.json", random_start / "provenance.json"):
+        summary["random_start"] = ("the bundle is the random-start run itself (the same provenance): there is no "
+                                   "independent run to compare with")
+        folders = []
+    else:
+        folders = sorted(p for p in random_start.glob("*") if p.is_dir() and (analysis / p.name).is_dir())
+    old_pca = pd.read_parquet(random_start / "pca.parquet") if folders else pca
+    for folder in folders:
         model = folder.name
         points, thresholds = start_agreement(_tables(analysis / model), _tables(folder), old_pca, cfg, model)
         points.to_csv(out / f"start_points_{model}.csv", index=False)
