@@ -32,7 +32,7 @@ class _Clock:
 
 
 def test_throttled_by_wall_time_and_estimates_from_the_rate():
-    conv = Convergence(2, tolerance=1e-3, patience_evals=2)
+    conv = Convergence(2, tolerance=1e-3, patience_evals=2, lr_drops=0, lr_drop_factor=0.1, freeze=True)
     conv.history.append({"step": 200, "val_loss": [4.0, 6.0], "val_D": [0, 0], "val_R": [0, 0],
                          "train_loss": [0, 0], "m2": [None, None]})
     clock, out = _Clock(), io.StringIO()

@@ -231,3 +231,28 @@ def test_training_code_hash_covers_the_training_path():
     names = {p.name for p in package_files([src / "training.py", src / "group.py"])}
     assert {"vae.py", "callbacks.py", "lightning_module.py", "fused_adam.py", "datamodule.py"} <= names
     assert len(training_code_hash()) == 16
+
+
+def test_training_settings_take_their_defaults_from_the_schema_only():
+    """Issue 21 item 4: one frozen settings object; the optional keys' defaults are the schema's, and a missing
+    required key or an unknown key is named."""
+    import dataclasses
+
+    import yaml
+
+    from spectral_collapse.config import SCHEMA
+    from spectral_collapse.settings import TrainingSettings
+
+    six = {"batch_size": 64, "lr": 1e-3, "max_updates": 1000, "tolerance": 1e-3, "patience_fraction": 0.1,
+           "eval_every": 50}
+    st = TrainingSettings.from_mapping(six)
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["training"]["properties"]
+    for key in ("lr_drops", "lr_drop_factor", "freeze_converged", "chain"):
+        assert getattr(st, key) == schema[key]["default"], key
+    assert st.patience_evals == 2 and TrainingSettings.from_mapping(st) is st
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        st.lr = 1.0
+    with pytest.raises(ValueError, match="lack .*'eval_every'"):
+        TrainingSettings.from_mapping({k: v for k, v in six.items() if k != "eval_every"})
+    with pytest.raises(ValueError, match="unknown training settings \\['lr_drop'\\]"):
+        TrainingSettings.from_mapping({**six, "lr_drop": 2})

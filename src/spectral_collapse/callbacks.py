@@ -39,14 +39,21 @@ class Convergence(pl.Callback):
     ``state_dict``, saved in every checkpoint, so a resumed job continues the same decisions.
     """
 
-    def __init__(self, members: int, *, tolerance: float, patience_evals: int, lr_drops: int = 0,
-                 lr_drop_factor: float = 0.1, freeze: bool = True) -> None:
+    def __init__(self, members: int, *, tolerance: float, patience_evals: int, lr_drops: int,
+                 lr_drop_factor: float, freeze: bool) -> None:
         self.tolerance, self.patience, self.freeze = float(tolerance), max(1, int(patience_evals)), bool(freeze)
         self.lr_drops, self.lr_drop_factor = int(lr_drops), float(lr_drop_factor)
         self.history: list[dict[str, Any]] = []  # step, val_loss, val_D, val_R, train_loss (E), m2 (E, L); None: frozen
         self.drops_done = [0] * members
         self.window_start = [0] * members  # index into history where a member's current window starts
         self.converged_at: list[int | None] = [None] * members  # update at which a member froze
+
+    @classmethod
+    def from_settings(cls, members: int, settings: Any) -> "Convergence":
+        """The rule of a job's ``settings.TrainingSettings`` (defaults: the config schema's)."""
+        return cls(members, tolerance=settings.tolerance, patience_evals=settings.patience_evals,
+                   lr_drops=settings.lr_drops, lr_drop_factor=settings.lr_drop_factor,
+                   freeze=settings.freeze_converged)
 
     @property
     def frozen(self) -> list[bool]:

@@ -37,13 +37,13 @@ from .vae import VAEConfig, stack_members
 POINT_FILE = "point.pt"
 
 
-def point_key(cfg: VAEConfig, Ts: Sequence[float], V: float, seed: int, st: Mapping[str, Any]) -> str:
+def point_key(cfg: VAEConfig, Ts: Sequence[float], V: float, seed: int, st: Any) -> str:
     """What the chain's point ``len(Ts) - 1`` depends on: the model, the settings, the training code, the data's
     V, the seed, and every hotter point of the chain (they made its starting weights)."""
     from .training import training_code_hash
 
     return config_hash({"vae": asdict(cfg), "chain": [float(t) for t in Ts], "V": float(V), "seed": int(seed),
-                        "training": dict(st), "code": training_code_hash()})
+                        "training": st.as_dict(), "code": training_code_hash()})
 
 
 def _load_point(path: Path, key: str) -> dict[str, Any] | None:
@@ -61,9 +61,10 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Mapping[
                 progress: bool | None = None):
     """Train ``Ts`` as a warm-start chain, hottest first (whatever their order); returns ``training.TrainResult``
     of the stacked ensemble (member e = point ``Ts[e]``) with the combined record."""
-    from .training import TrainResult, train, training_settings_from
+    from .settings import TrainingSettings
+    from .training import TrainResult, train
 
-    st = training_settings_from(settings)
+    st = TrainingSettings.from_mapping(settings)
     single = VAEConfig(**{**asdict(cfg), "ensemble": 1})
     checkpoint_dir, log_dir = Path(checkpoint_dir), Path(log_dir)
     finished = checkpoint_dir / FINISHED

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .scan import t_label
+from .settings import TrainingSettings
 
 
 def member_run_ids(model_id: str, Ts: Sequence[float], seed: int) -> list[str]:
@@ -76,7 +77,7 @@ def train_group(
     cfg = VAEConfig.from_settings(settings, n_features=data.n_features, ensemble=len(Ts))
     run_ids = member_run_ids(model_id, Ts, seed)
     name = run_ids[0] if len(Ts) == 1 else f"{model_id}/seed{int(seed)}/T{t_label(Ts[0])}..T{t_label(Ts[-1])} (E={len(Ts)})"
-    if settings["training"].get("chain") and len(Ts) > 1:
+    if TrainingSettings.from_mapping(settings["training"]).chain and len(Ts) > 1:
         from .chain import train_chain
 
         base = Path(run_dir) if run_dir is not None else None

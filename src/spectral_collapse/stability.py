@@ -186,9 +186,10 @@ def stability_check(
 
 def member_lrs(record: Mapping[str, Any]) -> list[float]:
     """Each member's final learning rate: the base rate times lr_drop_factor once per annealing step done."""
-    st = record["training"]
-    factor = float(st.get("lr_drop_factor", 0.1))
-    return [float(st["lr"]) * factor ** int(m.get("lr_drops_done", 0)) for m in record["members"]]
+    from .settings import TrainingSettings
+
+    st = TrainingSettings.from_mapping(record["training"])
+    return [st.lr * st.lr_drop_factor ** int(m.get("lr_drops_done", 0)) for m in record["members"]]
 
 
 def probe_seed(settings: StabilitySettings, run_seed: int) -> int:

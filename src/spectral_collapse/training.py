@@ -14,10 +14,10 @@ Python entry point (arrays or store, settings as plain dicts)::
 ``T`` is a group of scan points (a float is a group of one): the VAE is built with one ensemble member per
 point, and every member is judged, annealed and frozen on its own (``callbacks.Convergence``).
 
-Settings: the six keys of the config's training block, plus optional ``lr_drops`` (default 0) and
-``lr_drop_factor`` (0.1): on convergence, anneal the member's learning rate and re-check convergence that
-many times before freezing it; ``freeze_converged`` (True): a converged member stops training (False: it
-trains on until every member has converged, what a group cost before freezing).
+Settings: ``settings.TrainingSettings`` or a mapping of the config's training block (its six required keys; the
+others, ``lr_drops``, ``lr_drop_factor``, ``freeze_converged`` and ``chain``, default to the config schema's
+values): on convergence, anneal the member's learning rate and re-check convergence ``lr_drops`` times before
+freezing it; with ``freeze_converged`` false a converged member trains on until every member has converged.
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ from .datamodule import ArrayDataModule
 from .lightning_module import BetaVAESystem, NonFiniteLossError  # noqa: F401  (re-exported)
 from .provenance import config_hash
 from .rulelog import terminal_stream
+from .settings import TrainingSettings
 from .vae import VAE, VAEConfig
 
-TRAINING_KEYS = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
-OPTIONAL_KEYS = {"lr_drops": 0, "lr_drop_factor": 0.1, "freeze_converged": True, "chain": False}  # the schema's defaults
 # Lightning logs "`weights_only` was not set" at INFO on every checkpoint save: noise in one-line-per-eval logs.
 logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
 
@@ -79,18 +78,6 @@ def _package_name(path: Path) -> str:
     if "spectral_collapse" not in parts:
         return path.name
     return "/".join(parts[len(parts) - 1 - parts[::-1].index("spectral_collapse"):])
-
-
-def training_settings_from(settings: Mapping[str, Any]) -> dict[str, Any]:
-    missing = [k for k in TRAINING_KEYS if k not in settings]
-    if missing:
-        raise ValueError(f"training settings lack {missing}")
-    out = {k: settings[k] for k in TRAINING_KEYS}
-    out.update({k: settings.get(k, v) for k, v in OPTIONAL_KEYS.items()})
-    out["max_updates"] = int(out["max_updates"])
-    out["eval_every"] = int(out["eval_every"])
-    out["batch_size"] = int(out["batch_size"])
-    return out
 
 
 def train(
@@ -127,13 +114,13 @@ def train(
     if threads:
         torch.set_num_threads(int(threads))
     keep_freed_memory()  # no page faults on every update's activations (allocator.py)
-    st = training_settings_from(settings)
+    st = TrainingSettings.from_mapping(settings)
     Ts = [float(t) for t in (T if isinstance(T, (list, tuple, np.ndarray)) else [T])]
     cfg = vae if isinstance(vae, VAEConfig) else VAEConfig(**{"n_features": data.n_features, **dict(vae)})
     cfg = VAEConfig(**{**asdict(cfg), "ensemble": len(Ts)})
     if cfg.n_features != data.n_features:
         raise ValueError(f"model expects {cfg.n_features} features, data has {data.n_features}")
-    data.batch_size, data.eval_every, data.seed = st["batch_size"], st["eval_every"], int(seed)
+    data.batch_size, data.eval_every, data.seed = st.batch_size, st.eval_every, int(seed)
 
     tmpdir = tempfile.TemporaryDirectory(prefix="bvae-") if run_dir is None else None
     run_dir = Path(tmpdir.name if tmpdir else run_dir)
@@ -149,21 +136,17 @@ def train(
         if init_key is None:
             raise ValueError("init_state needs an init_key (it enters the checkpoint fingerprint)")
         vae_model.load_state_dict(init_state)
-    system = BetaVAESystem(vae_model, Ts, data.V, lr=st["lr"], run_name=run_name)
-    identity = {"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st,
+    system = BetaVAESystem(vae_model, Ts, data.V, lr=st.lr, run_name=run_name)
+    identity = {"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st.as_dict(),
                 "code": training_code_hash()}
     fingerprint = config_hash(identity if init_key is None else {**identity, "init": init_key})
-    convergence = Convergence(
-        len(Ts), tolerance=st["tolerance"], lr_drops=int(st["lr_drops"]), lr_drop_factor=float(st["lr_drop_factor"]),
-        freeze=bool(st["freeze_converged"]),
-        patience_evals=int(round(st["patience_fraction"] * st["max_updates"] / st["eval_every"])),
-    )
+    convergence = Convergence.from_settings(len(Ts), st)
     timer = StepTimer(convergence)
     callbacks: list[pl.Callback] = [convergence, timer]  # first: the others report and save its decisions
     if not progress:
-        callbacks.append(EvalLinePrinter(convergence, run_name, st["max_updates"]))
+        callbacks.append(EvalLinePrinter(convergence, run_name, st.max_updates))
         if terminal_stream() is not None:  # a rule script: its output goes to the log, this line to the terminal
-            callbacks.append(ProgressLine(convergence, run_name, st["max_updates"], terminal_stream()))
+            callbacks.append(ProgressLine(convergence, run_name, st.max_updates, terminal_stream()))
     callbacks.append(AtomicLastCheckpoint(checkpoint_dir, fingerprint))
     callbacks.extend(extra_callbacks)  # after the job's own: they see each evaluation's decisions and checkpoint
     from lightning_fabric.plugins.environments import LightningEnvironment
@@ -172,7 +155,7 @@ def train(
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
-        max_steps=st["max_updates"],
+        max_steps=st.max_updates,
         max_epochs=-1,
         deterministic=True,
         logger=CSVLogger(save_dir=str(log_dir), name="", version=""),
@@ -220,7 +203,7 @@ def train(
 
 
 def _record(system: BetaVAESystem, trainer: pl.Trainer, convergence: Convergence, cfg: VAEConfig, Ts, data,
-            seed: int, st: Mapping[str, Any], run_name: str) -> dict[str, Any]:
+            seed: int, st: TrainingSettings, run_name: str) -> dict[str, Any]:
     """The training record (train.json): settings and provenance shared by the group, one entry per member."""
     E, steps = cfg.ensemble, int(trainer.global_step)
     drift = convergence.m2_drift(E, cfg.latents)
@@ -259,7 +242,7 @@ def _record(system: BetaVAESystem, trainer: pl.Trainer, convergence: Convergence
         "point_updates_unfrozen": E * steps,  # what the same job costs if no member were ever frozen
         "resumed_from_step": int(system.resumed_from_step),
         "n_evaluations": len(convergence.history),
-        "training": dict(st),
+        "training": st.as_dict(),
         "hparams": asdict(cfg),
         "n_train": int(len(data.train_tensor)),
         "data_source": data.source,

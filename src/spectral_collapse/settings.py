@@ -1,0 +1,66 @@
+"""The settings of one training job as one frozen object, from the scan design (``scan.model_settings``) to the
+convergence rule (``callbacks.Convergence``), with its defaults read from the config schema: the one place
+defaults live (workflow/schemas/config.schema.yaml, ``training``)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import yaml
+
+from .config import SCHEMA
+
+REQUIRED = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
+
+
+@functools.lru_cache(maxsize=1)
+def schema_training_defaults() -> dict[str, Any]:
+    """The defaults the schema gives the study's training block (lr_drops, lr_drop_factor, ...)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    props = schema["properties"]["training"].get("properties", {})
+    return {key: spec["default"] for key, spec in props.items() if "default" in spec}
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """A training job's schedule and convergence rule (the config's training block, a family's overrides
+    applied). Build it with ``from_mapping``: the six required keys, the rest from the schema's defaults."""
+
+    batch_size: int
+    lr: float
+    max_updates: int
+    tolerance: float
+    patience_fraction: float
+    eval_every: int
+    lr_drops: int
+    lr_drop_factor: float
+    freeze_converged: bool
+    chain: bool
+
+    @classmethod
+    def from_mapping(cls, settings: "Mapping[str, Any] | TrainingSettings") -> "TrainingSettings":
+        if isinstance(settings, cls):
+            return settings
+        missing = [key for key in REQUIRED if key not in settings]
+        if missing:
+            raise ValueError(f"training settings lack {missing}: set them in the config's training block")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown} (expected some of {names})")
+        merged = {**schema_training_defaults(), **settings}
+        return cls(batch_size=int(merged["batch_size"]), lr=float(merged["lr"]),
+                   max_updates=int(merged["max_updates"]), tolerance=float(merged["tolerance"]),
+                   patience_fraction=float(merged["patience_fraction"]), eval_every=int(merged["eval_every"]),
+                   lr_drops=int(merged["lr_drops"]), lr_drop_factor=float(merged["lr_drop_factor"]),
+                   freeze_converged=bool(merged["freeze_converged"]), chain=bool(merged["chain"]))
+
+    @property
+    def patience_evals(self) -> int:
+        """The patience window in evaluations."""
+        return int(round(self.patience_fraction * self.max_updates / self.eval_every))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
