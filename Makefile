@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag gpu-check depth-cost figures report reference-figures reference-validation lint clean-venv
+.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag gpu-check depth-cost figures report reference-figures reference-tables reference-validation lint clean-venv
 
 venv: $(STAMP)
 
@@ -73,6 +73,10 @@ report: figures
 reference-figures: $(STAMP)
 	$(BIN)/python -m spectral_collapse.bundle prepare results/reference
 	$(BIN)/snakemake -s Snakefile -d results/reference --cores 2 figures $(SNAKEMAKE_ARGS)
+
+# The tables of README.md and docs/results.md, printed from the bundle (docs/tables.py, a docs generator).
+reference-tables: $(STAMP)
+	$(BIN)/python docs/tables.py
 
 # Issue 19's validation of the bundle's start method (reference/validation/): the exact linear oracle, and agreement
 # with the independent random-start tables in reference/random_start/ (analysis.start_check).
