@@ -153,6 +153,32 @@ def test_a_retry_asks_for_more():
         assert cost.train_mem_mb(entry, 121, attempt=2) == 2 * cost.train_mem_mb(entry, 121, attempt=1)
 
 
+def test_a_short_job_is_booked_the_floor(tmp_path: Path, monkeypatch):
+    """A job the cost model books for a minute (the CI preset's MLP: 400 updates, ~58 s on the cpu entry) asks for
+    cost_model.yaml's min_runtime_min instead, which its retries multiply; a long job keeps its own estimate. A
+    floor that is not a whole number of minutes >= 1 is refused, naming the file and the key."""
+    model = cost.load_model(REPO / "no-such-folder")
+    ci = load_config(REPO / "presets" / "ci.yaml")
+    floor = cost.runtime_floor_min()
+    assert floor == 10
+    for entry in model.values():
+        assert cost.job_seconds(entry, ci, "mlp-d2", 31) < 2 * 60
+        assert [cost.train_runtime_min(entry, ci, "mlp-d2", 31, attempt=k) for k in (1, 2, 3)] == [10, 20, 30]
+    paper = load_config(*(REPO / p for p in PAPER))
+    seconds = cost.job_seconds(model["gpu"], paper, "mlp-d16", 1)
+    assert seconds > 10 * 60 and cost.train_runtime_min(model["gpu"], paper, "mlp-d16", 1) == -(-seconds // 60)
+    broken = tmp_path / "cost_model.yaml"
+    broken.write_text(cost.MODEL_FILE.read_text().replace("min_runtime_min: 10", "min_runtime_min: 0.5"))
+    cost.runtime_floor_min.cache_clear()
+    monkeypatch.setattr(cost, "MODEL_FILE", broken)
+    try:
+        with pytest.raises(cost.CostModelError, match=r"cost_model.yaml: min_runtime_min must be"):
+            cost.runtime_floor_min()
+    finally:
+        monkeypatch.undo()
+        cost.runtime_floor_min.cache_clear()
+
+
 def test_gpu_check_writes_where_the_workflow_reads(tmp_path: Path, monkeypatch):
     """benchmarks/gpu_check.py on a GPU: its timings (mlp-d4 at E = 1, 16, 121, the other models at 121) become
     results/benchmarks/gpu_cost.json under the repository, which cost.load_model reads; the CPU dry run writes

@@ -10,6 +10,7 @@ parsing the workflow stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -104,9 +105,22 @@ def job_seconds(entry: Mapping, config: Mapping, model_id: str, members: int) ->
     return float(entry["safety"]) * (float(entry["fixed_s"]) + updates * update_ms / 1e3 + evals * eval_s)
 
 
+@functools.lru_cache(maxsize=None)
+def runtime_floor_min() -> int:
+    """cost_model.yaml's ``min_runtime_min``: no training job is booked for less at attempt 1 (why: stated there)."""
+    with open(MODEL_FILE) as f:
+        value = yaml.safe_load(f).get("min_runtime_min")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CostModelError(f"{MODEL_FILE}: min_runtime_min must be a whole number of minutes >= 1, got {value!r}; "
+                             "set it to the shortest runtime a training job may be booked for (10 as shipped)")
+    return value
+
+
 def train_runtime_min(entry: Mapping, config: Mapping, model_id: str, members: int, attempt: int = 1) -> int:
-    """sbatch -t in minutes: the booked seconds rounded up, times the attempt."""
-    return math.ceil(job_seconds(entry, config, model_id, members) / 60) * int(attempt)
+    """sbatch -t in minutes: the booked seconds rounded up, at least cost_model.yaml's ``min_runtime_min``,
+    times the attempt."""
+    minutes = max(math.ceil(job_seconds(entry, config, model_id, members) / 60), runtime_floor_min())
+    return minutes * int(attempt)
 
 
 def train_mem_mb(entry: Mapping, members: int, attempt: int = 1) -> int:
