@@ -210,7 +210,7 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
 
     from spectral_collapse.analysis.collect import collect_scan
     from spectral_collapse.provenance import write_parquet
-    from spectral_collapse.analysis.summary import analyse_model
+    from spectral_collapse.analysis.model_analysis import analyse_model
     from spectral_collapse.analysis.synthetic import linear_scan_tables, pca_table, write_run_dirs
     from spectral_collapse.scan import t_grid
 

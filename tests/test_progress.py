@@ -57,3 +57,28 @@ def test_rule_log_keeps_the_terminal_for_progress(tmp_path):
         assert terminal_stream() is before  # the terminal (or the SLURM job's output), not the log
         assert sys.stderr is not before
     assert terminal_stream() is None
+
+
+def test_step_timer_keeps_the_cost_of_updates_before_any_member_froze(monkeypatch):
+    """train.json's ms_per_step_all_members (issue 21 item 6: no text contract with the log): the median of the
+    intervals during which no member was frozen, from the job's own clock."""
+    from types import SimpleNamespace
+
+    import spectral_collapse.callbacks as callbacks
+
+    clock = _Clock()
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    conv = SimpleNamespace(frozen=[False, False])
+    timer = callbacks.StepTimer(conv)
+    trainer = SimpleNamespace(global_step=0, sanity_checking=False)
+    timer.on_train_start(trainer, None)
+    for step, seconds, frozen_after in [(100, 1.0, [False, False]), (200, 3.0, [True, False]), (300, 0.5, [True, False]),
+                                        (400, 0.5, [True, True])]:
+        clock.t += seconds
+        trainer.global_step = step
+        conv.frozen = frozen_after
+        timer.on_validation_end(trainer, None)
+    # intervals: 10 ms (none frozen), 30 ms (none frozen during it), then 5 and 5 ms with a member frozen
+    assert timer.intervals == [(10.0, 0), (30.0, 0), (5.0, 1), (5.0, 1)]
+    assert timer.all_members_ms() == 30.0  # median of [10, 30] (upper middle)
+    assert callbacks.StepTimer(SimpleNamespace(frozen=[True])).all_members_ms() is None

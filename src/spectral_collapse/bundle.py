@@ -38,6 +38,9 @@ BUNDLE = REPO_ROOT / "reference"
 MAX_BYTES = 10 * 10**6  # the whole bundle
 MAX_FILE_BYTES = 2 * 2**20  # any one file
 MAP_COARSEN = 6  # 10' cells -> 1 degree
+# Kept by a new export: the random-start scan tables the warm-start chain is validated against (issue 19;
+# analysis.start_check writes the validation tables after an export).
+KEEP = ("random_start",)
 PROVENANCE_KEYS = ("config_hash", "code_commit", "data_sha256", "package_versions", "machine", "jobs", "exported")
 
 
@@ -68,8 +71,10 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
     config = _run_config(run_dir, configfiles)
     models = _models(config)
     _check_run(run_dir, config, models, configfiles)
-    if bundle.exists():
-        shutil.rmtree(bundle)
+    if bundle.exists():  # a fresh bundle, except the committed comparison data it is checked against
+        for old in bundle.iterdir():
+            if old.name not in KEEP:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
     (bundle / "results").mkdir(parents=True)
     for rel in _cached_files(config, run_dir):
         src, dst = run_dir / rel, bundle / rel
@@ -170,28 +175,15 @@ def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
         if rule == "train":
             rec = json.loads((run_dir / "results/runs" / model / group / seed / "train.json").read_text())
             members = rec["members"]
-            full = _ms_per_step_all_members(run_dir / "results/logs/train" / model / group / f"{seed}.log")
+            full = rec.get("ms_per_step_all_members")  # measured by the job (callbacks.StepTimer)
             job.update(points=len(members), updates=rec["updates"], point_updates=rec["point_updates"],
                        point_updates_unfrozen=rec["point_updates_unfrozen"],
                        converged=sum(m["status"] == "converged" for m in members),
                        ms_per_step=rec["ms_per_step"], job_time_s=rec.get("job_time_s"),
-                       ms_per_step_all_members=full,
+                       ms_per_step_all_members=full, chain=rec.get("chain"),
                        wall_s_unfrozen_estimate=None if full is None else full * rec["updates"] / 1e3)
         jobs.append(job)
     return jobs
-
-
-def _ms_per_step_all_members(log: Path) -> float | None:
-    """The measured cost of one update while no member was frozen: the median of the training log's
-    ``converged 0/E (x ms/step)`` evaluation lines (what every update would cost without freezing)."""
-    import re
-
-    try:
-        text = log.read_text()
-    except OSError:
-        return None
-    times = [float(ms) for n, ms in re.findall(r"converged (\d+)/\d+ \(([\d.]+) ms/step\)", text) if int(n) == 0]
-    return float(sorted(times)[len(times) // 2]) if times else None
 
 
 def _git(where: Path, *args: str) -> str:
@@ -453,7 +445,41 @@ def report(bundle: str | os.PathLike = BUNDLE) -> str:
                        f"{_fmt(est, '.0f')} | {job['cpu_s']:.0f} |")
         else:
             out.append(f"| measure {job['model']} seed {seed} | | | | | {job['wall_s']:.0f} | | {job['cpu_s']:.0f} |")
+    out += _cost_table(jobs)
     return "\n".join(out)
+
+
+COLD_T = 1e-4  # the cold end of the cost table: points at T <= 1e-4
+
+
+def _cost_table(jobs: list[Mapping[str, Any]]) -> list[str]:
+    """Issue 19's cost table: per model and seed, the CPU seconds of training and measurement, the updates per
+    point (median, largest and where), the cold end's share of the updates, and the CPU seconds per point; then
+    the whole run in core-hours. Empty for a bundle without warm-start chains."""
+    chains = [j for j in jobs if j["rule"] == "train" and j.get("chain")]
+    if not chains:
+        return []
+    measure = {(j["model"], j["seed"]): j for j in jobs if j["rule"] == "measure"}
+    out = ["", "| model, seed | points | updates, all points | updates per point: median / largest (T) "
+               f"| share of updates at T <= {COLD_T:g} | train CPU s | measure CPU s | CPU s per point |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for job in chains:
+        ups = [int(c["updates"]) for c in job["chain"]]
+        Ts = [float(c["T"]) for c in job["chain"]]
+        worst = max(range(len(ups)), key=ups.__getitem__)
+        cold = sum(u for u, T in zip(ups, Ts) if T <= COLD_T) / max(sum(ups), 1)
+        meas = measure.get((job["model"], job["seed"]), {}).get("cpu_s", 0.0)
+        median = sorted(ups)[len(ups) // 2]
+        out.append(f"| {job['model']}, seed {job['seed'].removeprefix('seed')} | {len(ups)} | {sum(ups):,} | "
+                   f"{median:,} / {ups[worst]:,} ({Ts[worst]:.2g}) | {cold:.0%} | {job['cpu_s']:.0f} | {meas:.0f} | "
+                   f"{(job['cpu_s'] + meas) / len(ups):.0f} |")
+    train_s = sum(j["cpu_s"] for j in jobs if j["rule"] == "train")
+    meas_s = sum(j["cpu_s"] for j in jobs if j["rule"] == "measure")
+    wall = sum(j["wall_s"] for j in jobs)
+    out += ["", f"The run: {train_s + meas_s:,.0f} CPU s = {(train_s + meas_s) / 3600:.2f} core-hours (training "
+                f"{train_s / 3600:.2f}, measurement with the stability check {meas_s / 3600:.2f}); "
+                f"{wall / 3600:.2f} h of one-core wall time summed over its jobs."]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

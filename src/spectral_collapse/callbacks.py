@@ -172,6 +172,34 @@ class AtomicLastCheckpoint(pl.Callback):
         return state.get("fingerprint") == fingerprint
 
 
+class StepTimer(pl.Callback):
+    """The measured cost of an update between evaluations, and how many members were frozen during it: the
+    training record's ``ms_per_step_all_members`` (what every update would cost without freezing; the bundle's
+    wall-time estimate) comes from here, not from a printed line."""
+
+    def __init__(self, convergence: Convergence) -> None:
+        self.convergence = convergence
+        self.intervals: list[tuple[float, int]] = []  # (ms per update, members frozen during the interval)
+        self._t0, self._step0, self._frozen = time.perf_counter(), 0, 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0, self._step0 = time.perf_counter(), trainer.global_step
+        self._frozen = sum(self.convergence.frozen)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        now, step = time.perf_counter(), trainer.global_step
+        if step > self._step0:
+            self.intervals.append((1e3 * (now - self._t0) / (step - self._step0), self._frozen))
+        self._t0, self._step0, self._frozen = now, step, sum(self.convergence.frozen)
+
+    def all_members_ms(self) -> float | None:
+        """Median ms per update over the intervals with no member frozen (None: there were none)."""
+        times = sorted(ms for ms, frozen in self.intervals if frozen == 0)
+        return float(times[len(times) // 2]) if times else None
+
+
 class EvalLinePrinter(pl.Callback):
     """One line per evaluation when stdout is not a terminal (no progress bar)."""
 

@@ -4,7 +4,7 @@ Why: a training update of these small models (19 inputs, 64-wide layers) is abou
 and half per-operation overhead, and autograd adds to the latter: one graph node per operation, a
 gradient tensor allocated per parameter and then gathered into the optimizer's flat buffer. Here the
 backward pass is written out once: every weight and bias gradient is written by ``out=`` straight into
-the view the optimizer hands out (``lightning_module.FusedAdam.grad_view``), intermediate gradients are
+the view the optimizer hands out (``fused_adam.FusedAdam.grad_view``), intermediate gradients are
 updated in place, and no graph is built. The forward expressions are those of ``vae.negative_elbo_terms``
 (docs/science.md section 2) op for op, so the loss is bit for bit the same; the gradient equals autograd's up to
 float rounding (``tests/test_performance.py`` checks both, in float64 to 1e-12).

@@ -19,7 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from . import elbo_grad
+from . import elbo_grad, oracle
 from .fixed_noise import FixedNoise
 from .fused_adam import FusedAdam
 from .vae import VAE
@@ -44,7 +44,7 @@ class BetaVAESystem(pl.LightningModule):
         # Manual optimisation: one optimizer step = one update = one global_step, several per training_step.
         self.automatic_optimization = False
         self.vae, self.T, self.V, self.lr, self.run_name = vae, T, float(V), float(lr), run_name
-        self.register_buffer("beta", torch.tensor([t * self.V / float(vae.config.sigma2) for t in T]))
+        self.register_buffer("beta", torch.tensor([float(oracle.beta_of_T(t, self.V, vae.config.sigma2)) for t in T]))
         self.member_lr = [self.lr] * E  # set by callbacks.Convergence (annealing)
         self.training_members = [True] * E  # False: frozen (converged)
         self._rows: list[tuple[int, int, VAE, Any]] | None = None  # contiguous runs of training members

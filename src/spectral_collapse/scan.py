@@ -15,7 +15,7 @@ import numpy as np
 FAMILIES = ("linear", "mlp")
 MODEL_ID_PATTERN = r"linear|mlp-d[0-9]+"
 T_LABEL_PATTERN = r"[0-9]\.[0-9]{4}e[+-][0-9]{2}"
-VAE_KEYS = ("latents", "width", "logvar_bias_init")  # keys of a family's model block that shape its VAE
+VAE_KEYS = ("latents", "width", "logvar_bias_init", "mean_init_scale")  # keys of a family's model block that shape its VAE
 GROUP_PATTERN = rf"T{T_LABEL_PATTERN}(_T{T_LABEL_PATTERN})?"
 
 

@@ -23,7 +23,8 @@ SPLITS = ("train", "validation", "test")
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 OFF_LAND = -1
 
-# The 10' global grid every layer must be on (PROVENANCE.md): 1080 x 2160 cells, EPSG:4326.
+# The 10' global grid every WorldClim 2.1 layer is on (the data's PROVENANCE.md, beside the rasters in shared/worldclim/):
+# 1080 x 2160 cells, EPSG:4326.
 GRID_SHAPE = (1080, 2160)
 GRID_RES = 1.0 / 6.0
 GRID_ORIGIN = (-180.0, 90.0)  # west edge, north edge

@@ -37,8 +37,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from . import oracle
 from .allocator import keep_freed_memory
-from .callbacks import FINISHED, LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter, ProgressLine
+from .callbacks import FINISHED, LAST, AtomicLastCheckpoint, Convergence, EvalLinePrinter, ProgressLine, StepTimer
 from .datamodule import ArrayDataModule
 from .lightning_module import BetaVAESystem, NonFiniteLossError  # noqa: F401  (re-exported)
 from .provenance import config_hash
@@ -46,7 +47,7 @@ from .rulelog import terminal_stream
 from .vae import VAE, VAEConfig
 
 TRAINING_KEYS = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
-OPTIONAL_KEYS = {"lr_drops": 0, "lr_drop_factor": 0.1, "freeze_converged": True}  # the schema's defaults
+OPTIONAL_KEYS = {"lr_drops": 0, "lr_drop_factor": 0.1, "freeze_converged": True, "chain": False}  # the schema's defaults
 # Lightning logs "`weights_only` was not set" at INFO on every checkpoint save: noise in one-line-per-eval logs.
 logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
 
@@ -108,6 +109,8 @@ def train(
     accelerator: str = "auto",
     resume: bool = True,
     extra_callbacks: Sequence[pl.Callback] = (),
+    init_state: Mapping[str, torch.Tensor] | None = None,
+    init_key: str | None = None,
 ) -> TrainResult:
     """Train a group of scan points (one ensemble member each) and return the model and the training record.
 
@@ -116,6 +119,9 @@ def train(
     the same settings and training code (``training_code_hash``) there, training continues from it; the
     checkpoint of a training that ran to the end is never continued (a rerun trains afresh). A NaN/inf loss raises ``NonFiniteLossError`` naming the run and the step.
     ``extra_callbacks`` (benchmarks, tests) run after the job's own.
+    ``init_state``: start from these weights (a ``state_dict`` of the same VAE) instead of the initialisation
+    (the warm-start chain, ``chain.train_chain``); ``init_key`` names them in the checkpoint fingerprint, so a
+    checkpoint of a run started from other weights is never continued.
     """
     t_start = time.perf_counter()
     if threads:
@@ -138,15 +144,22 @@ def train(
         progress = sys.stdout.isatty()
 
     pl.seed_everything(int(seed), workers=True, verbose=False)
-    system = BetaVAESystem(VAE(cfg), Ts, data.V, lr=st["lr"], run_name=run_name)
-    fingerprint = config_hash({"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st,
-                               "code": training_code_hash()})
+    vae_model = VAE(cfg)
+    if init_state is not None:
+        if init_key is None:
+            raise ValueError("init_state needs an init_key (it enters the checkpoint fingerprint)")
+        vae_model.load_state_dict(init_state)
+    system = BetaVAESystem(vae_model, Ts, data.V, lr=st["lr"], run_name=run_name)
+    identity = {"vae": asdict(cfg), "T": Ts, "V": data.V, "seed": int(seed), "training": st,
+                "code": training_code_hash()}
+    fingerprint = config_hash(identity if init_key is None else {**identity, "init": init_key})
     convergence = Convergence(
         len(Ts), tolerance=st["tolerance"], lr_drops=int(st["lr_drops"]), lr_drop_factor=float(st["lr_drop_factor"]),
         freeze=bool(st["freeze_converged"]),
         patience_evals=int(round(st["patience_fraction"] * st["max_updates"] / st["eval_every"])),
     )
-    callbacks: list[pl.Callback] = [convergence]  # first: the others report and save its decisions
+    timer = StepTimer(convergence)
+    callbacks: list[pl.Callback] = [convergence, timer]  # first: the others report and save its decisions
     if not progress:
         callbacks.append(EvalLinePrinter(convergence, run_name, st["max_updates"]))
         if terminal_stream() is not None:  # a rule script: its output goes to the log, this line to the terminal
@@ -200,6 +213,7 @@ def train(
     record["wall_time_s"] = time.perf_counter() - t_start
     steps_run = max(int(trainer.global_step) - system.resumed_from_step, 1)
     record["ms_per_step"] = 1e3 * fit_s / steps_run
+    record["ms_per_step_all_members"] = timer.all_members_ms()
     if tmpdir is not None:
         tmpdir.cleanup()
     return TrainResult(model=model, record=record, system=system)
@@ -215,7 +229,7 @@ def _record(system: BetaVAESystem, trainer: pl.Trainer, convergence: Convergence
     members = []
     for e in range(E):
         done = convergence.converged_at[e]
-        T_eff = float(beta[e] * sigma2[e] / data.V)
+        T_eff = float(oracle.T_of_beta(beta[e], data.V, sigma2[e]))
         members.append({
             "T_grid": Ts[e],
             # the run's temperature: the scan point, or with a learned decoder variance beta sigma_dec^2 / V

@@ -13,6 +13,13 @@ Families (docs/science.md section 3, issue 3):
 - ``mlp``: ``depth`` hidden layers of ``width`` units with SiLU in encoder and decoder, Kaiming init,
   encoder log-variance bias initialised to ``logvar_bias_init`` (-4).
 
+Initial state of the latents (both families): ``logvar_bias_init`` sets the encoder log-variance (bias), and
+``mean_init_scale`` multiplies the initial weights that map to the latents' means. The paper's start (-4, 1)
+has every latent active; ``logvar_bias_init: 0`` with ``mean_init_scale: 0.01`` starts every latent collapsed
+(variance at the prior, means near zero), so a latent the model needs grows out of the collapsed state, driven by
+the reconstruction, while an unused one is already where it ends: at small beta the paper's start has to prune
+the unused latents at a rate set by beta (issue 19's cold end).
+
 The decoder variance ``sigma_dec^2`` is a fixed buffer (default) or a learned per-member scalar
 (``learned_variance=True``, parametrised by its log, initialised at ``sigma2``).
 """
@@ -23,7 +30,7 @@ import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +47,7 @@ class VAEConfig:
     depth: int = 0  # hidden layers (mlp only)
     width: int = 64
     logvar_bias_init: float = -4.0
+    mean_init_scale: float = 1.0  # factor on the initial weights of the latents' means (cold-end start, issue 19)
     learned_variance: bool = False
     sigma2: float = 1.0  # sigma_dec^2 (initial value when learned)
     ensemble: int = 1
@@ -49,6 +57,8 @@ class VAEConfig:
             raise ValueError(f"unknown model family {self.family!r} (expected 'linear' or 'mlp')")
         if self.family == "mlp" and self.depth < 1:
             raise ValueError("an mlp needs depth >= 1 hidden layers")
+        if not self.mean_init_scale > 0:
+            raise ValueError(f"mean_init_scale must be > 0, got {self.mean_init_scale}")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], n_features: int = 19, ensemble: int = 1) -> "VAEConfig":
@@ -124,6 +134,8 @@ class VAE(nn.Module):
         if config.family == "linear":
             self.enc_mu = EnsembleLinear(E, d, L)
             self.enc_mu.reset_parameters("linear")
+            with torch.no_grad():
+                self.enc_mu.weight.mul_(float(config.mean_init_scale))
             self.enc_logvar = nn.Parameter(torch.full((E, 1, L), float(config.logvar_bias_init)))
             self.dec = EnsembleLinear(E, L, d)
             self.dec.reset_parameters("linear")
@@ -132,6 +144,7 @@ class VAE(nn.Module):
             self.enc = EnsembleMLP(E, d, 2 * L, config.depth, config.width)
             with torch.no_grad():
                 self.enc.out.bias[..., L:] = float(config.logvar_bias_init)
+                self.enc.out.weight[..., :L] *= float(config.mean_init_scale)
             self.dec = EnsembleMLP(E, L, d, config.depth, config.width)
         log_s2 = torch.full((E,), math.log(config.sigma2))
         if config.learned_variance:
@@ -181,6 +194,26 @@ class VAE(nn.Module):
     def member(self, e: int) -> "VAE":
         """A single-member (E = 1) copy of member ``e`` (its own storage)."""
         return copy.deepcopy(self.rows(e, e + 1))
+
+
+def stack_members(models: "Sequence[VAE]") -> VAE:
+    """One ensemble VAE whose member ``e`` is ``models[e]`` (each a VAE of the same architecture, any
+    ensemble size; members in order): the warm-start chain trains its points one by one and ships them as one
+    group's ``model.pt``. Copies the weights."""
+    if not models:
+        raise ValueError("stack_members needs at least one model")
+    first = models[0].config
+    shape = {k: v for k, v in asdict(first).items() if k != "ensemble"}
+    for m in models[1:]:
+        other = {k: v for k, v in asdict(m.config).items() if k != "ensemble"}
+        if other != shape:
+            raise ValueError(f"cannot stack VAEs of different architectures: {shape} and {other}")
+    E = sum(m.ensemble for m in models)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
+        out = VAE(VAEConfig(**{**shape, "ensemble": E}))
+    states = [m.state_dict() for m in models]
+    out.load_state_dict({k: torch.cat([st[k].detach().cpu() for st in states], dim=0) for k in states[0]})
+    return out
 
 
 def _row_param(p: nn.Parameter, a: int, b: int) -> nn.Parameter:

@@ -13,10 +13,14 @@ Small modules, each importable on its own (numpy/pandas only; scipy is imported 
 - ``ablation``   Kendall's tau between the M^2 order and the single-latent ablation order, per model and seed;
 - ``claims``     a claim's verdict seed by seed (holds for every seed, seed-dependent, ...);
 - ``d_eff``      effective dimension d_eff(eps), PCA truncation curve, power-law fit of D~_K;
-- ``summary``    everything above for one model (per seed and pooled) and the combined summary;
+- ``model_analysis`` everything above for one model (per seed and pooled): its analysis.json;
+- ``study_summary``  the study summary (results/summary.json) from every model's analysis;
+- ``start_check`` does the way a point was started move its equilibrium (issue 19: the linear oracle, and
+                 two scans started differently);
 - ``pca_table``  the PCA table of the store's training sample (via ``spectral_collapse.pca``), with the
                  held-out weighting shifts a_k;
 - ``maps``       the leading latents of a trained model on every land cell, and their correlations;
-- ``synthetic``  per-run tables of the exact linear oracle, for tests and demonstrations;
-- ``io``         logging and JSON helpers of the rule scripts.
+- ``synthetic``  per-run tables of the exact linear oracle, for tests and demonstrations.
+
+Logging and JSON writing of the rule scripts live in ``spectral_collapse.rulelog`` and ``spectral_collapse.provenance``.
 """

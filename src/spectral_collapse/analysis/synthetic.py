@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import oracle
+
 
 def oracle_point(T: float, T_k: np.ndarray) -> dict[str, np.ndarray]:
     """Per-mode equilibrium quantities of the linear oracle at one T (modes in the order of T_k)."""
     T_k = np.asarray(T_k, dtype=float)
     active = T < T_k
-    s2 = np.where(active, T / T_k, 1.0)
-    mu2 = np.where(active, 1.0 - T / T_k, 0.0)
+    s2, mu2 = oracle.s2(T, T_k), oracle.var_mu(T, T_k)
     return {"mu2": mu2, "s2": s2, "logs2": np.log(s2), "rate": 0.5 * (mu2 + s2 - np.log(s2) - 1.0),
             "M2": mu2 / (mu2 + s2), "err": np.where(active, T ** 2 / T_k, T_k),
             "ablation_dD": np.where(active, T_k - T ** 2 / T_k, 0.0)}

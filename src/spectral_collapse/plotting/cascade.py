@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from .. import oracle
+
 from .style import (NO_THRESHOLD_GREY, T_LABEL, apply_style, hollow_legend_handle, rank_colorbar, rank_palette,
                     scatter_converged, seeds_phrase)
 from .tables import annotate_no_equilibrium, fitted_flags, n_seeds, shown_ranks, test_rows, thresholded_ranks
@@ -35,7 +37,7 @@ def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame
         grey = bool(marked) and k not in marked
         z = 1 if grey else 2
         if k <= len(lam):
-            ax.plot(T_dense, np.clip(1 - T_dense / lam[k - 1], 0, None), ls="--", lw=0.8 if grey else 1.0,
+            ax.plot(T_dense, oracle.m2(T_dense, lam[k - 1]), ls="--", lw=0.8 if grey else 1.0,
                     color=c, alpha=0.9, zorder=z)
         m = mean[mean["rank"] == k].sort_values("T")
         ax.plot(m["T"], m["M2"], color=c, lw=1.0 if grey else 1.4, zorder=z)

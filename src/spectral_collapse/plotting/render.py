@@ -1,4 +1,4 @@
-"""Draw one of the five figures from its cached input files (used by scripts/plot_*.py and the tests)."""
+"""Draw one of the five figures from its cached input files (used by scripts/plot_figures.py and the tests)."""
 
 from __future__ import annotations
 

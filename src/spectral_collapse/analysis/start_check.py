@@ -1,0 +1,175 @@
+"""Does the way a scan point was started move its equilibrium? (issue 19, the cold-end method's validation)
+
+Two checks, both on cached tables (nothing trains):
+
+1. **Against the exact linear oracle** (``oracle_table``, ``threshold_table``): at every point at equilibrium, the
+   ranked M_k^2 of the linear model on the training split is within ``M2_TOL`` of the oracle's [1 - T/T_k]_+,
+   T_k = lambda_k / V of the training PCA; and every resolved threshold T_c,k is within ``TC_TOL`` of T_k.
+2. **Against independent starts** (``start_agreement``): two scans of one model and seed, started differently
+   (e.g. the warm-start chain and starts from the initialisation), where both are at equilibrium at a T: the
+   same number of active latents; and their thresholds, fitted by the same analysis on the same split from
+   each scan's equilibrium points, within ``AGREE_TOL`` for the ranks both resolve. A disagreement is a finding
+   (hysteresis), listed point by point, never averaged away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..oracle import m2 as m2_oracle
+from .equilibrium import equilibrium
+from .spectrum import eval_split
+
+M2_TOL = 0.05  # issue 19: every accepted point within 0.05 of the oracle's M^2
+TC_TOL = 0.02  # resolved thresholds within 2% of the training PCA's lambda_k / V
+AGREE_TOL = 0.05  # two starts: thresholds within 5%
+
+
+def oracle_table(latents: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame, max_drift: float,
+                 split: str = "train") -> pd.DataFrame:
+    """One row per point at equilibrium: the largest |M_k^2 - (1 - T / T_k)_+| over ranks on ``split`` (ranked
+    M^2 against the oracle's modes in order), the rank where it is, and whether it is within M2_TOL."""
+    eq, _ = equilibrium(eval_split(latents), runs, max_drift)
+    T_k = np.sort(pca["lambda_over_V"].to_numpy(float))[::-1]
+    rows = []
+    lat = latents[latents["split"] == split]
+    if lat.empty:
+        raise ValueError(f"no {split!r} rows in the latents table: the oracle check needs the {split} split measured")
+    for run_id, g in lat[lat["run_id"].isin(eq)].groupby("run_id"):
+        T = float(g["T"].iloc[0])
+        m2 = np.sort(g["M2"].to_numpy(float))[::-1]
+        n = min(len(m2), len(T_k))
+        oracle = m2_oracle(T, T_k[:n])
+        diff = np.abs(m2[:n] - oracle)
+        worst = int(np.argmax(diff))
+        rows.append({"run_id": run_id, "seed": int(g["seed"].iloc[0]), "T": T, "max_abs_dM2": float(diff[worst]),
+                     "worst_rank": worst + 1, "M2": float(m2[worst]), "M2_oracle": float(oracle[worst]),
+                     "within": bool(diff[worst] <= M2_TOL)})
+    return pd.DataFrame(rows).sort_values(["seed", "T"], ascending=[True, False], ignore_index=True)
+
+
+def threshold_table(analysis: Mapping[str, Any], pca: pd.DataFrame) -> pd.DataFrame:
+    """Per rank of a linear model's analysis: T_c (its thresholds split), lambda_k / V, the relative error, its
+    status, and for resolved ranks whether the error is within TC_TOL."""
+    lam = pca.sort_values("k")["lambda_over_V"].to_numpy(float)
+    rows = []
+    for k, (T_c, status) in enumerate(zip(analysis["T_c"], analysis["threshold_status"]), start=1):
+        T_c = np.nan if T_c is None else float(T_c)
+        err = T_c / lam[k - 1] - 1.0 if k <= len(lam) else np.nan
+        rows.append({"rank": k, "T_c": T_c, "lambda_over_V": float(lam[k - 1]) if k <= len(lam) else np.nan,
+                     "relative_error": float(err), "status": status,
+                     "within": bool(abs(err) <= TC_TOL) if status == "fitted" else None})
+    return pd.DataFrame(rows)
+
+
+def _thresholds_on(tables: Mapping[str, pd.DataFrame], pca: pd.DataFrame, cfg: Mapping[str, Any], model: str,
+                   split: str) -> dict[int, dict[int, float]]:
+    """{seed: {rank: T_c}} of the resolved thresholds, every seed analysed on its own, from ``split``'s rate."""
+    from .model_analysis import analyse_model
+
+    out = {}
+    for seed in sorted(int(s) for s in tables["latents"]["seed"].unique()):
+        lat = tables["latents"]
+        keep = lat["seed"] == seed
+        if split != "train":  # the analysis fits on the train split when it is there: drop it to fit on `split`
+            keep &= lat["split"] != "train"
+        pick = {name: t[t["seed"] == seed] for name, t in tables.items() if name != "latents"}
+        _, _, result = analyse_model(lat[keep], pick["pruning"], pick["runs"], pca, cfg, model)
+        out[seed] = {k: float(t) for k, (t, s) in enumerate(zip(result["T_c"], result["threshold_status"]), 1)
+                     if s == "fitted"}
+    return out
+
+
+def start_agreement(a: Mapping[str, pd.DataFrame], b: Mapping[str, pd.DataFrame], pca: pd.DataFrame,
+                    cfg: Mapping[str, Any], model: str, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(points, thresholds) comparing scans ``a`` and ``b`` of one model ({"latents", "pruning", "runs"} tables):
+
+    - points: per seed and T where both are at equilibrium, the number of active latents (on the eval split)
+      of each and whether they agree;
+    - thresholds: per seed and rank resolved in both, T_c of each on ``split`` and the relative difference
+      (b / a - 1), within AGREE_TOL or not.
+    """
+    max_drift = float(cfg["max_m2_drift"])
+    active = {}
+    for name, t in (("a", a), ("b", b)):
+        lat = eval_split(t["latents"])
+        eq, _ = equilibrium(lat, t["runs"], max_drift)
+        sub = lat[lat["run_id"].isin(eq)]
+        active[name] = sub.groupby(["seed", "T"])["active"].sum().rename(f"n_active_{name}")
+    points = pd.concat([active["a"], active["b"]], axis=1, join="inner").reset_index()
+    points["agree"] = points["n_active_a"] == points["n_active_b"]
+    points = points.sort_values(["seed", "T"], ascending=[True, False], ignore_index=True)
+    ta, tb = _thresholds_on(a, pca, cfg, model, split), _thresholds_on(b, pca, cfg, model, split)
+    rows = []
+    for seed in sorted(set(ta) & set(tb)):
+        for k in sorted(set(ta[seed]) & set(tb[seed])):
+            diff = tb[seed][k] / ta[seed][k] - 1.0
+            rows.append({"seed": seed, "rank": k, "T_c_a": ta[seed][k], "T_c_b": tb[seed][k],
+                         "relative_difference": diff, "within": bool(abs(diff) <= AGREE_TOL)})
+    return points, pd.DataFrame(rows, columns=["seed", "rank", "T_c_a", "T_c_b", "relative_difference", "within"])
+
+
+TABLES = ("latents", "pruning", "runs")
+
+
+def _tables(folder: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(folder / f"scan_{name}.parquet") for name in TABLES}
+
+
+def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Both checks on the reference bundle (``bundle``/results, the chain) against its ``random_start`` tables;
+    writes the tables as CSV and ``validation.json`` (the counts) to ``out`` (default ``bundle``/validation)."""
+    import yaml
+
+    bundle = Path(bundle)
+    out = Path(out) if out else bundle / "validation"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = yaml.safe_load((bundle / "config.yaml").read_text())["analysis"]
+    analysis = bundle / "results/analysis"
+    pca = pd.read_parquet(analysis / "pca.parquet")
+    summary: dict[str, Any] = {"m2_tolerance": M2_TOL, "T_c_tolerance": TC_TOL, "agreement_tolerance": AGREE_TOL}
+    if (analysis / "linear").is_dir():
+        lin = _tables(analysis / "linear")
+        m2 = oracle_table(lin["latents"], lin["runs"], pca, float(cfg["max_m2_drift"]), split="train")
+        thr = threshold_table(json.loads((analysis / "linear/analysis.json").read_text()), pca)
+        m2.to_csv(out / "linear_oracle_m2.csv", index=False)
+        thr.to_csv(out / "linear_oracle_thresholds.csv", index=False)
+        fitted = thr[thr["status"] == "fitted"]
+        summary["linear_oracle"] = {
+            "points_at_equilibrium": int(len(m2)), "points_within": int(m2["within"].sum()),
+            "worst_point": m2.loc[m2["max_abs_dM2"].idxmax()].to_dict() if len(m2) else None,
+            "resolved_ranks": int(len(fitted)), "ranks_within": int(fitted["within"].astype(bool).sum()),
+            "max_relative_error": float(fitted["relative_error"].abs().max()) if len(fitted) else None}
+    random_start = bundle / "random_start"
+    old_pca = pd.read_parquet(random_start / "pca.parquet") if random_start.is_dir() else pca
+    summary["random_start"] = {}
+    for folder in sorted(p for p in random_start.glob("*") if p.is_dir() and (analysis / p.name).is_dir()):
+        model = folder.name
+        points, thresholds = start_agreement(_tables(analysis / model), _tables(folder), old_pca, cfg, model)
+        points.to_csv(out / f"start_points_{model}.csv", index=False)
+        thresholds.to_csv(out / f"start_thresholds_{model}.csv", index=False)
+        summary["random_start"][model] = {
+            "points_both_at_equilibrium": int(len(points)), "same_active_set": int(points["agree"].sum()),
+            "differing_points": points[~points["agree"]].to_dict("records"),
+            "ranks_compared": int(len(thresholds)), "ranks_within": int(thresholds["within"].sum()),
+            "max_relative_difference": float(thresholds["relative_difference"].abs().max()) if len(thresholds) else None}
+    (out / "validation.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="issue 19's validation of the reference bundle's warm-start chain")
+    parser.add_argument("bundle", nargs="?", default="reference")
+    parser.add_argument("--out", default=None, help="output folder (default BUNDLE/validation)")
+    args = parser.parse_args(argv)
+    print(json.dumps(validate_bundle(args.bundle, args.out), indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

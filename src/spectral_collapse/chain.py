@@ -1,0 +1,137 @@
+"""The warm-start chain (issue 19): a job's scan points trained one after another, hottest first, each point
+starting from the final weights of the point before it (the first from the initialisation).
+
+Why: at small beta a start from the initialisation (every latent active, log-variance -4) has to relax the
+whole model, and at the cold end that takes up to the update budget. The neighbouring hotter point has already
+fitted the decoder and encoder, and its unused latents are collapsed: the colder point only has to open the
+latents whose threshold lies between the two temperatures and refine. Every point still passes the project's
+own convergence rule with its annealing (``training.train``), and the measure job's stability check perturbs its
+collapsed latents from the other side, so a latent that stayed collapsed only because the chain came from the
+hot side fails the check instead of passing silently.
+
+Resume: each finished point is saved (``point.pt``: weights, training record and the key of everything it
+depends on: settings, code, data, seed and the points before it) in its own checkpoint folder, written
+atomically. An interrupted job reuses the finished points whose key matches and resumes the interrupted one
+from its ``last.ckpt``; once the whole chain has finished, a ``finished`` marker (``callbacks.FINISHED``) in the job's checkpoint folder
+makes a rerun (forced, or code-triggered) train the chain afresh, as for a job without the chain (issue 23).
+
+The members of the chain go out as one ensemble (``vae.stack_members``): ``model.pt`` and ``train.json`` of a
+chain job look like those of a group job (one entry per member under ``members``), plus ``chain`` (what each
+point started from, its updates and time); ``updates`` is the sum of every point's updates (the job's steps:
+its points do not share steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .callbacks import FINISHED
+from .provenance import atomic_path, config_hash
+from .scan import t_label
+from .vae import VAEConfig, stack_members
+
+POINT_FILE = "point.pt"
+
+
+def point_key(cfg: VAEConfig, Ts: Sequence[float], V: float, seed: int, st: Mapping[str, Any]) -> str:
+    """What the chain's point ``len(Ts) - 1`` depends on: the model, the settings, the training code, the data's
+    V, the seed, and every hotter point of the chain (they made its starting weights)."""
+    from .training import training_code_hash
+
+    return config_hash({"vae": asdict(cfg), "chain": [float(t) for t in Ts], "V": float(V), "seed": int(seed),
+                        "training": dict(st), "code": training_code_hash()})
+
+
+def _load_point(path: Path, key: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a torn or foreign file: train the point again
+        return None
+    return saved if isinstance(saved, dict) and saved.get("key") == key else None
+
+
+def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Mapping[str, Any], seed: int,
+                checkpoint_dir: str | Path, log_dir: str | Path, run_name: str, threads: int | None = None,
+                progress: bool | None = None):
+    """Train ``Ts`` as a warm-start chain, hottest first (whatever their order); returns ``training.TrainResult``
+    of the stacked ensemble (member e = point ``Ts[e]``) with the combined record."""
+    from .training import TrainResult, train, training_settings_from
+
+    st = training_settings_from(settings)
+    single = VAEConfig(**{**asdict(cfg), "ensemble": 1})
+    checkpoint_dir, log_dir = Path(checkpoint_dir), Path(log_dir)
+    finished = checkpoint_dir / FINISHED
+    if finished.exists():
+        # The chain of a job that ran to the end: a rerun's point is to train afresh (issue 23).
+        print(f"[{run_name}] the chain in {checkpoint_dir} is of a finished training; a rerun trains afresh",
+              flush=True)
+        for old in checkpoint_dir.glob(f"T*/{POINT_FILE}"):
+            old.unlink()
+        finished.unlink()
+    order = sorted(range(len(Ts)), key=lambda e: -float(Ts[e]))
+    chain = [float(Ts[e]) for e in order]
+    models, records = {}, {}
+    prev_key, state = None, None
+    for k, T in enumerate(chain):
+        label = f"T{t_label(T)}"
+        key = point_key(single, chain[: k + 1], data.V, seed, st)
+        point_dir = checkpoint_dir / label
+        saved = _load_point(point_dir / POINT_FILE, key)
+        if saved is None:
+            result = train(data, single, [T], settings=st, seed=seed, run_dir=point_dir,
+                           checkpoint_dir=point_dir, log_dir=log_dir / label, run_name=f"{run_name} {label}",
+                           threads=threads, progress=progress, init_state=state, init_key=prev_key)
+            record = {**result.record, "chain_init": "initialisation" if k == 0 else f"T{t_label(chain[k - 1])}",
+                      "chain_reused": False}
+            model_state = {name: v.detach().cpu().clone() for name, v in result.model.state_dict().items()}
+            point_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(point_dir / POINT_FILE) as tmp:
+                torch.save({"key": key, "state_dict": model_state, "record": record}, tmp)
+            model = result.model
+        else:
+            record = {**saved["record"], "chain_reused": True}
+            model_state = saved["state_dict"]
+            from .vae import VAE
+
+            with torch.random.fork_rng(devices=[]):
+                model = VAE(single)
+            model.load_state_dict(model_state)
+            print(f"[{run_name} {label}] reused the finished point of an interrupted chain", flush=True)
+        models[order[k]], records[order[k]] = model.eval(), record
+        state, prev_key = model_state, key
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    finished.write_text(prev_key + "\n")
+    members = range(len(Ts))
+    ensemble = stack_members([models[e] for e in members]).eval()
+    return TrainResult(model=ensemble, record=combine_records([records[e] for e in members], cfg, run_name),
+                       system=None)
+
+
+def combine_records(records: Sequence[Mapping[str, Any]], cfg: VAEConfig, run_name: str) -> dict[str, Any]:
+    """One group's training record from the chain's one-point records: shared fields of the first, one member
+    per point, updates and times summed (the points ran one after another)."""
+    first = records[0]
+    total = sum(int(r["updates"]) for r in records)
+    ms = sum(float(r["ms_per_step"]) * int(r["updates"]) for r in records) / max(total, 1)
+    return {
+        **{k: v for k, v in first.items() if k not in ("members", "chain_init", "chain_reused")},
+        "run_name": run_name,
+        "updates": total,  # the job's steps: the points ran one after another
+        "point_updates": sum(int(r["point_updates"]) for r in records),
+        "point_updates_unfrozen": sum(int(r["point_updates_unfrozen"]) for r in records),
+        "resumed_from_step": sum(int(r["resumed_from_step"]) for r in records),
+        "n_evaluations": sum(int(r["n_evaluations"]) for r in records),
+        "hparams": asdict(cfg),
+        "members": [r["members"][0] for r in records],
+        "wall_time_s": sum(float(r["wall_time_s"]) for r in records),
+        "ms_per_step": ms,
+        "ms_per_step_all_members": ms,  # one member per point: nothing is ever frozen while a chain point trains
+        "chain": [{"T": r["members"][0]["T_grid"], "init": r["chain_init"], "updates": int(r["updates"]),
+                   "wall_time_s": float(r["wall_time_s"]), "reused": bool(r["chain_reused"])} for r in records],
+    }

@@ -1,0 +1,142 @@
+"""The warm-start chain (issue 19): points trained hottest first, each from the previous point's weights.
+
+Checked on a linear model of a known spectrum (lambda = 25, 16, 9, 4, 1; sigma_dec^2 = 1), where the exact
+oracle gives M_k^2 = [1 - beta / lambda_k]_+: every chain member lands within issue 3's band of the oracle
+(0.02 for modes away from their threshold, collapsed modes below 0.01), so starting from the hotter neighbour
+does not move the equilibrium; each point starts from its neighbour's weights (the fingerprint and the record
+say so); the stacked model.pt is the members' own weights; an interrupted chain reuses its finished points and
+a rerun of a finished chain trains afresh; the collapsed start of the latents (mean_init_scale) builds what it
+says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spectral_collapse import chain as chain_mod
+from spectral_collapse.callbacks import FINISHED
+from spectral_collapse.datamodule import ArrayDataModule
+from spectral_collapse.group import train_group
+from spectral_collapse.measure import measure_split
+from spectral_collapse.vae import VAE, VAEConfig, stack_members
+
+LAMBDA = np.array([25.0, 16.0, 9.0, 4.0, 1.0])
+BETAS = [10.0, 5.0, 2.0]  # a chain runs hottest first: beta 10 (rank 1-2 active), 5 (1-3), 2 (1-4)
+TRAINING = {"lr": 1.0e-2, "batch_size": 1024, "max_updates": 4000, "tolerance": 1.0e-4,
+            "patience_fraction": 0.15, "eval_every": 200, "lr_drops": 1, "chain": True}
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    sample = lambda n: (rng.standard_normal((n, len(LAMBDA))) * np.sqrt(LAMBDA)).astype(np.float32)  # noqa: E731
+    dm = ArrayDataModule(sample(20_000), sample(10_000), sample(10_000))
+    lam_hat = np.sort(np.linalg.eigvalsh(np.cov(dm.train_tensor.numpy().T.astype(np.float64), bias=True)))[::-1]
+    return dm, lam_hat
+
+
+def _settings(**training):
+    return {"family": "linear", "depth": 0, "model": {"latents": 5}, "decoder": {"variance": "fixed", "sigma2": 1.0},
+            "training": {**TRAINING, **training}}
+
+
+def test_chain_members_match_the_oracle_and_start_from_their_neighbour(data, tmp_path):
+    dm, lam = data
+    Ts = [b / dm.V for b in BETAS]
+    group = train_group(dm, _settings(), Ts, model_id="linear", seed=0, run_dir=tmp_path)
+    record = group.record
+    labels = ["T" + chain_mod.t_label(T) for T in Ts]
+    assert [c["init"] for c in record["chain"]] == ["initialisation", labels[0], labels[1]]
+    assert record["updates"] == sum(c["updates"] for c in record["chain"]) == record["point_updates"]
+    assert [m["T_grid"] for m in record["members"]] == Ts
+    assert all(m["status"] == "converged" for m in record["members"]), [m["status"] for m in record["members"]]
+    m2 = -np.sort(-measure_split(group.model, dm.train_tensor.numpy(), dm.V, 0.1)["M2"], axis=1)
+    for e, beta in enumerate(BETAS):
+        oracle = np.clip(1.0 - beta / lam, 0.0, None)
+        away = lam > 1.5 * beta
+        collapsed = lam < beta
+        assert np.all(np.abs(m2[e, away] - oracle[away]) < 0.02), (beta, m2[e], oracle)
+        assert np.all(m2[e, collapsed] < 0.01), (beta, m2[e])
+    # The stacked model holds each point's own weights: member e of model.pt is the chain's point e.
+    for e, T in enumerate(Ts):
+        saved = torch.load(tmp_path / "checkpoints" / f"T{chain_mod.t_label(T)}" / chain_mod.POINT_FILE,
+                           weights_only=False)
+        for name, value in saved["state_dict"].items():
+            torch.testing.assert_close(group.model.state_dict()[name][e : e + 1], value)
+
+
+def test_chain_starts_each_point_from_the_previous_weights(data, tmp_path, monkeypatch):
+    dm, _ = data
+    seen = []
+    import spectral_collapse.training as training  # train_chain imports train from it when it runs
+
+    original = training.train
+
+    def spy(*args, init_state=None, init_key=None, **kwargs):
+        seen.append((None if init_state is None else {k: v.clone() for k, v in init_state.items()}, init_key))
+        result = original(*args, init_state=init_state, init_key=init_key, **kwargs)
+        seen[-1] = seen[-1] + ({k: v.clone() for k, v in result.model.state_dict().items()},)
+        return result
+
+    monkeypatch.setattr(training, "train", spy)
+    Ts = [b / dm.V for b in BETAS]
+    train_group(dm, _settings(max_updates=400, patience_fraction=0.5, lr_drops=0), Ts, model_id="linear", seed=0,
+                run_dir=tmp_path)
+    assert seen[0][0] is None and seen[0][1] is None
+    for k in (1, 2):
+        start, key, _ = seen[k]
+        assert key is not None and key != seen[k - 1][1]
+        for name, value in seen[k - 1][2].items():  # the previous point's final weights
+            torch.testing.assert_close(start[name], value)
+
+
+def test_interrupted_chain_reuses_finished_points_and_a_rerun_trains_afresh(data, tmp_path, capsys):
+    dm, _ = data
+    Ts = [b / dm.V for b in BETAS]
+    settings = _settings(max_updates=400, patience_fraction=0.5, lr_drops=0)
+    first = train_group(dm, settings, Ts, model_id="linear", seed=0, run_dir=tmp_path)
+    ckpt = tmp_path / "checkpoints"
+    # Interrupted after its second point: the job's marker and the last point are gone.
+    (ckpt / FINISHED).unlink()
+    (ckpt / f"T{chain_mod.t_label(Ts[2])}" / chain_mod.POINT_FILE).unlink()
+    capsys.readouterr()
+    resumed = train_group(dm, settings, Ts, model_id="linear", seed=0, run_dir=tmp_path)
+    assert [c["reused"] for c in resumed.record["chain"]] == [True, True, False]
+    assert "reused the finished point" in capsys.readouterr().out
+    for name, value in first.model.state_dict().items():  # deterministic: the same chain, bit for bit
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+    # A rerun of the finished chain (forced, or new code) trains every point again.
+    again = train_group(dm, settings, Ts, model_id="linear", seed=0, run_dir=tmp_path)
+    assert [c["reused"] for c in again.record["chain"]] == [False, False, False]
+    # Other settings: a finished point of another chain is never reused.
+    (ckpt / FINISHED).unlink()
+    other = train_group(dm, _settings(max_updates=400, patience_fraction=0.5, lr_drops=0, lr=5e-3), Ts,
+                        model_id="linear", seed=0, run_dir=tmp_path)
+    assert not any(c["reused"] for c in other.record["chain"])
+
+
+def test_stack_members_and_collapsed_start():
+    models = [VAE(VAEConfig(family="mlp", depth=1, latents=3, width=4, n_features=2)) for _ in range(2)]
+    stacked = stack_members(models)
+    assert stacked.ensemble == 2
+    for e, m in enumerate(models):
+        for name, value in m.state_dict().items():
+            torch.testing.assert_close(stacked.state_dict()[name][e : e + 1], value)
+    with pytest.raises(ValueError, match="different architectures"):
+        stack_members([models[0], VAE(VAEConfig(family="mlp", depth=2, latents=3, width=4, n_features=2))])
+    torch.manual_seed(0)
+    paper = VAE(VAEConfig(family="mlp", depth=1, latents=3, width=8, n_features=2))
+    torch.manual_seed(0)
+    collapsed = VAE(VAEConfig(family="mlp", depth=1, latents=3, width=8, n_features=2, logvar_bias_init=0.0,
+                              mean_init_scale=0.01))
+    torch.testing.assert_close(collapsed.enc.out.weight[..., :3], 0.01 * paper.enc.out.weight[..., :3])
+    torch.testing.assert_close(collapsed.enc.out.weight[..., 3:], paper.enc.out.weight[..., 3:])
+    assert torch.all(collapsed.enc.out.bias[..., 3:] == 0.0) and torch.all(paper.enc.out.bias[..., 3:] == -4.0)
+    torch.manual_seed(0)
+    lin = VAE(VAEConfig(family="linear", latents=3, n_features=2, mean_init_scale=0.5, logvar_bias_init=0.0))
+    torch.manual_seed(0)
+    lin_paper = VAE(VAEConfig(family="linear", latents=3, n_features=2))
+    torch.testing.assert_close(lin.enc_mu.weight, 0.5 * lin_paper.enc_mu.weight)
+    with pytest.raises(ValueError, match="mean_init_scale"):
+        VAEConfig(mean_init_scale=0.0)
