@@ -179,6 +179,21 @@ def test_a_short_job_is_booked_the_floor(tmp_path: Path, monkeypatch):
         cost.runtime_floor_min.cache_clear()
 
 
+def test_a_chain_job_is_booked_point_after_point():
+    """With the warm-start chain (presets/reference.yaml: training.chain) a job's points train one after another,
+    each a one-member job with its own budget: E x the one-point cost, not one E-member ensemble step."""
+    entry = cost.load_model(REPO / "no-such-folder")["cpu"]
+    config = load_config(REPO / "presets" / "reference.yaml")
+    st = config["training"]
+    assert st["chain"] is True
+    U, n_eval, E = st["max_updates"], st["max_updates"] // st["eval_every"], 31
+    point = U * (0.35 + 0.97) / 1e3 + n_eval * 0.09  # mlp-d4, one member: update loop and evaluations
+    assert cost.job_seconds(entry, config, "mlp-d4", E) == pytest.approx(2.0 * (10 + E * point))
+    config["training"] = {**st, "chain": False}
+    assert cost.job_seconds(entry, config, "mlp-d4", E) == pytest.approx(
+        2.0 * (10 + U * (0.35 + E * 0.97) / 1e3 + n_eval * E * 0.09))
+
+
 def test_gpu_check_writes_where_the_workflow_reads(tmp_path: Path, monkeypatch):
     """benchmarks/gpu_check.py on a GPU: its timings (mlp-d4 at E = 1, 16, 121, the other models at 121) become
     results/benchmarks/gpu_cost.json under the repository, which cost.load_model reads; the CPU dry run writes

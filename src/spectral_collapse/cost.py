@@ -96,13 +96,15 @@ def model_factor(table: Mapping, model_id: str) -> float:
 
 def job_seconds(entry: Mapping, config: Mapping, model_id: str, members: int) -> float:
     """Booked seconds of one training job of ``members`` scan points (attempt 1): safety x (fixed + updates +
-    evaluations), every member training to the budget."""
+    evaluations), every member training to the budget: side by side as one ensemble of ``members``, or, with the
+    warm-start chain (training.chain), one point after another, each a one-member job with its own budget."""
     st = training_settings(config, ModelSpec.from_id(model_id).family)
     updates, evals = int(st["max_updates"]), int(st["max_updates"]) // int(st["eval_every"])
+    runs, width = (members, 1) if st.get("chain", False) else (1, members)
     fb, fm = model_factor(entry["factors"]["base"], model_id), model_factor(entry["factors"]["member"], model_id)
-    update_ms = entry["update_ms"]["base"] * fb + members * entry["update_ms"]["per_member"] * fm
-    eval_s = entry["eval_s"]["base"] * fb + members * entry["eval_s"]["per_member"] * fm
-    return float(entry["safety"]) * (float(entry["fixed_s"]) + updates * update_ms / 1e3 + evals * eval_s)
+    update_ms = entry["update_ms"]["base"] * fb + width * entry["update_ms"]["per_member"] * fm
+    eval_s = entry["eval_s"]["base"] * fb + width * entry["eval_s"]["per_member"] * fm
+    return float(entry["safety"]) * (float(entry["fixed_s"]) + runs * (updates * update_ms / 1e3 + evals * eval_s))
 
 
 @functools.lru_cache(maxsize=None)
