@@ -51,6 +51,7 @@ depth-cost: $(STAMP)
 # The GPU check (docs/gpu.md): CUDA tests, step timings at E = 1, 16, 121, the paper preset's GPU-hours; under
 # 5 minutes on one GPU, a dry run on the CPU without one. GPU_PYTHON: an interpreter with a CUDA build of torch
 # (and Lightning, pandas, pytest) to use instead of the venv's CPU torch; the venv is then not needed.
+# On a GPU it writes results/benchmarks/gpu_cost.json, the cost model the workflow then books training jobs with.
 gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
 	PYTHONPATH=src $(or $(GPU_PYTHON),$(BIN)/python) benchmarks/gpu_check.py
 

@@ -26,6 +26,10 @@ Without a GPU it is a dry run on the CPU: the first line is `gpu: none (dry run 
 tiny sizes (the numbers then mean nothing), the CUDA tests are skipped (they say why) and are rehearsed with
 the CPU standing in for the GPU (``CUDA_TESTS_DEVICE=cpu``: checks the test code, not CUDA).
 
+On a GPU it writes the cost model's gpu entry from these timings to results/benchmarks/gpu_cost.json
+(spectral_collapse.cost.GPU_MEASUREMENT), where the workflow reads it: training jobs are then booked with the
+measured costs instead of the stated default (the dry run names the file it used).
+
 Run from the repository root: ``make gpu-check`` (the venv's torch), or with any Python that has a CUDA
 build of torch and pytorch-lightning, numpy, pandas, pyyaml and pytest (docs/gpu.md):
 ``PYTHONPATH=src python3 benchmarks/gpu_check.py``. Exit status 1 when a CUDA test failed.
@@ -154,6 +158,26 @@ def memory_estimate_gb(settings: dict, E: int, rows: dict) -> dict:
                  + E * rows["validation"] * L + VAL_BLOCK_GPU * block_row)
     measure = 4 * (E * rows["train"] * L + E * NOISE_ROWS * L + BLOCK_ROWS_GPU * block_row + n_all * d)
     return {"train": train / 1e9, "measure": measure / 1e9}
+
+
+def write_cost_measurement(gpu: bool, dev, job: dict, fixed_s: float) -> None:
+    """On a GPU: the cost model's gpu entry from these timings, written where the workflow reads it
+    (spectral_collapse.cost.GPU_MEASUREMENT under the repository: results/benchmarks/gpu_cost.json); the next
+    snakemake invocation books training jobs with it. The CPU dry run writes nothing (its numbers mean nothing)."""
+    from spectral_collapse import cost
+
+    path = REPO / cost.GPU_MEASUREMENT
+    if not gpu:
+        out("gpu_cost_measurement", "not written", f"dry run on CPU; on a GPU it goes to {path}")
+        return
+    timings: dict = {"fixed_s": fixed_s}
+    for (model, E, frozen), r in job.items():
+        if not frozen:
+            timings.setdefault(model, {})[E] = {"ms_per_update": r["steady_ms_per_update"], "eval_s": r["eval_s"]}
+    entry = cost.gpu_entry_from_timings(timings, focus=FOCUS)
+    cost.write_gpu_measurement(path, entry, describe_device(dev))
+    out("gpu_cost_measurement", str(path), "the workflow's GPU cost model from now on (delete it to go back to "
+        "the stated default)")
 
 
 def main() -> int:
@@ -311,6 +335,7 @@ def main() -> int:
     if gpu:
         out(f"{FOCUS}_E{ppj}_training_memory_estimate_mb", f"{mem['train'] * 1e9 / 2**20:.0f}",
             f"the formula at this run's sizes, against the measured peak {r['peak_gpu_mb']:.0f} MB")
+    write_cost_measurement(gpu, dev, job, fixed_s)
     out("gpu_check_wall_s", f"{time.perf_counter() - T_START:.1f}", "" if gpu else "dry run on CPU")
     return 0 if tests_ok else 1
 

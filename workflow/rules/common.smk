@@ -89,24 +89,75 @@ def job_settings(wildcards):
     return model_settings(config, wildcards.model)
 
 
+# ---- BEGIN resource requests (issue 22; spectral_collapse.cost, cost_model.yaml) -------------------------
+# A training job's runtime and memory come from the cost model entry of the device it runs on: `gpu` when the
+# profile's set-resources give the train rule a GPU (profiles/slurm), else `cpu` (profiles/default). The gpu
+# entry is a stated default until `make gpu-check` writes results/benchmarks/gpu_cost.json.
+from types import SimpleNamespace
+
+from spectral_collapse import cost
+
+TRAIN_DEVICE = cost.requested_device(workflow.resource_settings.overwrite_resources.get("train"))
+COST_MODEL = cost.load_model(".")  # the working directory: where `make gpu-check` writes its measurement
+TRAIN_COST = COST_MODEL[TRAIN_DEVICE]
+
+
 def train_runtime(wildcards, attempt):
-    """Runtime estimate in minutes: 5 ms per update and point on a CPU core (a member costs ~1-2 ms),
-    doubled for safety and per retry."""
-    updates = training_settings(config, ModelSpec.from_id(wildcards.model).family)["max_updates"]
-    return int(10 + len(group_T(wildcards)) * updates * 5e-3 / 60 * 2) * attempt
+    """Minutes (sbatch -t): the cost model of the job's device for its model and group size, every member
+    training to the budget; doubled, tripled ... per retry (a job that ran out of time asks for more)."""
+    return cost.train_runtime_min(TRAIN_COST, config, wildcards.model, len(group_T(wildcards)), attempt)
 
 
 def train_mem_mb(wildcards, attempt):
-    """Memory: 4 GB for the data and the job, plus 100 MB per member (weights, Adam moments, activations)."""
-    return (4000 + 100 * len(group_T(wildcards))) * attempt
+    """Host memory in MB from the cost model of the job's device (CPU: 4 GB + 100 MB per member; GPU: 4 GB +
+    25 MB per member, the activations living on the GPU), times the attempt."""
+    return cost.train_mem_mb(TRAIN_COST, len(group_T(wildcards)), attempt)
+
+
+def measure_mem_mb(wildcards, attempt):
+    """The measurement runs on a CPU node (its own job): the CPU entry's memory, times the attempt."""
+    return cost.train_mem_mb(COST_MODEL["cpu"], len(group_T(wildcards)), attempt)
 
 
 def measure_runtime(wildcards, attempt):
-    """Minutes: 10 plus 1 per member (each member decodes every split L + 1 times, plus once per active latent
-    for the ablations), plus the stability probe estimated like training (5 ms per update and member, doubled)."""
+    """Minutes: 10 plus 2 per member (each member decodes every split L + 1 times, plus once per active latent
+    for the ablations), plus the stability probe costed like training on a CPU core (cost model's cpu entry) at
+    the study's costliest model: one request for every measurement job of a group size (an array job gives all
+    its tasks the first task's request)."""
     check = config["analysis"]["stability_check"]
-    probe = len(group_T(wildcards)) * int(check["updates"]) * 5e-3 / 60 * 2 if check["enabled"] else 0
-    return int(10 + 2 * len(group_T(wildcards)) + probe) * attempt
+    members = len(group_T(wildcards))
+    probe = 0.0
+    if check["enabled"]:
+        entry = COST_MODEL["cpu"]
+        ms = entry["update_ms"]["base"] + members * entry["update_ms"]["per_member"]
+        worst = max(cost.model_factor(entry["factors"]["member"], model) for model in MODELS)
+        probe = entry["safety"] * int(check["updates"]) * ms * worst / 6e4
+    return int(10 + 2 * members + probe + 0.999) * attempt
+
+
+def report_booking():
+    """Print what the run books (attempt 1) for every training and measurement job of the study."""
+    threads = workflow.resource_settings.overwrite_threads
+    gpus = 1 if TRAIN_DEVICE == "gpu" else 0
+    jobs = []
+    for model in MODELS:
+        for group in GROUPS[model]:
+            wc = SimpleNamespace(model=model, group=group)
+            for _ in model_seeds(config, model):
+                jobs.append({"rule": "train", "runtime_min": train_runtime(wc, 1), "gpus": gpus,
+                             "threads": _threads(threads, "train")})
+                jobs.append({"rule": "measure", "runtime_min": measure_runtime(wc, 1), "gpus": 0,
+                             "threads": _threads(threads, "measure")})
+    for line in cost.booking_lines(cost.booking(jobs, TRAIN_DEVICE), TRAIN_COST["origin"]):
+        logger.info(line)
+
+
+def _threads(overwrite, rule):
+    value = overwrite.get(rule, 1)
+    return int(getattr(value, "value", value) or 1)
+
+
+# ---- END resource requests (issue 22) --------------------------------------------------------------------
 
 
 def map_model(wildcards):

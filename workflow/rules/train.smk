@@ -55,7 +55,7 @@ rule measure:
         "../../envs/study.yaml"
     resources:
         runtime=measure_runtime,
-        mem_mb=train_mem_mb,
+        mem_mb=measure_mem_mb,
     script:
         "../../scripts/measure_group.py"
 
@@ -64,3 +64,8 @@ rule training:
     """Plain-name target: every trained and measured scan point."""
     input:
         [run_tables(model, "run.json") for model in MODELS],
+
+
+# What the run books (issue 22): printed by every invocation that plans jobs, the dry run included.
+if workflow.is_main_process and not REDRAW_ONLY:
+    report_booking()
