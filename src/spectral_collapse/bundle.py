@@ -33,6 +33,7 @@ from typing import Any, Mapping
 import yaml
 
 from .config import REPO_ROOT, validate_config
+from .paths import ANALYSIS_ROOT, BENCHMARKS_ROOT, RUNS_ROOT, SUMMARY, VERIFIED
 from .provenance import config_hash, package_versions, write_json
 
 BUNDLE = REPO_ROOT / "reference"
@@ -84,11 +85,11 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
             _coarsen_maps(src, dst)
         else:
             shutil.copyfile(src, dst)
-    for rel in ["results/summary.json", *(f"results/analysis/{m}/analysis.json" for m in models)]:
+    for rel in [SUMMARY, *(f"{ANALYSIS_ROOT}/{m}/analysis.json" for m in models)]:
         (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / rel, bundle / rel)
     (bundle / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    verified = json.loads((run_dir / "results/data/worldclim_verified.json").read_text())
+    verified = json.loads((run_dir / VERIFIED).read_text())
     record = {
         "config_hash": config_hash(config),
         "configfiles": list(configfiles),
@@ -125,7 +126,7 @@ def _check_run(run_dir: Path, config: Mapping[str, Any], models: list[str], conf
     """The shipped config is the one the run's summary and every shipped job were made with (see export)."""
     from .redraw import training_fingerprint
 
-    summary = json.loads((run_dir / "results/summary.json").read_text())
+    summary = json.loads((run_dir / SUMMARY).read_text())
     if summary.get("config_hash") != config_hash(config):
         raise ValueError(f"{run_dir}/results/summary.json was made with another config (hash "
                          f"{summary.get('config_hash')}) than config.yaml + {list(configfiles)} "
@@ -133,13 +134,13 @@ def _check_run(run_dir: Path, config: Mapping[str, Any], models: list[str], conf
     for rel, payload in _shipped_runs(run_dir, models):
         model = rel.split("/")[0]
         if training_fingerprint(validate_config(payload["config"]), model) != training_fingerprint(config, model):
-            raise ValueError(f"results/runs/{rel}/run.json was trained or measured with other settings for {model} "
+            raise ValueError(f"{RUNS_ROOT}/{rel}/run.json was trained or measured with other settings for {model} "
                              f"than the shipped config (config.yaml + {list(configfiles)})")
 
 
 def _shipped_runs(run_dir: Path, models: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """(run folder relative to results/runs, its run.json) of every finished job of ``models``."""
-    root = run_dir / "results/runs"
+    root = run_dir / RUNS_ROOT
     runs = sorted(root.rglob("run.json"))
     return [(str(p.parent.relative_to(root)), json.loads(p.read_text())) for p in runs
             if p.parent.relative_to(root).parts[0] in models]
@@ -166,7 +167,7 @@ def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
     import pandas as pd
 
     jobs = []
-    for tsv in sorted((run_dir / "results/benchmarks").glob("*/*/*/*.tsv")):
+    for tsv in sorted((run_dir / BENCHMARKS_ROOT).glob("*/*/*/*.tsv")):
         rule, model, group, seed = tsv.parts[-4], tsv.parts[-3], tsv.parts[-2], tsv.stem
         if rule not in ("train", "measure") or model not in models:
             continue
@@ -174,7 +175,7 @@ def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
         job = {"rule": rule, "model": model, "group": group, "seed": seed, "wall_s": float(bench["s"]),
                "cpu_s": float(bench["cpu_time"]), "max_rss_mb": float(bench["max_rss"])}
         if rule == "train":
-            rec = json.loads((run_dir / "results/runs" / model / group / seed / "train.json").read_text())
+            rec = json.loads((run_dir / RUNS_ROOT / model / group / seed / "train.json").read_text())
             members = rec["members"]
             full = rec.get("ms_per_step_all_members")  # measured by the job (callbacks.StepTimer)
             job.update(points=len(members), updates=rec["updates"], point_updates=rec["point_updates"],
@@ -238,7 +239,7 @@ def prepare(workdir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE) -> P
         shutil.rmtree(workdir)
     # fresh modification times: the copies are the cached inputs as of now, not older than the code
     shutil.copytree(bundle / "results", workdir / "results", copy_function=shutil.copy)
-    for rel in ["results/summary.json", *(str(p.relative_to(bundle)) for p in bundle.glob("results/analysis/*/analysis.json"))]:
+    for rel in [SUMMARY, *(str(p.relative_to(bundle)) for p in bundle.glob(f"{ANALYSIS_ROOT}/*/analysis.json"))]:
         (workdir / rel).unlink()  # recomputed by the redraw, from the scan tables
     shutil.copyfile(bundle / "config.yaml", workdir / "config.yaml")
     return workdir

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from spectral_collapse.codefiles import package_files
+from spectral_collapse.paths import ANALYSIS_ROOT, FIGURE_DIR, PCA_TABLE, PER_MODEL_CACHED, VERIFIED  # noqa: F401
 from spectral_collapse.storepath import LEGACY_REPORT
 
 # --------------------------------------------------------------------------- the redraw boundary
@@ -39,7 +40,7 @@ from spectral_collapse.storepath import LEGACY_REPORT
 REDRAW_RULES: tuple[str, ...] = ("analyse_model", "summary", "figure", "figures")
 # Plain-name targets that only redraw, and the folder of redraw-only file targets.
 REDRAW_TARGETS: tuple[str, ...] = ("figures",)
-REDRAW_FILE_PREFIX = "results/figures/"
+REDRAW_FILE_PREFIX = FIGURE_DIR.split("{")[0]  # results/figures/
 # `snakemake --report` without targets reports the default target: with nothing run, a redraw too.
 DEFAULT_TARGET = "all"
 KEEP_RULES: tuple[str, ...] = (*REDRAW_RULES, DEFAULT_TARGET)
@@ -47,13 +48,6 @@ KEEP_RULES: tuple[str, ...] = (*REDRAW_RULES, DEFAULT_TARGET)
 # The cached inputs of the redraw rules, and the plain-name target that produces each (`run_command`).
 ANALYSIS_COMMAND = "analysis"
 DATA_COMMAND = "data"
-PER_MODEL_CACHED: tuple[str, ...] = (
-    "scan_latents.parquet", "scan_pruning.parquet", "scan_runs.parquet",  # rule collect_scan
-    "latent_maps.nc", "latent_correlations.parquet",  # rule latent_maps
-)
-ANALYSIS_ROOT = "results/analysis"
-PCA_TABLE = "results/analysis/pca.parquet"
-VERIFIED = "results/data/worldclim_verified.json"
 STORE_REPORT = LEGACY_REPORT  # the store description of a run made before stores were keyed (storepath)
 
 

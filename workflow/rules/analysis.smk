@@ -15,7 +15,7 @@ rule pca:
     input:
         store=STORE,
     output:
-        pca="results/analysis/pca.parquet",
+        pca=PCA_TABLE,
     log:
         "results/logs/analysis/pca.log",
     benchmark:
@@ -56,7 +56,7 @@ rule analyse_model:
         latents=f"{ANALYSIS_DIR}/scan_latents.parquet",
         pruning=f"{ANALYSIS_DIR}/scan_pruning.parquet",
         runs=f"{ANALYSIS_DIR}/scan_runs.parquet",
-        pca="results/analysis/pca.parquet",
+        pca=PCA_TABLE,
     output:
         spectra=f"{ANALYSIS_DIR}/spectra.parquet",
         d_eff=f"{ANALYSIS_DIR}/d_eff.parquet",
@@ -103,11 +103,11 @@ rule summary:
     """results/summary.json, the study summary: every model's analysis, with checksums, config hash, versions."""
     input:
         analyses=expand(f"{ANALYSIS_DIR}/analysis.json", model=MODELS),
-        pca="results/analysis/pca.parquet",
+        pca=PCA_TABLE,
         verified=VERIFIED,
         store_report=STORE_REPORT,
     output:
-        summary="results/summary.json",
+        summary=SUMMARY,
     params:
         config=config,
     log:

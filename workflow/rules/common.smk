@@ -47,11 +47,8 @@ WORLDCLIM_LOCAL = None if REDRAW_ONLY else resolve_local_source(
 # rebuilds or deletes another preset's store.
 STORE_PATHS = store_paths(config["store"])
 STORE, STORE_REPORT = STORE_PATHS.store, STORE_PATHS.report
-VERIFIED = "results/data/worldclim_verified.json"
-RUN_DIR = "results/runs/{model}/{group}/seed{seed}"
-ANALYSIS_DIR = "results/analysis/{model}"
-FIGURE_DIR = "results/figures/{model}"
-FIGURES = ["cascade", "spectra", "meanfield", "truncation", "maps"]
+from spectral_collapse.paths import (ANALYSIS_DIR, ANALYSIS_ROOT, FIGURE_DIR, FIGURES, PCA_TABLE, PER_MODEL_CACHED,
+                                     RUN_DIR, RUNS_ROOT, SUMMARY, VERIFIED)
 
 
 wildcard_constraints:
@@ -163,12 +160,12 @@ def _threads(overwrite, rule):
 def map_model(wildcards):
     """The trained model drawn in the world maps: the job holding the coldest scan point, first seed."""
     coldest = list(GROUPS[wildcards.model])[-1]
-    return f"results/runs/{wildcards.model}/{coldest}/seed{model_seeds(config, wildcards.model)[0]}/model.pt"
+    return f"{RUNS_ROOT}/{wildcards.model}/{coldest}/seed{model_seeds(config, wildcards.model)[0]}/model.pt"
 
 
 def figure_inputs(wildcards):
     """Cached tables the figures of one model are drawn from."""
-    base = f"results/analysis/{wildcards.model}"
+    base = f"{ANALYSIS_ROOT}/{wildcards.model}"
     return {
         "latents": f"{base}/scan_latents.parquet",
         "pruning": f"{base}/scan_pruning.parquet",
@@ -176,7 +173,7 @@ def figure_inputs(wildcards):
         "spectra": f"{base}/spectra.parquet",
         "d_eff": f"{base}/d_eff.parquet",
         "analysis": f"{base}/analysis.json",
-        "pca": "results/analysis/pca.parquet",
+        "pca": PCA_TABLE,
         "maps": f"{base}/latent_maps.nc",
         "correlations": f"{base}/latent_correlations.parquet",
     }
@@ -189,18 +186,18 @@ def figure_files():
 def intermediate_tables():
     """Every table between the store and the figures. Targets of the full run, so that a missing or set-aside
     (corrupt) one is remade: Snakemake otherwise remakes a missing file only when a consumer must rerun."""
-    out = ["results/analysis/pca.parquet"]
+    out = [PCA_TABLE]
     for model in MODELS:
         for table in ("latents.parquet", "pruning.parquet", "run.json"):
             out += run_tables(model, table)
-        out += [f"results/analysis/{model}/{name}" for name in (*redraw.PER_MODEL_CACHED, "spectra.parquet",
-                                                                 "d_eff.parquet", "analysis.json")]
+        out += [f"{ANALYSIS_ROOT}/{model}/{name}" for name in (*PER_MODEL_CACHED, "spectra.parquet", "d_eff.parquet",
+                                                               "analysis.json")]
     return out
 
 
 def all_targets():
     # a redraw-only run (`snakemake --report`) needs only what it draws from (redraw.cached_inputs)
-    return [STORE_REPORT, "results/summary.json", *figure_files(), *([] if REDRAW_ONLY else intermediate_tables())]
+    return [STORE_REPORT, SUMMARY, *figure_files(), *([] if REDRAW_ONLY else intermediate_tables())]
 
 
 # ---- BEGIN content identity and redraw-only runs (issue 11) ------------------------------------------

@@ -1,0 +1,30 @@
+"""Every path pattern of the workflow's outputs, and the list of tables a redraw reads from the cache: one owner
+(issue 21 item 3). The rules (workflow/rules/*.smk), the redraw check (``redraw``) and the reference bundle
+(``bundle``) read them from here. Paths are relative to the workflow's working directory; patterns hold
+Snakemake wildcards ``{model}``, ``{group}``, ``{seed}``."""
+
+from __future__ import annotations
+
+RESULTS = "results"
+VERIFIED = "results/data/worldclim_verified.json"  # the data's checksums, as verified (rule fetch_worldclim)
+RUNS_ROOT = "results/runs"
+RUN_DIR = RUNS_ROOT + "/{model}/{group}/seed{seed}"  # one training job: model.pt, train.json; its measurement
+ANALYSIS_ROOT = "results/analysis"
+ANALYSIS_DIR = ANALYSIS_ROOT + "/{model}"
+PCA_TABLE = ANALYSIS_ROOT + "/pca.parquet"
+SUMMARY = "results/summary.json"  # the study summary
+FIGURE_DIR = "results/figures/{model}"
+FIGURES = ("cascade", "spectra", "meanfield", "truncation", "maps")
+BENCHMARKS_ROOT = "results/benchmarks"  # Snakemake's benchmark of every job: results/benchmarks/<rule>/...
+
+# What a redraw reads from the cache, per model (rules collect_scan and latent_maps), beside PCA_TABLE, VERIFIED
+# and the store's description (storepath).
+PER_MODEL_CACHED: tuple[str, ...] = (
+    "scan_latents.parquet", "scan_pruning.parquet", "scan_runs.parquet",  # rule collect_scan
+    "latent_maps.nc", "latent_correlations.parquet",  # rule latent_maps
+)
+
+
+def analysis_file(model: str, name: str) -> str:
+    """``results/analysis/<model>/<name>``."""
+    return f"{ANALYSIS_ROOT}/{model}/{name}"
