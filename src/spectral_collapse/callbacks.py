@@ -201,6 +201,10 @@ class StepTimer(pl.Callback):
             self.intervals.append((1e3 * (now - self._t0) / (step - self._step0), self._frozen))
         self._t0, self._step0, self._frozen = now, step, sum(self.convergence.frozen)
 
+    def last_ms(self) -> float | None:
+        """ms per update over the last interval (evaluation included); None before the first."""
+        return self.intervals[-1][0] if self.intervals else None
+
     def all_members_ms(self) -> float | None:
         """Median ms per update over the intervals with no member frozen (None: there were none)."""
         times = sorted(ms for ms, frozen in self.intervals if frozen == 0)
@@ -210,24 +214,18 @@ class StepTimer(pl.Callback):
 class EvalLinePrinter(pl.Callback):
     """One line per evaluation when stdout is not a terminal (no progress bar)."""
 
-    def __init__(self, convergence: Convergence, run_name: str, max_updates: int) -> None:
-        self.convergence, self.run_name, self.max_updates = convergence, run_name, max_updates
-        self._t0, self._step0 = time.perf_counter(), 0
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._t0, self._step0 = time.perf_counter(), trainer.global_step
+    def __init__(self, convergence: Convergence, timer: StepTimer, run_name: str, max_updates: int) -> None:
+        self.convergence, self.timer, self.run_name, self.max_updates = convergence, timer, run_name, max_updates
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self.convergence.history:
             return
         h = self.convergence.history[-1]
-        now = time.perf_counter()
-        elapsed, done = now - self._t0, max(trainer.global_step - self._step0, 1)
-        self._t0, self._step0 = now, trainer.global_step  # rate over the last interval (evaluation included)
+        ms = self.timer.last_ms()  # the timer runs before this callback: the interval just ended
         loss = ", ".join("-" if v is None else f"{v:.5g}" for v in h["val_loss"])
         frozen = self.convergence.frozen
         print(f"[{self.run_name}] step {trainer.global_step}/{self.max_updates} val_loss {loss} "
-              f"converged {sum(frozen)}/{len(frozen)} ({1e3 * elapsed / done:.2f} ms/step)", flush=True)
+              f"converged {sum(frozen)}/{len(frozen)} ({0.0 if ms is None else ms:.2f} ms/step)", flush=True)
 
 
 def _duration(seconds: float) -> str:

@@ -15,7 +15,7 @@ atomically. An interrupted job reuses the finished points whose key matches and 
 from its ``last.ckpt``; once the whole chain has finished, a ``finished`` marker (``callbacks.FINISHED``) in the job's checkpoint folder
 makes a rerun (forced, or code-triggered) train the chain afresh, as for a job without the chain (issue 23).
 
-The members of the chain go out as one ensemble (``vae.stack_members``): ``model.pt`` and ``train.json`` of a
+The members of the chain go out as one ensemble (``vae.stack_states``): ``model.pt`` and ``train.json`` of a
 chain job look like those of a group job (one entry per member under ``members``), plus ``chain`` (what each
 point started from, its updates and time); ``updates`` is the sum of every point's updates (the job's steps:
 its points do not share steps).
@@ -32,7 +32,7 @@ import torch
 from .callbacks import FINISHED
 from .provenance import atomic_path, config_hash
 from .scan import t_label
-from .vae import VAEConfig, stack_members
+from .vae import VAEConfig, stack_states
 
 POINT_FILE = "point.pt"
 
@@ -56,7 +56,7 @@ def _load_point(path: Path, key: str) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) and saved.get("key") == key else None
 
 
-def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Mapping[str, Any], seed: int,
+def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, seed: int,
                 checkpoint_dir: str | Path, log_dir: str | Path, run_name: str, threads: int | None = None,
                 progress: bool | None = None):
     """Train ``Ts`` as a warm-start chain, hottest first (whatever their order); returns ``training.TrainResult``
@@ -77,7 +77,7 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Mapping[
         finished.unlink()
     order = sorted(range(len(Ts)), key=lambda e: -float(Ts[e]))
     chain = [float(Ts[e]) for e in order]
-    models, records = {}, {}
+    states, records = {}, {}
     prev_key, state = None, None
     for k, T in enumerate(chain):
         label = f"T{t_label(T)}"
@@ -94,22 +94,16 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Mapping[
             point_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(point_dir / POINT_FILE) as tmp:
                 torch.save({"key": key, "state_dict": model_state, "record": record}, tmp)
-            model = result.model
         else:
             record = {**saved["record"], "chain_reused": True}
             model_state = saved["state_dict"]
-            from .vae import VAE
-
-            with torch.random.fork_rng(devices=[]):
-                model = VAE(single)
-            model.load_state_dict(model_state)
             print(f"[{run_name} {label}] reused the finished point of an interrupted chain", flush=True)
-        models[order[k]], records[order[k]] = model.eval(), record
+        states[order[k]], records[order[k]] = model_state, record
         state, prev_key = model_state, key
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     finished.write_text(prev_key + "\n")
     members = range(len(Ts))
-    ensemble = stack_members([models[e] for e in members]).eval()
+    ensemble = stack_states(single, [states[e] for e in members]).eval()
     return TrainResult(model=ensemble, record=combine_records([records[e] for e in members], cfg, run_name),
                        system=None)
 

@@ -77,20 +77,21 @@ def train_group(
     cfg = VAEConfig.from_settings(settings, n_features=data.n_features, ensemble=len(Ts))
     run_ids = member_run_ids(model_id, Ts, seed)
     name = run_ids[0] if len(Ts) == 1 else f"{model_id}/seed{int(seed)}/T{t_label(Ts[0])}..T{t_label(Ts[-1])} (E={len(Ts)})"
-    if TrainingSettings.from_mapping(settings["training"]).chain and len(Ts) > 1:
+    st = TrainingSettings.from_mapping(settings["training"])
+    if st.chain and len(Ts) > 1:
         from .chain import train_chain
 
         base = Path(run_dir) if run_dir is not None else None
         if base is None and (checkpoint_dir is None or log_dir is None):
             raise ValueError("a warm-start chain needs run_dir (or checkpoint_dir and log_dir) for its points")
         result = train_chain(
-            data, cfg, Ts, settings=settings["training"], seed=int(seed),
+            data, cfg, Ts, settings=st, seed=int(seed),
             checkpoint_dir=checkpoint_dir or base / "checkpoints", log_dir=log_dir or base / "logs",
             run_name=f"{name} chain", threads=threads, progress=progress,
         )
         return GroupResult(record=result.record, model=result.model, run_ids=run_ids)
     result = train(
-        data, cfg, Ts, settings=settings["training"], seed=int(seed), run_dir=run_dir,
+        data, cfg, Ts, settings=st, seed=int(seed), run_dir=run_dir,
         checkpoint_dir=checkpoint_dir, log_dir=log_dir, run_name=name, threads=threads, progress=progress,
     )
     return GroupResult(record=result.record, model=result.model, run_ids=run_ids)

@@ -23,8 +23,3 @@ PER_MODEL_CACHED: tuple[str, ...] = (
     "scan_latents.parquet", "scan_pruning.parquet", "scan_runs.parquet",  # rule collect_scan
     "latent_maps.nc", "latent_correlations.parquet",  # rule latent_maps
 )
-
-
-def analysis_file(model: str, name: str) -> str:
-    """``results/analysis/<model>/<name>``."""
-    return f"{ANALYSIS_ROOT}/{model}/{name}"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from spectral_collapse.codefiles import package_files
-from spectral_collapse.paths import ANALYSIS_ROOT, FIGURE_DIR, PCA_TABLE, PER_MODEL_CACHED, VERIFIED  # noqa: F401
+from spectral_collapse.paths import ANALYSIS_ROOT, FIGURE_DIR, PCA_TABLE, PER_MODEL_CACHED, VERIFIED
 from spectral_collapse.storepath import LEGACY_REPORT
 
 # --------------------------------------------------------------------------- the redraw boundary

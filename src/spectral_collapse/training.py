@@ -144,7 +144,7 @@ def train(
     timer = StepTimer(convergence)
     callbacks: list[pl.Callback] = [convergence, timer]  # first: the others report and save its decisions
     if not progress:
-        callbacks.append(EvalLinePrinter(convergence, run_name, st.max_updates))
+        callbacks.append(EvalLinePrinter(convergence, timer, run_name, st.max_updates))
         if terminal_stream() is not None:  # a rule script: its output goes to the log, this line to the terminal
             callbacks.append(ProgressLine(convergence, run_name, st.max_updates, terminal_stream()))
     callbacks.append(AtomicLastCheckpoint(checkpoint_dir, fingerprint))

@@ -208,10 +208,15 @@ def stack_members(models: "Sequence[VAE]") -> VAE:
         other = {k: v for k, v in asdict(m.config).items() if k != "ensemble"}
         if other != shape:
             raise ValueError(f"cannot stack VAEs of different architectures: {shape} and {other}")
-    E = sum(m.ensemble for m in models)
+    return stack_states(first, [m.state_dict() for m in models])
+
+
+def stack_states(config: VAEConfig, states: "Sequence[Mapping[str, torch.Tensor]]") -> VAE:
+    """One ensemble VAE of ``config``'s architecture whose members are the ``state_dict``s ``states`` in order
+    (each of any ensemble size), concatenated along the member dimension."""
+    E = sum(int(next(iter(st.values())).shape[0]) for st in states)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
-        out = VAE(VAEConfig(**{**shape, "ensemble": E}))
-    states = [m.state_dict() for m in models]
+        out = VAE(VAEConfig(**{**asdict(config), "ensemble": E}))
     out.load_state_dict({k: torch.cat([st[k].detach().cpu() for st in states], dim=0) for k in states[0]})
     return out
 
