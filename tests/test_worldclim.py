@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def real_zip(worldclim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves `payload`; `drops` (shared counter) makes the next requests stop halfway and close."""
+    """Serves `payload`; per the shared `state`, the next `errors` requests get HTTP `status` and the next
+    `drops` stop halfway (after announcing the full Content-Length) and close."""
 
     payload: bytes = b""
     state: dict = {}
@@ -54,34 +56,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.state["requests"].append(self.headers.get("Range"))
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and self.state["range"]:
-            start = int(rng.split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(self.payload) - 1}/{len(self.payload)}")
-        else:
-            self.send_response(200)
-        body = self.payload[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if self.state["errors"] > 0:
+            self.state["errors"] -= 1
+            self.send_error(self.state["status"])
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
         self.send_header("Content-Type", "application/zip")
         self.end_headers()
         if self.state["drops"] > 0:
             self.state["drops"] -= 1
-            self.wfile.write(body[: len(body) // 2])
+            self.wfile.write(self.payload[: len(self.payload) // 2])
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(body)
+        self.wfile.write(self.payload)
 
 
 @pytest.fixture
 def serve() -> Iterator:
-    """Start a loopback HTTP server for a payload: serve(payload, drops=0, range=True) -> (url, state)."""
+    """Start a loopback HTTP server: serve(payload, drops=0, errors=0, status=503) -> (url, state)."""
     servers = []
 
-    def start(payload: bytes, drops: int = 0, range: bool = True) -> tuple[str, dict]:
-        state = {"drops": drops, "range": range, "requests": []}
+    def start(payload: bytes, drops: int = 0, errors: int = 0, status: int = 503) -> tuple[str, dict]:
+        state = {"drops": drops, "errors": errors, "status": status, "requests": []}
         handler = type("Handler", (_Handler,), {"payload": payload, "state": state})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -92,10 +90,6 @@ def serve() -> Iterator:
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-def _no_sleep(_: float) -> None:
-    pass
 
 
 # --------------------------------------------------------------------------- pins and local sources
@@ -180,29 +174,32 @@ def test_download_and_fetch_over_http(serve, real_zip: Path, tmp_path: Path) -> 
     assert record["source"] == "download" and record["origin"] == url
     assert record["files"] == wc.pinned_checksums()
     assert (tmp_path / "dl" / wc.ARCHIVE_NAME).read_bytes() == real_zip.read_bytes()
-    assert not list((tmp_path / "dl").glob("*.part")) and len(state["requests"]) == 1
+    # pooch's temporary file was renamed to the archive: nothing else is left in download_dir
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted([wc.ARCHIVE_NAME, wc.FOLDER_NAME])
+    assert state["requests"] == [None]
 
 
-def test_dropped_connection_is_resumed(serve, tmp_path: Path) -> None:
+def test_dropped_connection_is_retried(serve, tmp_path: Path) -> None:
+    """A body cut short of its Content-Length fails the attempt; pooch retries from byte 0."""
     payload = os.urandom(3 << 20)
-    url, state = serve(payload, drops=1, range=True)
-    out = wc.download(url, tmp_path / "f.zip", retries=3, progress=False, sleep=_no_sleep)
-    assert out.read_bytes() == payload
-    assert state["requests"][0] is None and state["requests"][1].startswith("bytes=")  # resumed via Range
+    url, state = serve(payload, drops=1)
+    out = wc.download(url, tmp_path / "f.zip", retries=3, progress=False)
+    assert out.read_bytes() == payload and list(tmp_path.iterdir()) == [out]
+    assert state["requests"] == [None, None]  # two whole requests, no Range
 
 
-def test_dropped_connection_restarts_without_range(serve, tmp_path: Path) -> None:
+def test_server_error_is_retried(serve, tmp_path: Path) -> None:
     payload = os.urandom(1 << 20)
-    url, state = serve(payload, drops=2, range=False)
-    out = wc.download(url, tmp_path / "f.zip", retries=3, progress=False, sleep=_no_sleep)
-    assert out.read_bytes() == payload and len(state["requests"]) == 3
+    url, state = serve(payload, errors=1, status=503)
+    out = wc.download(url, tmp_path / "f.zip", retries=2, progress=False)
+    assert out.read_bytes() == payload and len(state["requests"]) == 2
 
 
 def test_dropped_connection_gives_up_cleanly(serve, tmp_path: Path) -> None:
     url, state = serve(os.urandom(1 << 20), drops=99)
-    with pytest.raises(WorldClimError, match=r"could not download .* after 2 attempts.*WORLDCLIM_DIR"):
-        wc.download(url, tmp_path / "f.zip", retries=2, progress=False, sleep=_no_sleep)
-    assert list(tmp_path.iterdir()) == []  # neither the final name nor a .part
+    with pytest.raises(WorldClimError, match=r"could not download .* after 2 attempts.*data\.url.*WORLDCLIM_DIR"):
+        wc.download(url, tmp_path / "f.zip", retries=2, progress=False)
+    assert list(tmp_path.iterdir()) == [] and len(state["requests"]) == 2  # neither the archive nor a temporary
 
 
 def test_unreachable_server(tmp_path: Path) -> None:
@@ -272,24 +269,12 @@ def test_workflow_stops_on_bad_file(worldclim_dir: Path, tmp_path: Path) -> None
     assert not list((work / "results/data").glob("**/worldclim.zarr"))
 
 
-def test_http_404_is_not_retried(tmp_path: Path) -> None:
-    class NotFound(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_error(404)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{wc.ARCHIVE_NAME}"
-        with pytest.raises(WorldClimError, match=r"HTTP 404.*data\.url"):
-            wc.download(url, tmp_path / "f.zip", retries=5, progress=False, sleep=_no_sleep)
-        assert list(tmp_path.iterdir()) == []
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_http_404_is_not_retried(serve, tmp_path: Path) -> None:
+    url, state = serve(b"", errors=99, status=404)
+    with pytest.raises(WorldClimError, match=rf"{re.escape(url)} answered HTTP 404; check config key data\.url.*WORLDCLIM_DIR"):
+        wc.fetch(None, url, tmp_path / "dl", progress=False)
+    assert len(state["requests"]) == 1  # a client error is final: no retry, no wait
+    assert list((tmp_path / "dl").iterdir()) == []  # neither the archive nor a temporary
 
 
 def test_file_url(real_zip: Path, tmp_path: Path) -> None:
