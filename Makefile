@@ -55,25 +55,28 @@ depth-cost: $(STAMP)
 gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
 	PYTHONPATH=src $(or $(GPU_PYTHON),$(BIN)/python) benchmarks/gpu_check.py
 
-# Redraw only (issue 11). `snakemake figures` and `--report` keep only the redraw rules
-# (src/spectral_collapse/redraw.py): nothing is fetched, trained, measured or collected, whatever changed,
-# and WORLDCLIM_DIR is never looked at (unset, moved away or corrupt). Missing or corrupt cached tables stop
-# it before any job, with their names and a command that remakes them; stale ones are reported, never recomputed. --forcerun figure redraws every figure, so an
-# edit of the plotting code shows. Pass the run's preset: make figures SNAKEMAKE_ARGS="--configfile ...".
-# Expensive jobs: docs/running.md "What reruns, what never does" (config, training-path code and data content
-# retrain; figure code, plot style and the data's path never do; --rerun-triggers on a cluster).
-figures: $(STAMP)
-	$(BIN)/snakemake figures --forcerun figure $(SNAKEMAKE_ARGS)
+# Redraw only (issues 11 and 21): the redraw workflow, workflow/Redraw.smk, includes only the rules that draw from
+# the cached tables (analysis, summary, figures): nothing is fetched, trained, measured or collected, whatever
+# changed, and WORLDCLIM_DIR is never looked at. A missing cached table stops it with Snakemake's missing-input
+# error and a hint naming the command that makes it; stale ones are reported, never recomputed. --forcerun figure
+# redraws every figure, so an edit of the plotting code shows. Pass the run's preset:
+# make figures SNAKEMAKE_ARGS="--configfile ...". Expensive jobs: docs/running.md "What reruns, what never does".
+REDRAW := $(BIN)/snakemake -s workflow/Redraw.smk --workflow-profile profiles/default
 
-# The HTML report of every figure with its caption (snakemake --report), from the cached results only.
+figures: $(STAMP)
+	$(REDRAW) figures --forcerun figure $(SNAKEMAKE_ARGS)
+
+# The HTML report of the whole study (fetch -> store -> train -> measure -> tables -> figures, with each job's
+# runtime) against the main Snakefile: `snakemake --report` reads the metadata of outputs that exist and runs
+# nothing. The figures are redrawn first (redraw workflow).
 report: figures
-	$(BIN)/snakemake figures --report results/report.html $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 
 # The reference bundle (reference/, docs/results.md): its figures and summary redrawn in results/reference/
-# from the shipped tables, without the rasters and without training (redraw only, as `make figures`).
+# from the shipped tables, without the rasters and without training (the redraw workflow, as `make figures`).
 reference-figures: $(STAMP)
 	$(BIN)/python -m spectral_collapse.bundle prepare results/reference
-	$(BIN)/snakemake -s Snakefile -d results/reference --cores 2 figures $(SNAKEMAKE_ARGS)
+	$(REDRAW) -d results/reference figures $(SNAKEMAKE_ARGS)
 
 # The tables of README.md and docs/results.md, printed from the bundle (docs/tables.py, a docs generator).
 reference-tables: $(STAMP)

@@ -1,5 +1,6 @@
 # Posterior collapse as automatic spectral pruning: WorldClim 2.1 -> Zarr -> beta-VAE scan -> spectra.
-# Default target: the whole study for the config (laptop preset: config.yaml).
+# Default target: the whole study for the config (laptop preset: config.yaml). Redraw only (figures, summary,
+# report from the cached tables; never trains): workflow/Redraw.smk (`make figures`).
 # Presets: --configfile presets/ci.yaml | presets/paper.yaml. Profiles: profiles/default (used
 # automatically), profiles/slurm (--workflow-profile profiles/slurm).
 import os
@@ -24,7 +25,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/analysis.smk"
-include: "workflow/rules/figures.smk"
+include: "workflow/rules/redraw.smk"
 
 
 rule all:
@@ -33,10 +34,5 @@ rule all:
         all_targets(),
 
 
-# ---- BEGIN redraw-only runs (issue 11; workflow/rules/common.smk, spectral_collapse.redraw) ----------
-# When only redraw targets are requested (`snakemake figures`, `make figures`, `make report`), every rule
-# upstream of the cached tables (data, training, measurement, collect, PCA, maps) is removed before the
-# DAG is built: they cannot run, whatever their code, params or mtimes say.
-if REDRAW_ONLY:
-    start_redraw_only(workflow)
-# ---- END redraw-only runs (issue 11) ----------------------------------------------------------------
+# A corrupt (truncated) table is set aside before the DAG is built, so that this run remakes it (common.smk).
+set_aside_corrupt_tables()

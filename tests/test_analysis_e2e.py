@@ -180,7 +180,7 @@ def test_captions_exist_for_every_figure():
     from pathlib import Path
 
     report = Path(__file__).resolve().parents[1] / "workflow" / "report"
-    rule = (report.parent / "rules" / "figures.smk").read_text()
+    rule = (report.parent / "rules" / "redraw.smk").read_text()
     assert (report / "header.rst").read_text().strip()
     for figure in FIGURES:
         assert f'caption="../report/{figure}.rst"' in rule, figure

@@ -21,15 +21,16 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections import OrderedDict
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import yaml
 
 from spectral_collapse import redraw
+from spectral_collapse.codefiles import package_files
+from spectral_collapse.integrity import table_problem
+from spectral_collapse.staleness import STORE_KEYS, config_warnings
 from spectral_collapse import worldclim as wc
 from spectral_collapse.worldclim import BIO_FILES, WorldClimError
 
@@ -37,43 +38,14 @@ REPO = Path(__file__).resolve().parents[1]
 COPIED = ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs", "src",
           "Makefile", "requirements.txt", "pyproject.toml"]
 CI = "--configfile presets/ci.yaml"
+# The redraw workflow, as `make figures` runs it.
+REDRAW = ["-s", "workflow/Redraw.smk", "--workflow-profile", "profiles/default"]
 CI_MODELS = ["linear", "mlp-d2"]
 # Outputs of the figure rule (figures, their logs and benchmarks) and the report: a redraw rewrites them.
 FIGURE_OUTPUTS = ("results/figures/", "results/logs/figures/", "results/benchmarks/figures/", "results/report.html")
 
 
-# --------------------------------------------------------------------------- the redraw request
-
-
-@pytest.mark.parametrize(
-    "argv, redraw_only",
-    [
-        (["figures"], True),
-        (["figures", "--configfile", "presets/ci.yaml", "-c2"], True),
-        (["figures", "--forcerun", "figure"], True),
-        (["results/figures/linear/cascade.png"], True),
-        (["./results/figures/linear/cascade.png"], True),
-        (["--report", "results/report.html"], True),
-        (["figures", "--report", "results/report.html"], True),
-        (["--report", "results/report.html", "all"], True),
-        ([], False),
-        (["all"], False),
-        (["training"], False),
-        (["figures", "training"], False),
-        (["figures", "--forcerun", "train"], False),
-        (["figures", "--until", "build_store"], False),
-        (["--report", "results/report.html", "--report-after-run"], False),
-        (["--lint", "figures"], False),
-        (["--target-jobs", "figure:model=linear,figure=maps", "--mode", "remote"], False),
-    ],
-)
-def test_redraw_request(argv: list[str], redraw_only: bool) -> None:
-    assert redraw.is_redraw_only(redraw.parse_request(argv)) is redraw_only
-
-
-def test_request_outside_the_snakemake_cli_is_a_full_run() -> None:
-    assert redraw.parse_request() is None  # sys.argv is pytest's here, as under the Python API
-    assert not redraw.is_redraw_only(None)
+# --------------------------------------------------------------------------- the redraw boundary
 
 
 def test_cached_inputs_are_the_redraw_boundary() -> None:
@@ -82,7 +54,6 @@ def test_cached_inputs_are_the_redraw_boundary() -> None:
     assert cached["results/analysis/linear/scan_runs.parquet"] == redraw.ANALYSIS_COMMAND
     assert cached["results/analysis/mlp-d4/latent_maps.nc"] == redraw.ANALYSIS_COMMAND
     assert cached["results/data/worldclim_verified.json"] == redraw.DATA_COMMAND
-    assert set(redraw.REDRAW_RULES) <= set(redraw.KEEP_RULES) and "all" in redraw.KEEP_RULES
 
 
 def test_missing_cached_inputs_are_named_with_their_command(tmp_path: Path) -> None:
@@ -103,29 +74,32 @@ def test_missing_cached_inputs_are_named_with_their_command(tmp_path: Path) -> N
         redraw.check_cached_inputs(["mlp-d4"], tmp_path)
 
 
-def test_drop_upstream_rules() -> None:
-    names = ["all", "fetch_worldclim", "build_store", "train", "measure", "collect_scan", "pca", "analyse_model",
-             "latent_maps", "summary", "analysis", "figure", "figures"]
-    workflow = SimpleNamespace(
-        _rules=OrderedDict((n, SimpleNamespace(name=n)) for n in names), _localrules={"build_store", "figure", "pca"}
-    )
-    dropped = redraw.drop_upstream_rules(workflow)
-    assert list(workflow._rules) == ["all", "analyse_model", "summary", "figure", "figures"]
-    assert workflow._localrules == {"figure"}
-    assert [r.name for r in dropped] == [n for n in names if n not in redraw.KEEP_RULES]
-    renamed = SimpleNamespace(_rules=OrderedDict((n, SimpleNamespace(name=n)) for n in ["figure", "figures"]), _localrules=set())
-    with pytest.raises(redraw.RedrawError, match="analyse_model, summary.*REDRAW_RULES"):
-        redraw.drop_upstream_rules(renamed)
+def test_redraw_workflow_holds_only_the_redraw_rules(tmp_path: Path) -> None:
+    """workflow/Redraw.smk includes exactly the rules listed in redraw.REDRAW_RULES (plus its default target), and
+    the main Snakefile all of them too: the boundary is one file of rules (workflow/rules/redraw.smk)."""
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    (tmp_path / "config.yaml").symlink_to(REPO / "config.yaml")
+    listed = {}
+    for snakefile in ("workflow/Redraw.smk", "Snakefile"):
+        proc = subprocess.run([snakemake, "-s", str(REPO / snakefile), "-d", str(tmp_path), "--list-rules"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env={k: v for k, v in os.environ.items() if k != "WORLDCLIM_DIR"})
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        listed[snakefile] = {line.split()[0] for line in proc.stdout.splitlines() if line.strip() and not line[0].isspace()}
+    assert listed["workflow/Redraw.smk"] == {*redraw.REDRAW_RULES, "all"}
+    assert set(redraw.REDRAW_RULES) < listed["Snakefile"] and {"train", "measure"} <= listed["Snakefile"]
+    for name in ("_rules", "_localrules", "sys.argv", "get_argument_parser"):  # no Snakemake internals, no argv
+        assert name not in (REPO / "src/spectral_collapse/redraw.py").read_text(), name
 
 
 def test_code_of_a_rule_follows_its_imports() -> None:
-    collect = redraw.package_files([REPO / "scripts/collect_scan.py"])
+    collect = package_files([REPO / "scripts/collect_scan.py"])
     names = {p.name for p in collect}
     assert {"collect_scan.py", "collect.py", "rulelog.py"} <= names
     assert not any("plotting" in p.parts for p in collect)
-    train = redraw.package_files([REPO / "scripts/train_group.py"])
+    train = package_files([REPO / "scripts/train_group.py"])
     assert {"group.py", "vae.py", "training.py", "callbacks.py"} <= {p.name for p in train}
-    plot = redraw.package_files([REPO / "scripts/plot_figures.py"])
+    plot = package_files([REPO / "scripts/plot_figures.py"])
     assert any("plotting" in p.parts for p in plot)
 
 
@@ -135,7 +109,7 @@ def test_config_warnings(tmp_path: Path) -> None:
     from spectral_collapse.config import load_config
 
     config = load_config({"scan": {"families": ["linear"]}})
-    store = {k: config["store"][k] for k in redraw.STORE_KEYS} | {"sha256": wc.pinned_checksums()}
+    store = {k: config["store"][k] for k in STORE_KEYS} | {"sha256": wc.pinned_checksums()}
     (tmp_path / "results/data").mkdir(parents=True)
     (tmp_path / redraw.STORE_REPORT).write_text(json.dumps(store))
     runs = tmp_path / "results/analysis/linear"
@@ -143,16 +117,16 @@ def test_config_warnings(tmp_path: Path) -> None:
     pd.DataFrame({"T_grid": model_t_grid(config, "linear"), "seed": 0}).to_parquet(runs / "scan_runs.parquet")
     (tmp_path / "run.json").write_text(json.dumps({"config": config}))
     records = lambda model: ["run.json"]  # noqa: E731
-    assert redraw.config_warnings(config, ["linear"], tmp_path, records) == []
+    assert config_warnings(config, ["linear"], tmp_path, records) == []
     # The analysis settings and the data's location are not what the runs depend on.
     other = yaml.safe_load(yaml.safe_dump(config))
     other["analysis"]["active_threshold"] = 0.2
     other["data"]["worldclim_dir"] = str(tmp_path)
-    assert redraw.config_warnings(other, ["linear"], tmp_path, records) == []
+    assert config_warnings(other, ["linear"], tmp_path, records) == []
     other["models"]["linear"]["training"]["max_updates"] = 100
     other["store"]["n_train"] = 5000
     other["models"]["linear"]["T"]["per_decade"] = 8
-    [text] = redraw.config_warnings(other, ["linear"], tmp_path, records)
+    [text] = config_warnings(other, ["linear"], tmp_path, records)
     assert "linear: job.training.max_updates: cached 20000, config 100" in text
     assert "store.n_train: cached 100000, config 5000" in text
     assert "linear: the cached scan has 31 T values, the config's grid 25" in text
@@ -323,6 +297,9 @@ def test_report_with_worldclim_unset(study: Path) -> None:
     assert (study / "results/report.html").is_file()
     text = proc.stdout + proc.stderr
     assert "Redraw only" in text and "older than the code" not in text
+    # the report is the whole study's (main Snakefile): its workflow and runtimes include training (issue 21)
+    html = (study / "results/report.html").read_text(errors="replace")
+    assert re.search(r"\btrain\b", html) and "fetch_worldclim" in html and "measure" in html
 
 
 @pytest.mark.slow
@@ -331,8 +308,8 @@ def test_figures_from_another_copy(study: Path, moved_copy: Path) -> None:
     proc, jobs = _make(study, "figures", moved_copy)
     _assert_redraw_only(proc, jobs, before, _mtimes(study))
     assert "figure" in jobs
-    # plain `snakemake figures` too: the same rules only (nothing is outdated, so nothing runs)
-    proc, jobs = _snakemake(study, ["figures", *CI.split()], moved_copy)
+    # the redraw workflow without make too: the same rules only (nothing is outdated, so nothing runs)
+    proc, jobs = _snakemake(study, [*REDRAW, "figures", *CI.split()], moved_copy)
     _assert_redraw_only(proc, jobs, before, _mtimes(study))
 
 
@@ -369,7 +346,7 @@ def test_training_code_change_warns_and_recomputes_nothing(study: Path) -> None:
     vae.write_text(text + "\n# a comment: training code changed\n")
     try:
         before = _mtimes(study)
-        proc, jobs = _snakemake(study, ["figures", *CI.split()], None)
+        proc, jobs = _snakemake(study, [*REDRAW, "figures", *CI.split()], None)
         _assert_redraw_only(proc, jobs, before, _mtimes(study))
         assert "older than the code of the path that produced them" in proc.stderr
         assert "src/spectral_collapse/vae.py" in proc.stderr and "scan_latents.parquet" in proc.stderr
@@ -384,7 +361,7 @@ def test_config_change_warns_and_recomputes_nothing(study: Path) -> None:
     # results/summary.json records the config, so its redraw rule may rerun; nothing upstream may.
     exclude = (*FIGURE_OUTPUTS, "results/summary.json", "results/logs/analysis/summary.log")
     before = _mtimes(study, exclude)
-    proc, jobs = _snakemake(study, ["figures", "--configfile", "presets/ci.yaml", "more_updates.yaml"], None)
+    proc, jobs = _snakemake(study, [*REDRAW, "figures", "--configfile", "presets/ci.yaml", "more_updates.yaml"], None)
     _assert_redraw_only(proc, jobs, before, _mtimes(study, exclude))
     assert "linear: job.training.max_updates: cached 20000, config 100" in proc.stderr
 
@@ -396,7 +373,7 @@ def test_missing_cached_table_stops_the_redraw(study: Path) -> None:
     before = _mtimes(study, exclude=())
     os.rename(table, aside)  # a rename keeps the mtime
     try:
-        proc, jobs = _snakemake(study, ["figures", *CI.split()], None)
+        proc, jobs = _snakemake(study, [*REDRAW, "figures", *CI.split()], None)
         assert proc.returncode != 0 and jobs == []
         assert "Cannot redraw" in proc.stderr and "results/analysis/linear/scan_runs.parquet" in proc.stderr
         assert "snakemake analysis --configfile presets/ci.yaml" in proc.stderr  # a command that works
@@ -508,7 +485,7 @@ def test_corrupt_tables_stop_a_redraw_and_are_rebuilt_by_the_run(study: Path) ->
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0 and {"measure", "collect_scan"} <= set(jobs) and "train" not in jobs, text[-4000:]
     assert scan.with_name(scan.name + ".corrupt").is_file() and latents.with_name(latents.name + ".corrupt").is_file()
-    assert redraw.table_problem(scan) is None and redraw.table_problem(latents) is None
+    assert table_problem(scan) is None and table_problem(latents) is None
     assert len(pd.read_parquet(scan)) > 0
 
 
@@ -516,7 +493,7 @@ def test_corrupt_tables_stop_a_redraw_and_are_rebuilt_by_the_run(study: Path) ->
 
 
 def test_redraw_dag_needs_only_the_cached_inputs(tmp_path: Path) -> None:
-    """`snakemake -n figures` with only the cached inputs present (empty placeholders): the DAG holds the
+    """The redraw workflow's dry run (`-n figures`) with only the cached inputs present (empty placeholders): the DAG holds the
     redraw rules only, so the list in spectral_collapse.redraw covers every input they read."""
     for name in ["Snakefile", "config.yaml", "workflow", "scripts", "presets", "profiles", "envs"]:
         (tmp_path / name).symlink_to(REPO / name)
@@ -528,7 +505,7 @@ def test_redraw_dag_needs_only_the_cached_inputs(tmp_path: Path) -> None:
         _placeholder(tmp_path / path)
     # a stale WORLDCLIM_DIR (moved away) does not block a redraw: it never resolves the data source (issue 23)
     env = {**os.environ, "WORLDCLIM_DIR": str(tmp_path / "moved-away")}
-    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-n", "figures", *CI.split()],
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-n", *REDRAW, "figures", *CI.split()],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from spectral_collapse import redraw
+from spectral_collapse.integrity import set_aside_corrupt, table_problem
 from spectral_collapse import worldclim as wc
 from spectral_collapse.config import load_config
 from spectral_collapse.rulelog import rule_log
@@ -41,13 +42,13 @@ def test_corrupt_tables_are_recognised_and_set_aside(tmp_path: Path) -> None:
     table = tmp_path / "latents.parquet"
     pd.DataFrame({"x": range(2000)}).to_parquet(table)
     (tmp_path / "run.json").write_text("{}")
-    assert redraw.table_problem(table) is None and redraw.table_problem(tmp_path / "run.json") is None
+    assert table_problem(table) is None and table_problem(tmp_path / "run.json") is None
     with open(table, "r+b") as fh:  # `truncate -s`: the issue's repro
         fh.truncate(table.stat().st_size // 2)
     (tmp_path / "run.json").write_text('{"upda')
-    assert "not a complete Parquet file" in redraw.table_problem(table)
-    assert "not readable" in redraw.table_problem(tmp_path / "run.json")
-    lines = redraw.set_aside_corrupt(["latents.parquet", "run.json", "absent.parquet"], tmp_path)
+    assert "not a complete Parquet file" in table_problem(table)
+    assert "not readable" in table_problem(tmp_path / "run.json")
+    lines = set_aside_corrupt(["latents.parquet", "run.json", "absent.parquet"], tmp_path)
     assert len(lines) == 2 and "set aside as latents.parquet.corrupt" in lines[0]
     assert not table.exists() and (tmp_path / "latents.parquet.corrupt").is_file()
 

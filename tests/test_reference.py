@@ -39,8 +39,8 @@ def test_figures_and_summary_redraw_from_the_bundle(tmp_path):
     workdir = bundle.prepare(tmp_path / "reference")
     env = {k: v for k, v in os.environ.items() if k != "WORLDCLIM_DIR"}  # no rasters needed
     start = time.monotonic()
-    proc = subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
-                           "figures"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "workflow/Redraw.smk"), "-d", str(workdir), "--cores",
+                           "2", "figures"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - start
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]

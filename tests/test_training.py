@@ -224,7 +224,7 @@ def test_restart_of_a_finished_run_and_stale_checkpoints(tmp_path, monkeypatch):
 
 
 def test_training_code_hash_covers_the_training_path():
-    from spectral_collapse.redraw import package_files
+    from spectral_collapse.codefiles import package_files
     from spectral_collapse.training import training_code_hash
 
     src = REPO_ROOT / "src/spectral_collapse"

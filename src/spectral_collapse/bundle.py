@@ -4,7 +4,7 @@ training (``make reference-figures``).
 
 What it holds (the layout of a workflow's working directory, so the workflow itself redraws from it):
 
-- ``results/``: exactly the cached inputs of a redraw-only run (``spectral_collapse.redraw``): per model the
+- ``results/``: exactly the cached inputs of the redraw workflow (``spectral_collapse.redraw``, workflow/Redraw.smk): per model the
   scan tables (``scan_latents``, ``scan_pruning``, ``scan_runs``), the latent correlations and the latent maps
   (block means of 6 x 6 cells, 1 degree, to keep the bundle small), the PCA table, the data records; plus the
   reference run's own ``summary.json`` and per-model ``analysis.json`` as they were exported;

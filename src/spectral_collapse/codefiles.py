@@ -1,6 +1,6 @@
 """The source files of a code path: a script and every spectral_collapse module it imports, transitively.
 
-Used where code identity matters: the redraw's staleness warnings (spectral_collapse.redraw) and the training
+Used where code identity matters: the redraw's staleness warnings (spectral_collapse.staleness) and the training
 checkpoint's fingerprint (spectral_collapse.training.training_code_hash).
 """
 

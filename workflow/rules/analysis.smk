@@ -1,12 +1,11 @@
-# Stage 5a: tables from the cached run measurements (cheap; never retrains).
+# Stage 5a: the cached tables: the training sample's PCA, each model's scan collected from its runs' measurements,
+# its latent maps. The tables drawn from them are in redraw.smk.
 
 
 localrules:
     pca,
     collect_scan,
-    analyse_model,
     latent_maps,
-    summary,
     analysis,
 
 
@@ -50,32 +49,6 @@ rule collect_scan:
         "../../scripts/collect_scan.py"
 
 
-rule analyse_model:
-    """Utility spectrum, collapse thresholds, agreement scores, mean-field exponent, d_eff: the model's analysis."""
-    input:
-        latents=f"{ANALYSIS_DIR}/scan_latents.parquet",
-        pruning=f"{ANALYSIS_DIR}/scan_pruning.parquet",
-        runs=f"{ANALYSIS_DIR}/scan_runs.parquet",
-        pca=PCA_TABLE,
-    output:
-        spectra=f"{ANALYSIS_DIR}/spectra.parquet",
-        d_eff=f"{ANALYSIS_DIR}/d_eff.parquet",
-        analysis=f"{ANALYSIS_DIR}/analysis.json",
-    params:
-        analysis=config["analysis"],
-    log:
-        "results/logs/analysis/{model}/analyse_model.log",
-    benchmark:
-        "results/benchmarks/analysis/{model}/analyse_model.tsv"
-    conda:
-        "../../envs/study.yaml"
-    resources:
-        runtime=5,
-        mem_mb=2000,
-    script:
-        "../../scripts/analyse_model.py"
-
-
 rule latent_maps:
     """Leading latent means mu_k(x) on every land cell, and their correlations with the 19 variables."""
     input:
@@ -97,28 +70,6 @@ rule latent_maps:
         mem_mb=4000,
     script:
         "../../scripts/latent_maps.py"
-
-
-rule summary:
-    """results/summary.json, the study summary: every model's analysis, with checksums, config hash, versions."""
-    input:
-        analyses=expand(f"{ANALYSIS_DIR}/analysis.json", model=MODELS),
-        pca=PCA_TABLE,
-        verified=VERIFIED,
-        store_report=STORE_REPORT,
-    output:
-        summary=SUMMARY,
-    params:
-        config=config,
-    log:
-        "results/logs/analysis/summary.log",
-    conda:
-        "../../envs/study.yaml"
-    resources:
-        runtime=2,
-        mem_mb=1000,
-    script:
-        "../../scripts/summary.py"
 
 
 rule analysis:

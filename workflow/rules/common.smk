@@ -14,9 +14,12 @@ from spectral_collapse.scan import (
     scan_groups,
     training_settings,
 )
-from spectral_collapse import redraw
+from snakemake.logging import logger
+
+from spectral_collapse.integrity import set_aside_corrupt
+from spectral_collapse.paths import (ANALYSIS_DIR, ANALYSIS_ROOT, FIGURE_DIR, FIGURES, PCA_TABLE, PER_MODEL_CACHED,
+                                     RUN_DIR, RUNS_ROOT, SUMMARY, VERIFIED)
 from spectral_collapse.storepath import store_paths
-from spectral_collapse.worldclim import resolve_local_source, source_available, verify_local_source
 
 
 MODELS = [spec.model_id for spec in model_specs(config)]
@@ -32,23 +35,11 @@ GROUPS = {
     }
     for model in MODELS
 }
-# `snakemake figures`, `make figures`, `make report` (spectral_collapse.redraw): only redraw targets asked
-# for, so the Snakefile keeps only the redraw rules (start_redraw_only, called at its end).
-REQUEST = redraw.parse_request() if workflow.is_main_process else None
-REDRAW_ONLY = redraw.is_redraw_only(REQUEST)
-# A local WorldClim copy (config data.worldclim_dir, else $WORLDCLIM_DIR), or None to download. Raises a
-# ValueError naming the key or variable when the path does not exist. A redraw never reads the rasters,
-# so it never looks (a moved or corrupt copy does not block it).
-WORLDCLIM_LOCAL = None if REDRAW_ONLY else resolve_local_source(
-    config["data"].get("worldclim_dir"), os.environ.get("WORLDCLIM_DIR")
-)
 
 # Each set of store settings has its own store (spectral_collapse.storepath): switching presets never
 # rebuilds or deletes another preset's store.
 STORE_PATHS = store_paths(config["store"])
 STORE, STORE_REPORT = STORE_PATHS.store, STORE_PATHS.report
-from spectral_collapse.paths import (ANALYSIS_DIR, ANALYSIS_ROOT, FIGURE_DIR, FIGURES, PCA_TABLE, PER_MODEL_CACHED,
-                                     RUN_DIR, RUNS_ROOT, SUMMARY, VERIFIED)
 
 
 wildcard_constraints:
@@ -196,57 +187,21 @@ def intermediate_tables():
 
 
 def all_targets():
-    # a redraw-only run (`snakemake --report`) needs only what it draws from (redraw.cached_inputs)
-    return [STORE_REPORT, SUMMARY, *figure_files(), *([] if REDRAW_ONLY else intermediate_tables())]
+    return [STORE_REPORT, SUMMARY, *figure_files(), *intermediate_tables()]
 
 
-# ---- BEGIN content identity and redraw-only runs (issue 11) ------------------------------------------
-# The data's identity is its 19 pinned checksums, not its path. A configured local copy is verified here,
-# when the workflow is parsed (19 files, ~55 MB: well under a second): a changed file stops the run with
-# a checksum error naming it before any job starts, so nothing cached is touched; a good copy anywhere is
-# the same data and reruns nothing (rules in data.smk have no path-valued input or param). Cluster job
-# processes (not the main process) skip it: their jobs never read the rasters.
-from snakemake.logging import logger
-
-if WORLDCLIM_LOCAL is not None and workflow.is_main_process:
-    verify_local_source(WORLDCLIM_LOCAL)
-
-# The store is rebuilt (and so first deleted by Snakemake) only when the rasters can be had without a
-# download or when there is no complete store: a shell without WORLDCLIM_DIR never costs a built store
-# and everything trained on it (issue 23). data.smk defines rule build_store only then.
-STORE_COMPLETE = os.path.isdir(STORE) and os.path.isfile(STORE_REPORT)
-STORE_BUILDABLE = not STORE_COMPLETE or source_available(WORLDCLIM_LOCAL, config["data"]["download_dir"])
-if workflow.is_main_process and not REDRAW_ONLY and not STORE_BUILDABLE:
-    logger.info(
-        f"{STORE} is kept as it is: no WorldClim source is available (WORLDCLIM_DIR and data.worldclim_dir "
-        f"unset, nothing in {config['data']['download_dir']}), so the rule that rebuilds the store is not part "
-        "of this run. Set WORLDCLIM_DIR for a changed build_store script to rebuild it."
-    )
-
-# A corrupt (truncated) table is set aside and remade by the full run (all_targets lists every table). Not
-# while another snakemake holds this folder's lock (its jobs may be writing a table right now; this run then
-# stops at the lock anyway).
-ANOTHER_RUN = bool(os.listdir(".snakemake/locks")) if os.path.isdir(".snakemake/locks") else False
-if workflow.is_main_process and not REDRAW_ONLY and REQUEST is not None and not REQUEST.dryrun and not ANOTHER_RUN:
+def set_aside_corrupt_tables():
+    """Rename every corrupt (truncated) table of the full run to <name>.corrupt before the DAG is built, so that
+    this run remakes it (all_targets lists every table; spectral_collapse.integrity). Snakemake decides what to run
+    from the files present before any job starts, so this cannot be a rule. Not while another snakemake holds this
+    folder's lock (its jobs may be writing a table right now; this run then stops at the lock anyway). A dry run
+    sets them aside too (a rename: nothing is deleted), so that it shows the jobs that remake them."""
+    if not workflow.is_main_process:
+        return
+    if os.path.isdir(".snakemake/locks") and os.listdir(".snakemake/locks"):
+        return
     try:
-        for line in redraw.set_aside_corrupt(intermediate_tables()):
+        for line in set_aside_corrupt(intermediate_tables()):
             logger.warning(f"Corrupt table: {line}")
     except PermissionError as exc:  # a read-only results/: the job that needs the table reports it
         logger.warning(f"Could not set a corrupt table aside: {exc.filename}: {exc.strerror}")
-
-
-def start_redraw_only(workflow):
-    """Check the cached inputs (stop naming the missing ones), drop every upstream rule, warn if stale."""
-    dropped, warnings = redraw.start(
-        workflow, config, MODELS, run_records=lambda model: run_tables(model, "run.json"),
-        configfiles=REQUEST.configfiles,
-    )
-    logger.info(
-        f"Redraw only: drawing from the cached tables; {len(dropped)} upstream rules are not part of this "
-        "run, so nothing is fetched, trained, measured or collected."
-    )
-    for warning in warnings:
-        logger.warning(warning)
-
-
-# ---- END content identity and redraw-only runs (issue 11) --------------------------------------------

@@ -4,9 +4,37 @@
 # them and nothing else, and no rule here has the rasters' location as an input or a param. The same
 # files reached through another folder, a symlink, a cluster's shared filesystem, a zip or the download
 # are the same data and rerun nothing. A changed file stops the workflow when it is parsed
-# (verify_local_source in common.smk), before any job starts. Where the rasters are is looked up at
+# (verify_local_source, below), before any job starts. Where the rasters are is looked up at
 # run time by the scripts (spectral_collapse.worldclim.locate_rasters).
-from spectral_collapse.worldclim import pinned_checksums, record_is_current
+import os
+
+from spectral_collapse.worldclim import (pinned_checksums, record_is_current, resolve_local_source, source_available,
+                                         verify_local_source)
+
+# A local WorldClim copy (config data.worldclim_dir, else $WORLDCLIM_DIR), or None to download. Raises a
+# ValueError naming the key or variable when the path does not exist. The redraw workflow (workflow/Redraw.smk)
+# does not include this file: a redraw never reads the rasters, so it never looks.
+WORLDCLIM_LOCAL = resolve_local_source(config["data"].get("worldclim_dir"), os.environ.get("WORLDCLIM_DIR"))
+
+# The data's identity is its 19 pinned checksums, not its path. A configured local copy is verified here,
+# when the workflow is parsed (19 files, ~55 MB: well under a second): a changed file stops the run with
+# a checksum error naming it before any job starts, so nothing cached is touched; a good copy anywhere is
+# the same data and reruns nothing (rules here have no path-valued input or param). Cluster job
+# processes (not the main process) skip it: their jobs never read the rasters.
+if WORLDCLIM_LOCAL is not None and workflow.is_main_process:
+    verify_local_source(WORLDCLIM_LOCAL)
+
+# The store is rebuilt (and so first deleted by Snakemake) only when the rasters can be had without a
+# download or when there is no complete store: a shell without WORLDCLIM_DIR never costs a built store
+# and everything trained on it (issue 23). Rule build_store is defined only then.
+STORE_COMPLETE = os.path.isdir(STORE) and os.path.isfile(STORE_REPORT)
+STORE_BUILDABLE = not STORE_COMPLETE or source_available(WORLDCLIM_LOCAL, config["data"]["download_dir"])
+if workflow.is_main_process and not STORE_BUILDABLE:
+    logger.info(
+        f"{STORE} is kept as it is: no WorldClim source is available (WORLDCLIM_DIR and data.worldclim_dir "
+        f"unset, nothing in {config['data']['download_dir']}), so the rule that rebuilds the store is not part "
+        "of this run. Set WORLDCLIM_DIR for a changed build_store script to rebuild it."
+    )
 
 
 localrules:
@@ -43,7 +71,7 @@ if not record_is_current(VERIFIED):
 
 
 # Defined only when the rasters can be had without a download or there is no complete store yet
-# (STORE_BUILDABLE, common.smk): Snakemake deletes a job's outputs before the job runs, so a rebuild in a shell
+# (STORE_BUILDABLE, above): Snakemake deletes a job's outputs before the job runs, so a rebuild in a shell
 # without WORLDCLIM_DIR (a touched build script after `git pull`) would delete the store, then fail.
 if STORE_BUILDABLE:
 

@@ -67,5 +67,5 @@ rule training:
 
 
 # What the run books (issue 22): printed by every invocation that plans jobs, the dry run included.
-if workflow.is_main_process and not REDRAW_ONLY:
+if workflow.is_main_process:
     report_booking()
