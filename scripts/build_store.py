@@ -24,7 +24,7 @@ with rule_log(snakemake.log[0], "build_store") as log:
     verified = json.loads(Path(snakemake.input.verified).read_text())
     data = snakemake.config["data"]
     local = resolve_local_source(data.get("worldclim_dir"), os.environ.get(ENV_VAR))
-    folder, info, files = locate_rasters(local.path if local else None, data["url"], data["download_dir"])
+    folder, info, files = locate_rasters(local, data["url"], data["download_dir"])
     if files != verified["files"]:
         raise WorldClimError(f"the rasters in {folder} are not the verified data ({snakemake.input.verified})")
     settings = dict(snakemake.params.store)

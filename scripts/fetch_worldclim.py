@@ -4,8 +4,8 @@ Writes results/data/worldclim_verified.json = the 19 checksums and nothing else 
 Where the rasters are (config data.worldclim_dir / $WORLDCLIM_DIR, an earlier download in
 data.download_dir, or a fresh download of data.url) is read here at run time, on purpose not from
 Snakemake params or inputs: another path to the same files must not rerun this rule or anything after it.
-The rule only exists while no current verified record does (workflow/rules/data.smk), so it never
-downloads when the data is already verified.
+It runs only when there is no verified record, the pins changed or this script did (workflow/rules/data.smk);
+a failed run leaves the earlier record in place (an update() output).
 """
 
 from spectral_collapse.rulelog import rule_log
@@ -21,7 +21,7 @@ with rule_log(snakemake.log[0], "fetch_worldclim") as log:
     data = snakemake.config["data"]
     local = resolve_local_source(data.get("worldclim_dir"), os.environ.get(ENV_VAR))
     log.info("source: %s", local.path if local else f"earlier download in {data['download_dir']}, else {data['url']}")
-    folder, info, files = locate_rasters(local.path if local else None, data["url"], data["download_dir"])
+    folder, info, files = locate_rasters(local, data["url"], data["download_dir"])
     if files != dict(snakemake.params.sha256):
         raise RuntimeError("verified checksums differ from the rule's pins (spectral_collapse.worldclim)")
     write_json(snakemake.output.verified, verified_record(files))

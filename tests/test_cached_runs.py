@@ -385,14 +385,18 @@ def test_missing_cached_table_stops_the_redraw(study: Path) -> None:
 
 
 @pytest.mark.slow
-def test_corrupt_copy_stops_before_any_job(study: Path, worldclim_dir: Path, tmp_path: Path) -> None:
+def test_corrupt_copy_stops_the_job_that_reads_it(study: Path, worldclim_dir: Path, tmp_path: Path) -> None:
+    """A corrupt copy is found by the job that reads the rasters, before it writes anything (nothing is checked
+    when the workflow is parsed, issue 21 item 2); the verified record is an update() output, put back as it was."""
     corrupt = _linked_copy(worldclim_dir, tmp_path / "corrupt", corrupt="wc2.1_10m_bio_5.tif")
-    before = _mtimes(study, exclude=())
-    proc, jobs = _snakemake(study, CI.split(), corrupt)
+    record = "results/data/worldclim_verified.json"
+    exclude = ("results/logs/data/", "results/benchmarks/data/", record)
+    before, verified = _mtimes(study, exclude), (study / record).read_bytes()
+    proc, jobs = _snakemake(study, [*CI.split(), "--forcerun", "fetch_worldclim", "--until", "fetch_worldclim"], corrupt)
     text = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and jobs == [], text[-4000:]
+    assert proc.returncode != 0 and jobs == ["fetch_worldclim"], text[-4000:]
     assert "wc2.1_10m_bio_5.tif: SHA-256 mismatch" in text and "WORLDCLIM_DIR" in text, text[-4000:]
-    assert _mtimes(study, exclude=()) == before
+    assert _mtimes(study, exclude) == before and (study / record).read_bytes() == verified
     # a redraw never reads the rasters, so neither a corrupt nor a moved-away copy blocks it (issue 23)
     # (results/summary.json records the config: an earlier test's other config may rerun its redraw rule)
     exclude = (*FIGURE_OUTPUTS, "results/summary.json", "results/logs/analysis/summary.log")
@@ -438,18 +442,26 @@ def test_store_and_finished_jobs_survive_without_worldclim(study: Path) -> None:
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0 and jobs == ["build_store"] and "WORLDCLIM_DIR" in text, text[-4000:]
     assert _mtimes(study, exclude=logs) == before
-    # B: as after a `git pull` that touched the build script
+    # B: as after a `git pull` that touched the build script: the rebuild runs and fails naming WORLDCLIM_DIR;
+    # the store and its description are update() outputs, never deleted first and restored as they were
     script = study / "scripts/build_store.py"
     stat = script.stat()
+    report = next(study.glob("results/data/store-*/worldclim_store.json")).relative_to(study).as_posix()
+    described = (study / report).read_bytes()
     os.utime(script)
     try:
         proc, jobs = _make(study, "run-ci", None, args="")
     finally:
         os.utime(script, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     text = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and jobs == [], text[-4000:]
-    assert "kept as it is" in text and "WORLDCLIM_DIR" in text
-    assert _mtimes(study, exclude=logs) == before
+    assert proc.returncode != 0 and jobs == ["build_store"], text[-4000:]
+    assert "WORLDCLIM_DIR" in text
+    after = _mtimes(study, exclude=logs)
+    assert (study / report).read_bytes() == described  # restored by copy: same content, a new mtime
+    assert {p: m for p, m in after.items() if p != report} == {p: m for p, m in before.items() if p != report}
+    # with the script as it was, the run has nothing to do: no job left incomplete (summary records the report)
+    proc, jobs = _make(study, "run-ci", None, args="")
+    assert proc.returncode == 0 and set(jobs) <= {"summary", "all"}, (proc.stdout + proc.stderr)[-4000:]
 
 
 @pytest.mark.slow

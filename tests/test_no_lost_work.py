@@ -91,15 +91,24 @@ def _dry_run(work: Path, args: list[str], worldclim: Path | None) -> str:
     return text
 
 
-def test_no_store_rebuild_is_scheduled_without_a_source(tmp_path: Path, worldclim_dir: Path) -> None:
-    """Repro B's plan: a complete store and no WorldClim source: build_store is not part of the run (so
-    Snakemake cannot delete the store), and the log says why, naming WORLDCLIM_DIR. With the source it is."""
+def test_a_failed_store_rebuild_loses_nothing(tmp_path: Path) -> None:
+    """Repro B without a finished run: a complete store, a forced rebuild, no WorldClim source. The rebuild runs and
+    fails naming WORLDCLIM_DIR; Snakemake neither deletes the store nor its description first (update() outputs,
+    workflow/rules/data.smk), and puts them back as they were."""
     work = _workdir(tmp_path, ci_store=True)
-    without = _dry_run(work, ["data", "--configfile", "presets/ci.yaml"], None)
-    assert "rule build_store" not in without and "Nothing to be done" in without and "kept as it is" in without and "WORLDCLIM_DIR" in without
-    with_source = _dry_run(work, ["data", "--configfile", "presets/ci.yaml", "--forcerun", "build_store"],
-                           worldclim_dir)
-    assert "rule build_store" in with_source and "kept as it is" not in with_source
+    paths = store_paths(load_config(CI)["store"], work)
+    (work / paths.store / "zarr.json").write_text('{"a finished store": true}')
+    (work / paths.report).write_text('{"n_land": 1}')
+    before = {p: (work / p).read_bytes() for p in (f"{paths.store}/zarr.json", paths.report)}
+    env = {k: v for k, v in os.environ.items() if k != "WORLDCLIM_DIR"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "data", "--configfile", "presets/ci.yaml",
+                           "--forcerun", "build_store", "--config", f'data={{"url": "file://{tmp_path}/absent.zip"}}'],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "rule build_store" in text and "WORLDCLIM_DIR" in text, text[-4000:]
+    assert {p: (work / p).read_bytes() for p in before} == before
+    # restored as complete, not left incomplete: the next run (rerun-incomplete) has nothing to rebuild
+    assert "Nothing to be done" in _dry_run(work, ["data", "--configfile", "presets/ci.yaml"], None)
 
 
 def test_another_preset_never_plans_over_this_store(tmp_path: Path) -> None:

@@ -127,8 +127,7 @@ class LocalSource:
 def resolve_local_source(config_value: str | None, env_value: str | None) -> LocalSource | None:
     """The local copy named by config `data.worldclim_dir` (wins) or $WORLDCLIM_DIR; None to download.
 
-    Only existence is checked here; `verify_local_source` checks completeness and checksums (the
-    workflow calls it when it is parsed, before any job runs).
+    Only existence is checked here; `locate_rasters` checks completeness and checksums when a job reads them.
     """
     for value, origin in ((config_value, f"config key {CONFIG_KEY}"), (env_value, f"environment variable {ENV_VAR}")):
         if value is None or str(value).strip() == "":
@@ -154,23 +153,25 @@ def _local_source(path: Path, origin: str = "") -> LocalSource:
 
 
 def verify_local_source(src: LocalSource) -> dict[str, str]:
-    """Check a configured local copy (folder or zip) against the 19 pins; return {file name: sha256}.
-
-    Reads ~55 MB (well under a second), so the workflow runs it when it is parsed: a bad copy stops
-    the run before any job starts and nothing already built is touched. Raises a WorldClimError that
-    names the file, the configured path and the way out.
-    """
+    """Check a configured local copy (folder or zip) against the 19 pins; return {file name: sha256}. Raises a
+    WorldClimError that names the file, the configured path and the way out (`bad_copy_error`)."""
     try:
         if src.kind == "zip":
             return verify_zip(src.files[0])
         return verify_folder(src.path)
     except WorldClimError as exc:
-        where = src.origin or src.path
-        raise WorldClimError(
-            f"{where}: the WorldClim copy there fails verification against the pinned checksums. {exc} "
-            f"Nothing was run and no result was touched. Fix the copy, point {ENV_VAR} / {CONFIG_KEY} at a good "
-            f"one, or unset both to keep using the already verified data (results/data/worldclim_verified.json)."
-        ) from exc
+        raise bad_copy_error(src, exc) from exc
+
+
+def bad_copy_error(src: LocalSource, exc: WorldClimError) -> WorldClimError:
+    """The error of a configured copy that fails verification: the file, where it was configured, the way out."""
+    where = src.origin or src.path
+    return WorldClimError(
+        f"{where}: the WorldClim copy there fails verification against the pinned checksums. {exc} "
+        f"The job stopped before writing anything; no result was touched. Fix the copy, point {ENV_VAR} / "
+        f"{CONFIG_KEY} at a good one, or unset both to keep using the already verified data "
+        "(results/data/worldclim_verified.json)."
+    )
 
 
 # --------------------------------------------------------------------------- verification
@@ -395,7 +396,8 @@ def _copy_file_url(url: str, output_file: str, fetcher: Any = None) -> None:
 
     src = Path(url2pathname(urlparse(url).path))
     if not src.is_file():
-        raise WorldClimError(f"config key data.url = {url!r}: {src} does not exist; fix the URL or unset it.")
+        raise WorldClimError(f"config key data.url = {url!r}: {src} does not exist; fix the URL or unset it, or set "
+                             f"{ENV_VAR} (or {CONFIG_KEY}) to a local copy.")
     shutil.copyfile(src, output_file)
 
 
@@ -403,7 +405,7 @@ def _copy_file_url(url: str, output_file: str, fetcher: Any = None) -> None:
 
 
 def locate_rasters(
-    local_source: str | None, url: str, download_dir: str | os.PathLike, progress: bool = True,
+    local_source: LocalSource | str | None, url: str, download_dir: str | os.PathLike, progress: bool = True,
     allow_download: bool = True,
 ) -> tuple[Path, dict[str, str], dict[str, str]]:
     """Find the 19 rasters and verify them: (folder, provenance {"source", "origin"}, {file name: sha256}).
@@ -415,8 +417,9 @@ def locate_rasters(
     """
     download_dir = Path(download_dir)
     extracted = download_dir / FOLDER_NAME
+    src = None
     if local_source is not None:
-        src = _local_source(Path(local_source).resolve())
+        src = local_source if isinstance(local_source, LocalSource) else _local_source(Path(local_source).resolve())
         if src.kind == "folder":
             folder, info = Path(src.path), {"source": "local", "origin": src.path}
         else:
@@ -437,20 +440,12 @@ def locate_rasters(
             f"no WorldClim copy found: {ENV_VAR} and {CONFIG_KEY} are unset and {download_dir} holds no "
             f"{ARCHIVE_NAME}. Set {ENV_VAR} to a folder holding {BIO_FILES[0]} ... {BIO_FILES[-1]}."
         )
-    return folder.resolve(), info, verify_folder(folder)
-
-
-def source_available(local_source: LocalSource | None, download_dir: str | os.PathLike) -> bool:
-    """Whether the rasters can be had without a download: a configured local copy, or an earlier download
-    or extraction in `download_dir` (the places `locate_rasters` looks first). Checked before the rule that
-    would replace the store is scheduled (workflow/rules/data.smk)."""
-    download_dir = Path(download_dir)
-    extracted = download_dir / FOLDER_NAME
-    return (
-        local_source is not None
-        or (extracted.is_dir() and (raster_folder(extracted) / BIO_FILES[0]).is_file())
-        or (download_dir / ARCHIVE_NAME).is_file()
-    )
+    try:
+        return folder.resolve(), info, verify_folder(folder)
+    except WorldClimError as exc:
+        if src is None:
+            raise
+        raise bad_copy_error(src, exc) from exc
 
 
 def _extracted_or_extract(archive: str | os.PathLike, extracted: Path) -> Path:
