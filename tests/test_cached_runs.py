@@ -287,6 +287,39 @@ def moved_copy(worldclim_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return folder
 
 
+# What may differ between two runs of the same numbers: where the rasters were read from (provenance), the
+# config's hash and the package versions. Everything else in results/summary.json is compared bit for bit.
+VOLATILE = (("config_hash",), ("package_versions",), ("data", "raster_source"))  # path prefixes
+
+
+def _leaves(value, path: tuple = ()) -> dict[tuple, object]:
+    """{path: value} of every leaf of a JSON document (floats as they were written: bit for bit)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out.update(_leaves(item, (*path, key)))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_leaves(item, (*path, i)))
+        return out
+    return {path: value}
+
+
+@pytest.mark.slow
+def test_run_ci_numbers_are_bit_for_bit_unchanged(study: Path) -> None:
+    """Issues 20 and 21: `make run-ci` gives the numbers it gave before issue 21's changes (tests/data/
+    run_ci_summary.json, with its provenance), bit for bit. Runs first on the fresh run, before any test edits it."""
+    golden = json.loads((REPO / "tests/data/run_ci_summary.json").read_text())["summary"]
+    now = json.loads((study / "results/summary.json").read_text())
+    before, after = ({p: v for p, v in _leaves(doc).items() if not any(p[:len(prefix)] == prefix for prefix in VOLATILE)}
+                     for doc in (golden, now))
+    assert set(before) == set(after), (sorted(set(before) ^ set(after), key=str)[:20])
+    differ = [(p, before[p], after[p]) for p in before if before[p] != after[p]]
+    assert not differ, f"{len(differ)} numbers differ from the run before issue 21, e.g. {differ[:10]}"
+
+
 @pytest.mark.slow
 def test_report_with_worldclim_unset(study: Path) -> None:
     """The issue's step 2: `make report` in a shell without WORLDCLIM_DIR redraws and reports only."""
