@@ -6,7 +6,8 @@ Snakemake wildcards ``{model}``, ``{group}``, ``{seed}``."""
 from __future__ import annotations
 
 RESULTS = "results"
-VERIFIED = "results/data/worldclim_verified.json"  # the data's checksums, as verified (rule fetch_worldclim)
+DATA_ROOT = "results/data"  # the verified record and the stores (storepath: one folder per set of store settings)
+VERIFIED = DATA_ROOT + "/worldclim_verified.json"  # the data's checksums, as verified (rule fetch_worldclim)
 RUNS_ROOT = "results/runs"
 RUN_DIR = RUNS_ROOT + "/{model}/{group}/seed{seed}"  # one training job: model.pt, train.json; its measurement
 ANALYSIS_ROOT = "results/analysis"

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from spectral_collapse.paths import DATA_ROOT
 from spectral_collapse.provenance import config_hash
 
-DATA_ROOT = "results/data"
 LEGACY_STORE = f"{DATA_ROOT}/worldclim.zarr"
 LEGACY_REPORT = f"{DATA_ROOT}/worldclim_store.json"
 # The settings a store's content depends on, as its description (worldclim_store.json) records them.

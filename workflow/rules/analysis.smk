@@ -75,5 +75,5 @@ rule latent_maps:
 rule analysis:
     """Plain-name target: every table and results/summary.json."""
     input:
-        "results/summary.json",
+        SUMMARY,
         expand(f"{ANALYSIS_DIR}/latent_correlations.parquet", model=MODELS),

@@ -92,4 +92,4 @@ rule figures:
     """Plain-name target: every figure and the study summary, redrawn from the cached tables (retrains nothing)."""
     input:
         figure_files(),
-        "results/summary.json",
+        SUMMARY,

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..oracle import m2 as m2_oracle
+from ..paths import ANALYSIS_ROOT, PCA_TABLE
 from .equilibrium import equilibrium
 from .spectrum import eval_split
 
@@ -139,8 +140,8 @@ def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[s
     out = Path(out) if out else bundle / "validation"
     out.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((bundle / "config.yaml").read_text())["analysis"]
-    analysis = bundle / "results/analysis"
-    pca = pd.read_parquet(analysis / "pca.parquet")
+    analysis = bundle / ANALYSIS_ROOT
+    pca = pd.read_parquet(bundle / PCA_TABLE)
     summary: dict[str, Any] = {"m2_tolerance": M2_TOL, "T_c_tolerance": TC_TOL, "agreement_tolerance": AGREE_TOL}
     if (analysis / "linear").is_dir():
         lin = _tables(analysis / "linear")
