@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag gpu-check depth-cost figures report reference-figures reference-tables reference-validation lint clean-venv
+.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag bench-optimizer gpu-check depth-cost figures report reference-figures reference-tables reference-validation lint clean-venv
 
 venv: $(STAMP)
 
@@ -47,6 +47,11 @@ bench-dag: $(STAMP)
 # Cost per update of a reference-preset group job at MLP depth 2, 4, 8, 16 (the depths the reference run leaves out).
 depth-cost: $(STAMP)
 	$(BIN)/python benchmarks/depth_cost.py
+
+# The optimizer step alone: the project's flat Adam against torch.optim.Adam (foreach, fused) with one group per
+# member, its share of a whole update, and whether the trained numbers stay bit for bit (docs/performance.md).
+bench-optimizer: $(STAMP)
+	$(BIN)/python benchmarks/optimizer_step.py
 
 # The GPU check (docs/gpu.md): CUDA tests, step timings at E = 1, 16, 121, the paper preset's GPU-hours; under
 # 5 minutes on one GPU, a dry run on the CPU without one. GPU_PYTHON: an interpreter with a CUDA build of torch

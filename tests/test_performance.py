@@ -148,3 +148,29 @@ def test_validation_noise_is_the_fixed_draw_whether_cached_or_not(monkeypatch, c
         expected = torch.randn((2, rows, 3), generator=torch.Generator().manual_seed(987654 + idx))
         assert torch.equal(module.validation_noise(torch.randn(rows, 5), idx), expected)
     assert len(module.val_noise.cache) == (2 if cap else 0)
+
+
+def test_member_ranges_follow_a_state_loaded_into_the_same_optimizer():
+    """step_members caches its row views per range: after a state is loaded into the SAME optimizer (new state
+    tensors) it updates with the loaded state, bit for bit as a fresh optimizer does; rows in no range stay."""
+    torch.manual_seed(0)
+    cfg = VAEConfig(family="mlp", n_features=19, latents=4, depth=1, width=8, ensemble=4)
+    a = VAE(cfg)
+    b, start = copy.deepcopy(a), copy.deepcopy(a)
+    opt_a, opt_b = FusedAdam(a.parameters(), lr=1e-2), FusedAdam(b.parameters(), lr=1e-2)
+    ranges = [(0, 1, 1e-2), (2, 4, 1e-3)]  # member 1 frozen, members 2-3 annealed
+    for step in range(6):
+        grads = [torch.randn_like(p) for p in a.parameters()]
+        if step == 1:
+            state = copy.deepcopy(opt_a.state_dict())  # loaded later: other moments than the current ones
+        if step == 3:
+            opt_a.load_state_dict(copy.deepcopy(state))
+            opt_b = FusedAdam(b.parameters(), lr=1e-2)
+            opt_b.load_state_dict(copy.deepcopy(state))
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            for p, g in zip(model.parameters(), grads):
+                opt.grad_view(p).copy_(g)
+            opt.step_members(ranges)
+    for (name, p), q, p0 in zip(a.named_parameters(), b.parameters(), start.parameters()):
+        assert torch.equal(p, q), name
+        assert torch.equal(p[1], p0[1]) and not torch.equal(p[0], p0[0]), name
