@@ -559,7 +559,7 @@ def test_redraw_dag_needs_only_the_cached_inputs(tmp_path: Path) -> None:
 
 
 def _placeholder(path: Path) -> None:
-    """An empty table that passes redraw.table_problem's format check (its signature bytes)."""
+    """An empty table that passes integrity.table_problem's format check (its signature bytes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     content = {".parquet": b"PAR1" + b"\0" * 8 + b"PAR1", ".json": b"{}", ".nc": b"\x89HDF\r\n\x1a\n"}
     path.write_bytes(content[path.suffix])
