@@ -140,3 +140,24 @@ def test_stack_members_and_collapsed_start():
     torch.testing.assert_close(lin.enc_mu.weight, 0.5 * lin_paper.enc_mu.weight)
     with pytest.raises(ValueError, match="mean_init_scale"):
         VAEConfig(mean_init_scale=0.0)
+
+
+def test_a_diverging_point_restarts_at_a_lower_learning_rate(data, tmp_path):
+    """A chain point whose loss goes non-finite (here: lr 1e4) restarts from its starting weights with its first
+    learning-rate drop taken early, and the chain goes on; the record lists the restart. Without a drop left the
+    error stands (nothing is hidden)."""
+    from spectral_collapse.lightning_module import NonFiniteLossError
+
+    dm, _ = data
+    Ts = [b / dm.V for b in BETAS[:2]]  # a chain of two points: the first diverges, the second starts from it
+    group = train_group(dm, _settings(lr=1.0e4, lr_drop_factor=1.0e-6, max_updates=400), Ts, model_id="linear",
+                        seed=0, run_dir=tmp_path / "restarted")
+    assert [point["lr_restarts"] for point in group.record["chain"]][0] == 1
+    first = "T" + chain_mod.t_label(Ts[0])
+    saved = torch.load(next((tmp_path / "restarted").rglob(f"{first}/{chain_mod.POINT_FILE}")), weights_only=False)
+    [restart] = saved["record"]["lr_restarts"]
+    assert restart["lr"] == 1.0e4 and "non-finite training loss" in restart["error"]
+    assert all(np.isfinite(p.detach().numpy()).all() for p in group.model.parameters())
+    with pytest.raises(NonFiniteLossError):
+        train_group(dm, _settings(lr=1.0e4, lr_drops=0, max_updates=400), Ts, model_id="linear", seed=0,
+                    run_dir=tmp_path / "no_drop_left")

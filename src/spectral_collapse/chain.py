@@ -15,6 +15,12 @@ atomically. An interrupted job reuses the finished points whose key matches and 
 from its ``last.ckpt``; once the whole chain has finished, a ``finished`` marker (``callbacks.FINISHED``) in the job's checkpoint folder
 makes a rerun (forced, or code-triggered) train the chain afresh, as for a job without the chain (issue 23).
 
+Divergence: a point whose training loss goes non-finite restarts from its starting weights with its first
+learning-rate drop taken early (lr x lr_drop_factor, one drop fewer: the same final rate and the same convergence
+rule, so the same equilibrium), at most ``lr_drops`` times; the point's record lists each restart
+(``lr_restarts``). Why: mlp-d8 at the reference's lr 1e-3 diverged at T = 6.3e-3 (inf at update 4,592 of that
+point, after eleven hotter points had converged), which stopped the whole chain (issue 19).
+
 The members of the chain go out as one ensemble (``vae.stack_states``): ``model.pt`` and ``train.json`` of a
 chain job look like those of a group job (one entry per member under ``members``), plus ``chain`` (what each
 point started from, its updates and time); ``updates`` is the sum of every point's updates (the job's steps:
@@ -23,7 +29,7 @@ its points do not share steps).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -85,11 +91,11 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
         point_dir = checkpoint_dir / label
         saved = _load_point(point_dir / POINT_FILE, key)
         if saved is None:
-            result = train(data, single, [T], settings=st, seed=seed, run_dir=point_dir,
-                           checkpoint_dir=point_dir, log_dir=log_dir / label, run_name=f"{run_name} {label}",
-                           threads=threads, progress=progress, init_state=state, init_key=prev_key)
+            result, restarts = _train_point(data, single, T, st, seed=seed, point_dir=point_dir,
+                                            log_dir=log_dir / label, run_name=f"{run_name} {label}", threads=threads,
+                                            progress=progress, init_state=state, init_key=prev_key)
             record = {**result.record, "chain_init": "initialisation" if k == 0 else f"T{t_label(chain[k - 1])}",
-                      "chain_reused": False}
+                      "chain_reused": False, "lr_restarts": restarts}
             model_state = {name: v.detach().cpu().clone() for name, v in result.model.state_dict().items()}
             point_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(point_dir / POINT_FILE) as tmp:
@@ -108,6 +114,29 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
                        system=None)
 
 
+def _train_point(data, single: VAEConfig, T: float, st: Any, *, seed: int, point_dir: Path, log_dir: Path,
+                 run_name: str, threads: int | None, progress: bool | None, init_state, init_key):
+    """One point of the chain; on a non-finite loss, restarted from the same starting weights with its first
+    learning-rate drop taken early (module docstring). Returns (training.TrainResult, the restarts)."""
+    from .lightning_module import NonFiniteLossError
+    from .training import train
+
+    restarts: list[dict[str, Any]] = []
+    while True:
+        try:
+            result = train(data, single, [T], settings=st, seed=seed, run_dir=point_dir, checkpoint_dir=point_dir,
+                           log_dir=log_dir, run_name=run_name, threads=threads, progress=progress,
+                           init_state=init_state, init_key=init_key)
+            return result, restarts
+        except NonFiniteLossError as exc:
+            if st.lr_drops < 1:
+                raise
+            restarts.append({"lr": st.lr, "error": str(exc)})
+            st = replace(st, lr=st.lr * st.lr_drop_factor, lr_drops=st.lr_drops - 1)
+            print(f"[{run_name}] {exc}; restarting the point from its starting weights at lr {st.lr:g} "
+                  f"({st.lr_drops} learning-rate drop(s) left)", flush=True)
+
+
 def combine_records(records: Sequence[Mapping[str, Any]], cfg: VAEConfig, run_name: str) -> dict[str, Any]:
     """One group's training record from the chain's one-point records: shared fields of the first, one member
     per point, updates and times summed (the points ran one after another)."""
@@ -115,7 +144,7 @@ def combine_records(records: Sequence[Mapping[str, Any]], cfg: VAEConfig, run_na
     total = sum(int(r["updates"]) for r in records)
     ms = sum(float(r["ms_per_step"]) * int(r["updates"]) for r in records) / max(total, 1)
     return {
-        **{k: v for k, v in first.items() if k not in ("members", "chain_init", "chain_reused")},
+        **{k: v for k, v in first.items() if k not in ("members", "chain_init", "chain_reused", "lr_restarts")},
         "run_name": run_name,
         "updates": total,  # the job's steps: the points ran one after another
         "point_updates": sum(int(r["point_updates"]) for r in records),
@@ -128,5 +157,6 @@ def combine_records(records: Sequence[Mapping[str, Any]], cfg: VAEConfig, run_na
         "ms_per_step": ms,
         "ms_per_step_all_members": ms,  # one member per point: nothing is ever frozen while a chain point trains
         "chain": [{"T": r["members"][0]["T_grid"], "init": r["chain_init"], "updates": int(r["updates"]),
-                   "wall_time_s": float(r["wall_time_s"]), "reused": bool(r["chain_reused"])} for r in records],
+                   "wall_time_s": float(r["wall_time_s"]), "reused": bool(r["chain_reused"]),
+                   "lr_restarts": len(r.get("lr_restarts", []))} for r in records],
     }
