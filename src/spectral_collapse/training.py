@@ -116,8 +116,8 @@ def train(
     keep_freed_memory()  # no page faults on every update's activations (allocator.py)
     st = TrainingSettings.from_mapping(settings)
     Ts = [float(t) for t in (T if isinstance(T, (list, tuple, np.ndarray)) else [T])]
-    cfg = vae if isinstance(vae, VAEConfig) else VAEConfig(**{"n_features": data.n_features, **dict(vae)})
-    cfg = VAEConfig(**{**asdict(cfg), "ensemble": len(Ts)})
+    cfg = vae if isinstance(vae, VAEConfig) else VAEConfig.build(n_features=data.n_features, **dict(vae))
+    cfg = cfg.with_ensemble(len(Ts))
     if cfg.n_features != data.n_features:
         raise ValueError(f"model expects {cfg.n_features} features, data has {data.n_features}")
     data.batch_size, data.eval_every, data.seed = st.batch_size, st.eval_every, int(seed)
