@@ -134,8 +134,9 @@ def freeze_first(k: int):
 
 def params_per_member(settings: dict) -> int:
     from spectral_collapse.vae import VAE, VAEConfig
+    from spectral_collapse.worldclim import N_BIO
 
-    return sum(p.numel() for p in VAE(VAEConfig.from_settings(settings, ensemble=1)).parameters() if p.requires_grad)
+    return sum(p.numel() for p in VAE(VAEConfig.from_settings(settings, N_BIO)).parameters() if p.requires_grad)
 
 
 def memory_estimate_gb(settings: dict, E: int, rows: dict) -> dict:
@@ -265,7 +266,7 @@ def main() -> int:
         if time.perf_counter() - T_START > BUDGET_S:
             out(f"{model}_E{E}_measure_test_s", "skipped", "time budget reached")
             continue
-        vae = VAE(VAEConfig.from_settings(settings[model], ensemble=E)).to(dev)
+        vae = VAE(VAEConfig.from_settings(settings[model], data.n_features, ensemble=E)).to(dev)
         if gpu:
             torch.cuda.reset_peak_memory_stats(dev)
         synchronize(dev)

@@ -117,29 +117,29 @@ def test_interrupted_chain_reuses_finished_points_and_a_rerun_trains_afresh(data
 
 
 def test_stack_members_and_collapsed_start():
-    models = [VAE(VAEConfig(family="mlp", depth=1, latents=3, width=4, n_features=2)) for _ in range(2)]
+    models = [VAE(VAEConfig.build(family="mlp", depth=1, latents=3, width=4, n_features=2)) for _ in range(2)]
     stacked = stack_members(models)
     assert stacked.ensemble == 2
     for e, m in enumerate(models):
         for name, value in m.state_dict().items():
             torch.testing.assert_close(stacked.state_dict()[name][e : e + 1], value)
     with pytest.raises(ValueError, match="different architectures"):
-        stack_members([models[0], VAE(VAEConfig(family="mlp", depth=2, latents=3, width=4, n_features=2))])
+        stack_members([models[0], VAE(VAEConfig.build(family="mlp", depth=2, latents=3, width=4, n_features=2))])
     torch.manual_seed(0)
-    paper = VAE(VAEConfig(family="mlp", depth=1, latents=3, width=8, n_features=2))
+    paper = VAE(VAEConfig.build(family="mlp", depth=1, latents=3, width=8, n_features=2))
     torch.manual_seed(0)
-    collapsed = VAE(VAEConfig(family="mlp", depth=1, latents=3, width=8, n_features=2, logvar_bias_init=0.0,
+    collapsed = VAE(VAEConfig.build(family="mlp", depth=1, latents=3, width=8, n_features=2, logvar_bias_init=0.0,
                               mean_init_scale=0.01))
     torch.testing.assert_close(collapsed.enc.out.weight[..., :3], 0.01 * paper.enc.out.weight[..., :3])
     torch.testing.assert_close(collapsed.enc.out.weight[..., 3:], paper.enc.out.weight[..., 3:])
     assert torch.all(collapsed.enc.out.bias[..., 3:] == 0.0) and torch.all(paper.enc.out.bias[..., 3:] == -4.0)
     torch.manual_seed(0)
-    lin = VAE(VAEConfig(family="linear", latents=3, n_features=2, mean_init_scale=0.5, logvar_bias_init=0.0))
+    lin = VAE(VAEConfig.build(family="linear", latents=3, n_features=2, mean_init_scale=0.5, logvar_bias_init=0.0))
     torch.manual_seed(0)
-    lin_paper = VAE(VAEConfig(family="linear", latents=3, n_features=2))
+    lin_paper = VAE(VAEConfig.build(family="linear", latents=3, n_features=2))
     torch.testing.assert_close(lin.enc_mu.weight, 0.5 * lin_paper.enc_mu.weight)
     with pytest.raises(ValueError, match="mean_init_scale"):
-        VAEConfig(mean_init_scale=0.0)
+        VAEConfig.build("linear", 2, mean_init_scale=0.0)
 
 
 def test_a_diverging_point_restarts_at_a_lower_learning_rate(data, tmp_path):

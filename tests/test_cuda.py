@@ -104,7 +104,7 @@ def _sample(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _vae(family: str, E: int, *, learned: bool = False, logvar_bias: float = -1.0, seed: int = 0) -> VAE:
     torch.manual_seed(seed)
-    return VAE(VAEConfig(family=family, n_features=len(SPECTRUM), latents=8, depth=2 if family == "mlp" else 0,
+    return VAE(VAEConfig.build(family=family, n_features=len(SPECTRUM), latents=8, depth=2 if family == "mlp" else 0,
                          width=32, ensemble=E, learned_variance=learned, logvar_bias_init=logvar_bias))
 
 

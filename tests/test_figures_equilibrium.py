@@ -31,7 +31,7 @@ def _tables(unconverged: dict):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the analysis' own warning when nothing is at equilibrium
         spectra, _, summary = analyse_model(lat, prn, runs, pca_table(T_K), CFG, "linear")
-    return lat, prn, spectra, summary
+    return lat, prn, runs, spectra, summary
 
 
 def _markers(ax) -> list[tuple[np.ndarray, bool]]:
@@ -56,8 +56,8 @@ def _texts(fig) -> str:
 def test_budget_hit_point_is_hollow_in_the_cascade():
     """One run stopped at its budget (status 'budget'): its markers hollow, the runs at equilibrium filled."""
     bad_T = T_GRID[3]
-    lat, _, spectra, summary = _tables({(0, bad_T): 0.5})
-    fig = plot_cascade(lat, spectra, pca_table(T_K), summary, "linear")
+    lat, _, runs, spectra, summary = _tables({(0, bad_T): 0.5})
+    fig = plot_cascade(lat, runs, spectra, pca_table(T_K), summary, "linear")
     markers = _markers(fig.axes[0])
     at_bad = [filled for xy, filled in markers if np.isclose(xy[:, 0], bad_T).any()]
     elsewhere = [filled for xy, filled in markers if not np.isclose(xy[:, 0], bad_T).any()]
@@ -70,12 +70,12 @@ def test_budget_hit_point_is_hollow_in_the_cascade():
 def test_nothing_at_equilibrium_is_all_hollow_and_said_on_the_figure(figure):
     """Every run hit its budget: no marker is filled (the analysis' 'fit on all points' fallback never
     reaches the figures) and the figure itself says that no point reached equilibrium."""
-    lat, prn, spectra, summary = _tables({(0, T): 0.9 for T in T_GRID})
+    lat, prn, runs, spectra, summary = _tables({(0, T): 0.9 for T in T_GRID})
     pca = pca_table(T_K)
-    draw = {"cascade": lambda: plot_cascade(lat, spectra, pca, summary, "linear"),
+    draw = {"cascade": lambda: plot_cascade(lat, runs, spectra, pca, summary, "linear"),
             "spectra": lambda: plot_spectra(spectra, summary, "linear"),
-            "meanfield": lambda: plot_meanfield(lat, spectra, summary, "linear"),
-            "truncation": lambda: plot_truncation(prn, lat, spectra, pca, summary, "linear")}[figure]
+            "meanfield": lambda: plot_meanfield(lat, runs, spectra, summary, "linear"),
+            "truncation": lambda: plot_truncation(prn, lat, runs, spectra, pca, summary, "linear")}[figure]
     fig = draw()
     filled = [filled for ax in fig.axes for _, filled in _markers(ax) if filled]
     lines_filled = [ln for ax in fig.axes for ln in ax.get_lines()
@@ -97,7 +97,7 @@ def test_point_failing_the_stability_check_is_hollow_in_the_cascade():
     runs = pd.DataFrame(runs).drop(columns="totals")
     runs["stable"] = ~np.isclose(runs["T"].to_numpy(float), bad_T)
     spectra, _, summary = analyse_model(lat, prn, runs, pca_table(T_K), CFG, "linear")
-    fig = plot_cascade(lat, spectra, pca_table(T_K), summary, "linear")
+    fig = plot_cascade(lat, runs, spectra, pca_table(T_K), summary, "linear")
     markers = _markers(fig.axes[0])
     at_bad = [filled for xy, filled in markers if np.isclose(xy[:, 0], bad_T).any()]
     elsewhere = [filled for xy, filled in markers if not np.isclose(xy[:, 0], bad_T).any()]

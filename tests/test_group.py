@@ -84,7 +84,7 @@ def test_ensemble_matches_separate_jobs_on_the_oracle_spectrum(spectrum_data):
 def test_members_are_independent():
     """Member e's gradient of the summed loss is the gradient of its own loss with its own beta."""
     torch.manual_seed(0)
-    cfg = VAEConfig(family="mlp", n_features=19, latents=8, depth=2, width=16, ensemble=3)
+    cfg = VAEConfig.build(family="mlp", n_features=19, latents=8, depth=2, width=16, ensemble=3)
     ens = VAE(cfg)
     beta = torch.tensor([0.5, 2.0, 7.0])
     x = torch.randn(64, 19)

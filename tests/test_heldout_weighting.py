@@ -48,7 +48,7 @@ def store(tmp_path_factory):
 
 def _model() -> VAE:
     torch.manual_seed(1)
-    model = VAE(VAEConfig(family="linear", n_features=D, latents=L, ensemble=E))
+    model = VAE(VAEConfig.build(family="linear", n_features=D, latents=L, ensemble=E))
     with torch.no_grad():
         model.enc_logvar.copy_(torch.tensor([[[-1.0, 0.5]], [[0.3, -2.0]]]))
         model.dec.bias.normal_()

@@ -28,7 +28,7 @@ PRUNING_COLUMNS = ["run_id", "model", "family", "depth", "T", "beta", "seed", "s
 
 def linear_model(E: int = 2, d: int = 4, L: int = 3, seed: int = 0) -> VAE:
     torch.manual_seed(seed)
-    model = VAE(VAEConfig(family="linear", n_features=d, latents=L, ensemble=E))
+    model = VAE(VAEConfig.build(family="linear", n_features=d, latents=L, ensemble=E))
     with torch.no_grad():
         model.enc_logvar.copy_(torch.randn(E, 1, L))
         model.dec.bias.copy_(torch.randn(E, 1, d))
@@ -103,7 +103,7 @@ def test_blocked_measurement_is_the_plain_computation(monkeypatch):
     """measure_split works in cache-sized blocks (blocks that straddle the noise chunks, pruning levels decoded
     together): the results are those of the plain computation, and do not depend on the block sizes."""
     torch.manual_seed(3)
-    model = VAE(VAEConfig(family="mlp", n_features=5, latents=4, depth=2, width=8, ensemble=3)).eval()
+    model = VAE(VAEConfig.build(family="mlp", n_features=5, latents=4, depth=2, width=8, ensemble=3)).eval()
     with torch.no_grad():  # collapse some latents (huge variance): 3, 4 and 2 active latents, ablations padded
         model.enc.out.bias[0, 0, 4 + 1] = 8.0
         model.enc.out.bias[2, 0, 4 + 0] = model.enc.out.bias[2, 0, 4 + 3] = 8.0
@@ -156,7 +156,7 @@ def test_train_and_measure_rules_end_to_end(tmp_path, worldclim_dir):
     config["models"]["linear"]["T"] = {"values": [10 ** -0.25]}
     config["models"]["linear"]["training"] = {"lr": 1e-2, "batch_size": 1024, "max_updates": 400}
     config["training"].update({"eval_every": 100, "patience_fraction": 0.5})
-    config["analysis"]["stability_check"] = {"updates": 50}
+    config.setdefault("analysis", {})["stability_check"] = {"updates": 50}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))

@@ -128,7 +128,7 @@ def test_learned_decoder_variance_is_ppca():
     expected = oracle.learned_sigma2(p.lam, beta=1.0, n_latents=4)  # sample spectrum: 0.3712
     print(f"pPCA: learned sigma^2 = {s['sigma_dec2']:.5f}, oracle (sample spectrum) {expected:.5f}")
     assert s["beta"] == pytest.approx(1.0, rel=1e-6)
-    assert s["decoder_variance"] == "learned"
+    assert s["hparams"]["learned_variance"]
     assert s["sigma_dec2"] == pytest.approx(expected, rel=0.01)
     assert s["T_eff"] == pytest.approx(s["sigma_dec2"] / data.V, rel=1e-6)
     w2 = np.sort(measure_split(res.model, x, data.V, ACTIVE)["w2"][0])[::-1]

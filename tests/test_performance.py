@@ -31,7 +31,7 @@ def _loss(model, x, noise, beta):
 def test_flat_fused_adam_is_adam(family):
     """Bitwise the parameters of torch.optim.Adam(fused=True), through an lr change and a state round trip."""
     torch.manual_seed(0)
-    cfg = VAEConfig(family=family, n_features=19, latents=8, depth=2 if family == "mlp" else 0, width=16,
+    cfg = VAEConfig.build(family=family, n_features=19, latents=8, depth=2 if family == "mlp" else 0, width=16,
                     ensemble=3, learned_variance=(family == "linear"))
     ref, new = VAE(cfg), None
     new = copy.deepcopy(ref)
@@ -60,7 +60,7 @@ def test_hand_written_gradient_is_the_autograd_gradient(family, learned):
     """elbo_grad: the loss bit for bit, and the gradient of every parameter to 1e-12 (float64), against the
     plain expression of docs/science.md section 2 differentiated by autograd; every gradient slot is written."""
     torch.manual_seed(1)
-    cfg = VAEConfig(family=family, n_features=19, latents=6, depth=2 if family == "mlp" else 0, width=16,
+    cfg = VAEConfig.build(family=family, n_features=19, latents=6, depth=2 if family == "mlp" else 0, width=16,
                     ensemble=3, learned_variance=learned)
     model = VAE(cfg).double()
     x, noise = torch.randn(50, 19, dtype=torch.double), torch.randn(3, 50, 6, dtype=torch.double)
@@ -82,7 +82,7 @@ def test_hand_written_gradient_is_the_autograd_gradient(family, learned):
 
 
 def test_backward_needs_the_saved_forward():
-    model = VAE(VAEConfig(family="mlp", n_features=5, latents=2, depth=1, width=4))
+    model = VAE(VAEConfig.build(family="mlp", n_features=5, latents=2, depth=1, width=4))
     fwd = elbo_grad.forward(model, torch.randn(8, 5))
     with pytest.raises(ValueError, match="keep=True"):
         elbo_grad.backward(model, fwd, torch.ones(1), lambda p: torch.empty_like(p))
@@ -94,7 +94,7 @@ def test_training_updates_are_autograd_adam_updates(family):
     autograd + torch.optim.Adam(fused=True) on the same batches and noise: the same parameters up to float32
     rounding; and members that start from the same weights but have different beta end up different."""
     torch.manual_seed(0)
-    cfg = VAEConfig(family=family, n_features=19, latents=8, depth=2 if family == "mlp" else 0, width=16, ensemble=3)
+    cfg = VAEConfig.build(family=family, n_features=19, latents=8, depth=2 if family == "mlp" else 0, width=16, ensemble=3)
     ref = VAE(cfg)
     with torch.no_grad():  # every member starts from member 0's weights
         for p in ref.parameters():
@@ -142,7 +142,7 @@ def test_budget_not_a_multiple_of_eval_every(tmp_path):
 def test_validation_noise_is_the_fixed_draw_whether_cached_or_not(monkeypatch, cap):
     """Every evaluation sees the noise of a generator seeded with 987654 + batch index, kept or drawn again."""
     monkeypatch.setattr(fixed_noise, "CACHE_BYTES", cap)
-    cfg = VAEConfig(family="mlp", n_features=5, latents=3, depth=1, width=4, ensemble=2)
+    cfg = VAEConfig.build(family="mlp", n_features=5, latents=3, depth=1, width=4, ensemble=2)
     module = lm.BetaVAESystem(VAE(cfg), [0.1, 0.2], V=5.0, lr=1e-3)
     for rows, idx in ((70, 0), (70, 1), (70, 0), (70, 1), (40, 0), (70, 1), (40, 0)):  # 40: another split size
         expected = torch.randn((2, rows, 3), generator=torch.Generator().manual_seed(987654 + idx))

@@ -43,7 +43,7 @@ def oracle_scan_point() -> VAE:
     member 1 the same with mode STUCK collapsed although it should be active (the saddle)."""
     V = float(LAM.sum())
     beta = T * V
-    model = VAE(VAEConfig(family="linear", n_features=4, latents=4, ensemble=2))
+    model = VAE(VAEConfig.build(family="linear", n_features=4, latents=4, ensemble=2))
     active = LAM > beta
     c = np.where(active, np.sqrt(np.maximum(LAM - beta, 0)) / LAM, 0.0)
     w = np.sqrt(np.maximum(LAM - beta, 0))

@@ -33,7 +33,7 @@ def gaussian(n: int = 4000, lam=(4.0, 2.0, 1.0, 0.5, 0.25), seed: int = 0) -> np
 def test_loss_is_a_sum_over_features_with_half_and_kl_summed_over_latents():
     """docs/science.md section 2: D = mean ||x - x_hat||^2 / (2 sigma^2) summed over features; R summed over latents."""
     torch.manual_seed(0)
-    cfg = VAEConfig(family="linear", n_features=3, latents=2, sigma2=0.5, logvar_bias_init=-1.0)
+    cfg = VAEConfig.build(family="linear", n_features=3, latents=2, sigma2=0.5, logvar_bias_init=-1.0)
     model = VAE(cfg)
     x = torch.randn(7, 3)
     noise = torch.randn(1, 7, 2)
@@ -52,7 +52,7 @@ def test_loss_is_a_sum_over_features_with_half_and_kl_summed_over_latents():
 
 
 def test_beta_is_T_V_over_sigma2_and_ensemble_members_are_independent():
-    cfg = VAEConfig(family="mlp", n_features=5, latents=4, depth=2, width=8, sigma2=2.0, ensemble=3)
+    cfg = VAEConfig.build(family="mlp", n_features=5, latents=4, depth=2, width=8, sigma2=2.0, ensemble=3)
     module = BetaVAESystem(VAE(cfg), [0.1, 0.01, 1.0], V=19.0, lr=1e-3)
     assert torch.allclose(module.beta, torch.tensor([0.1 * 19 / 2, 0.01 * 19 / 2, 19 / 2]))
     # the gradient of member 1's parameters does not depend on member 0's loss
@@ -70,7 +70,7 @@ def test_beta_is_T_V_over_sigma2_and_ensemble_members_are_independent():
 
 
 def test_mlp_initialisation():
-    model = VAE(VAEConfig(family="mlp", n_features=19, latents=32, depth=4, width=64))
+    model = VAE(VAEConfig.build(family="mlp", n_features=19, latents=32, depth=4, width=64))
     assert len(model.enc.hidden) == 4 and len(model.dec.hidden) == 4
     assert torch.all(model.enc.out.bias[..., 32:] == -4.0)
     _, logvar = model.encode(torch.zeros(3, 19))
@@ -127,7 +127,7 @@ def test_same_seed_gives_identical_measurements(tmp_path):
 
 
 def test_model_round_trip(tmp_path):
-    model = VAE(VAEConfig(family="mlp", n_features=5, latents=3, depth=1, width=8))
+    model = VAE(VAEConfig.build(family="mlp", n_features=5, latents=3, depth=1, width=8))
     save_trained(tmp_path / "model.pt", model, {"T": 0.1, "beta": 1.9, "V": 19.0, "seed": 0})
     loaded, meta = load_trained(tmp_path / "model.pt")
     assert meta["T"] == 0.1 and meta["hparams"]["family"] == "mlp"

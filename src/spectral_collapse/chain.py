@@ -71,7 +71,7 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
     from .training import TrainResult, train
 
     st = TrainingSettings.from_mapping(settings)
-    single = VAEConfig(**{**asdict(cfg), "ensemble": 1})
+    single = cfg.with_ensemble(1)
     checkpoint_dir, log_dir = Path(checkpoint_dir), Path(log_dir)
     finished = checkpoint_dir / FINISHED
     if finished.exists():

@@ -8,6 +8,7 @@ benchmarks and notebooks get the same values as a workflow run by calling ``load
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from pathlib import Path
@@ -29,6 +30,22 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def schema_defaults(*block: str) -> dict[str, Any]:
+    """The defaults the schema gives the keys of one config block, e.g. ``("training",)``, ``("models", "mlp")``
+    or ``("decoder",)``: for code that takes a block's settings without a validated config (the schema is the
+    one place defaults live)."""
+    node = _schema()
+    for key in block:
+        node = node["properties"][key]
+    return {key: copy.deepcopy(spec["default"]) for key, spec in node.get("properties", {}).items()
+            if "default" in spec}
 
 
 class ConfigError(ValueError):

@@ -125,7 +125,8 @@ def measure_group(
     )
     runs = [{**m, "run_id": group.run_ids[e], "model": model_id, "member": e,
              "converged": m["status"] == "converged", "totals": totals[e]} for e, m in enumerate(members)]
-    shared = {k: v for k, v in record.items() if k != "members"}
+    # the job's settings (training, hparams) stay in train.json; run.json's one copy is the measured config
+    shared = {k: v for k, v in record.items() if k not in ("members", "training", "hparams")}
     group.latents, group.pruning = latents, pruning
     group.run = {**shared, "model": model_id, "group_size": len(members), "run_ids": group.run_ids, "runs": runs}
     return group
@@ -160,7 +161,7 @@ def train_group_job(
         checkpoint_dir=checkpoint_dir, log_dir=log_dir, threads=threads, progress=progress,
     )
     save_trained(model_path, group.model, {**model_meta(group.record, group.run_ids), "model": model_id})
-    group.record = {**group.record, "model": model_id, "run_ids": group.run_ids, "settings": dict(settings),
+    group.record = {**group.record, "model": model_id, "run_ids": group.run_ids,
                     "package_versions": package_versions(), "job_time_s": time.perf_counter() - start,
                     **dict(extra or {})}
     write_json(record_path, group.record)

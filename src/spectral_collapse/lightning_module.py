@@ -40,7 +40,6 @@ class BetaVAESystem(pl.LightningModule):
         T = [float(t) for t in T]
         if len(T) != E:
             raise ValueError(f"{len(T)} temperatures for an ensemble of {E}")
-        self.save_hyperparameters({"vae": dict(vars(vae.config)), "T": T, "V": float(V), "lr": float(lr)})
         # Manual optimisation: one optimizer step = one update = one global_step, several per training_step.
         self.automatic_optimization = False
         self.vae, self.T, self.V, self.lr, self.run_name = vae, T, float(V), float(lr), run_name

@@ -4,23 +4,12 @@ defaults live (workflow/schemas/config.schema.yaml, ``training``)."""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-import yaml
-
-from .config import SCHEMA
+from .config import schema_defaults
 
 REQUIRED = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
-
-
-@functools.lru_cache(maxsize=1)
-def schema_training_defaults() -> dict[str, Any]:
-    """The defaults the schema gives the study's training block (lr_drops, lr_drop_factor, ...)."""
-    schema = yaml.safe_load(SCHEMA.read_text())
-    props = schema["properties"]["training"].get("properties", {})
-    return {key: spec["default"] for key, spec in props.items() if "default" in spec}
 
 
 @dataclass(frozen=True)
@@ -50,7 +39,7 @@ class TrainingSettings:
         unknown = sorted(set(settings) - set(names))
         if unknown:
             raise ValueError(f"unknown training settings {unknown} (expected some of {names})")
-        merged = {**schema_training_defaults(), **settings}
+        merged = {**schema_defaults("training"), **settings}
         return cls(batch_size=int(merged["batch_size"]), lr=float(merged["lr"]),
                    max_updates=int(merged["max_updates"]), tolerance=float(merged["tolerance"]),
                    patience_fraction=float(merged["patience_fraction"]), eval_every=int(merged["eval_every"]),

@@ -116,8 +116,8 @@ def train(
     keep_freed_memory()  # no page faults on every update's activations (allocator.py)
     st = TrainingSettings.from_mapping(settings)
     Ts = [float(t) for t in (T if isinstance(T, (list, tuple, np.ndarray)) else [T])]
-    cfg = vae if isinstance(vae, VAEConfig) else VAEConfig(**{"n_features": data.n_features, **dict(vae)})
-    cfg = VAEConfig(**{**asdict(cfg), "ensemble": len(Ts)})
+    cfg = vae if isinstance(vae, VAEConfig) else VAEConfig.build(n_features=data.n_features, **dict(vae))
+    cfg = cfg.with_ensemble(len(Ts))
     if cfg.n_features != data.n_features:
         raise ValueError(f"model expects {cfg.n_features} features, data has {data.n_features}")
     data.batch_size, data.eval_every, data.seed = st.batch_size, st.eval_every, int(seed)
@@ -234,15 +234,12 @@ def _record(system: BetaVAESystem, trainer: pl.Trainer, convergence: Convergence
         "seed": seed,
         "family": cfg.family,
         "depth": cfg.depth,
-        "latents": cfg.latents,
-        "decoder_variance": "learned" if cfg.learned_variance else "fixed",
-        "sigma_dec2_init": float(cfg.sigma2),
         "updates": steps,
         "point_updates": point_updates,  # updates computed, summed over members (frozen members cost none)
         "point_updates_unfrozen": E * steps,  # what the same job costs if no member were ever frozen
         "resumed_from_step": int(system.resumed_from_step),
         "n_evaluations": len(convergence.history),
-        "training": st.as_dict(),
+        "training": st.as_dict(),  # the job's settings, recorded once: its schedule and its model (hparams)
         "hparams": asdict(cfg),
         "n_train": int(len(data.train_tensor)),
         "data_source": data.source,
@@ -252,8 +249,8 @@ def _record(system: BetaVAESystem, trainer: pl.Trainer, convergence: Convergence
 
 
 def model_meta(record: Mapping[str, Any], run_ids: Sequence[str]) -> dict[str, Any]:
-    """What ``model.pt`` stores beside the weights (contracts.md section 3): per-member lists."""
+    """What ``model.pt`` stores beside the weights and their ``hparams`` (contracts.md section 3): per-member
+    lists."""
     members = record["members"]
     out = {k: [m[k] for m in members] for k in ("T", "T_grid", "beta", "sigma_dec2", "T_eff")}
-    return {**out, "V": record["V"], "seed": record["seed"], "family": record["family"], "depth": record["depth"],
-            "run_id": list(run_ids)}
+    return {**out, "V": record["V"], "seed": record["seed"], "run_id": list(run_ids)}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,20 +37,23 @@ import torch
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True)
 class VAEConfig:
-    """Hyper-parameters of one (ensemble of) VAE(s); stored in ``model.pt`` as ``hparams``."""
+    """Hyper-parameters of one (ensemble of) VAE(s); stored in ``model.pt`` as ``hparams``. No field has a default
+    here: build it with ``from_settings`` (a training job's settings) or ``build`` (a family and the fields that
+    differ), which take what is not given from the config schema (workflow/schemas/config.schema.yaml,
+    ``models.<family>`` and ``decoder``), the one place defaults live."""
 
-    family: str = "linear"  # linear | mlp
-    n_features: int = 19
-    latents: int = 19
-    depth: int = 0  # hidden layers (mlp only)
-    width: int = 64
-    logvar_bias_init: float = -4.0
-    mean_init_scale: float = 1.0  # factor on the initial weights of the latents' means (cold-end start, issue 19)
-    learned_variance: bool = False
-    sigma2: float = 1.0  # sigma_dec^2 (initial value when learned)
-    ensemble: int = 1
+    family: str  # linear | mlp
+    n_features: int
+    latents: int
+    depth: int  # hidden layers (mlp only; 0 for linear)
+    width: int  # hidden units (mlp only; 0 for linear)
+    logvar_bias_init: float
+    mean_init_scale: float  # factor on the initial weights of the latents' means (cold-end start, issue 19)
+    learned_variance: bool
+    sigma2: float  # sigma_dec^2 (initial value when learned)
+    ensemble: int
 
     def __post_init__(self) -> None:
         if self.family not in ("linear", "mlp"):
@@ -61,18 +64,43 @@ class VAEConfig:
             raise ValueError(f"mean_init_scale must be > 0, got {self.mean_init_scale}")
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], n_features: int = 19, ensemble: int = 1) -> "VAEConfig":
-        """From a training job's settings (``scan.model_settings``): the family's model block (latents, and
-        width and logvar_bias_init for the mlp), depth and decoder."""
+    def from_settings(cls, settings: Mapping[str, Any], n_features: int, ensemble: int = 1) -> "VAEConfig":
+        """From a training job's settings (``scan.model_settings``: family, depth, the family's model block and
+        the decoder block); a key the blocks lack takes the schema's default."""
+        from .config import schema_defaults
+
+        family = settings["family"]
+        model = {**schema_defaults("models", family), **settings["model"]}
+        decoder = {**schema_defaults("decoder"), **settings["decoder"]}
         return cls(
-            family=settings["family"],
-            n_features=n_features,
+            family=family,
+            n_features=int(n_features),
+            latents=int(model["latents"]),
             depth=int(settings["depth"]),
-            learned_variance=settings["decoder"]["variance"] == "learned",
-            sigma2=float(settings["decoder"]["sigma2"]),
+            width=int(model.get("width", 0)),  # the linear family has no hidden layers
+            logvar_bias_init=float(model["logvar_bias_init"]),
+            mean_init_scale=float(model["mean_init_scale"]),
+            learned_variance=decoder["variance"] == "learned",
+            sigma2=float(decoder["sigma2"]),
             ensemble=int(ensemble),
-            **dict(settings["model"]),
         )
+
+    @classmethod
+    def build(cls, family: str, n_features: int, *, depth: int = 0, ensemble: int = 1,
+              learned_variance: bool | None = None, sigma2: float | None = None, **model: Any) -> "VAEConfig":
+        """A VAE of ``family`` with the given model-block fields (latents, width, logvar_bias_init,
+        mean_init_scale) and decoder, the rest the schema's defaults: for tests, benchmarks and notebooks."""
+        unknown = sorted(set(model) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown VAE settings {unknown} (expected some of {[f.name for f in fields(cls)]})")
+        decoder = {"variance": "learned" if learned_variance else "fixed"} if learned_variance is not None else {}
+        decoder.update({} if sigma2 is None else {"sigma2": sigma2})
+        settings = {"family": family, "depth": depth, "model": model, "decoder": decoder}
+        return cls.from_settings(settings, n_features=n_features, ensemble=ensemble)
+
+    def with_ensemble(self, ensemble: int) -> "VAEConfig":
+        """The same architecture with ``ensemble`` members."""
+        return replace(self, ensemble=int(ensemble))
 
 
 def as_members(x: torch.Tensor, ensemble: int) -> torch.Tensor:
@@ -188,7 +216,7 @@ class VAE(nn.Module):
         view._modules = {name: _rows_of(module, a, b) for name, module in self._modules.items()}
         view._parameters = {name: _row_param(p, a, b) for name, p in self._parameters.items()}
         view._buffers = {name: t[a:b] for name, t in self._buffers.items()}
-        view.config = VAEConfig(**{**asdict(self.config), "ensemble": b - a})
+        view.config = self.config.with_ensemble(b - a)
         return view
 
     def member(self, e: int) -> "VAE":
@@ -216,7 +244,7 @@ def stack_states(config: VAEConfig, states: "Sequence[Mapping[str, torch.Tensor]
     (each of any ensemble size), concatenated along the member dimension."""
     E = sum(int(next(iter(st.values())).shape[0]) for st in states)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
-        out = VAE(VAEConfig(**{**asdict(config), "ensemble": E}))
+        out = VAE(config.with_ensemble(E))
     out.load_state_dict({k: torch.cat([st[k].detach().cpu() for st in states], dim=0) for k in states[0]})
     return out
 

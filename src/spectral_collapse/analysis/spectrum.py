@@ -26,16 +26,6 @@ def run_max_drift(latents: pd.DataFrame) -> pd.Series:
     return latents.groupby("run_id")["m2_drift"].max()
 
 
-def equilibrium_run_ids(latents: pd.DataFrame, max_drift: float) -> set:
-    """run_ids at equilibrium: the run converged (the validation-loss rule: the latents table's `converged`
-    flag) and no latent's M^2 still drifts faster than ``max_drift`` (``analysis.max_m2_drift``; a run with no
-    drift record counts as settled). A run can meet the loss tolerance while unused latents are still
-    collapsing: at tiny beta they cost almost nothing, so the loss is flat long before M^2 is."""
-    conv = latents.groupby("run_id")["converged"].all().astype(bool)
-    settled = ~(run_max_drift(latents).reindex(conv.index) > float(max_drift))
-    return set(conv.index[(conv & settled).to_numpy(dtype=bool)])
-
-
 def best_distortion(pruning: pd.DataFrame, run_ids: set | None = None) -> pd.DataFrame:
     """Per K: the lowest D~_K over the given runs (all runs when None), and the T where it is reached.
 

@@ -14,7 +14,7 @@ from .style import (NO_THRESHOLD_GREY, T_LABEL, apply_style, hollow_legend_handl
 from .tables import annotate_no_equilibrium, fitted_flags, n_seeds, shown_ranks, test_rows, thresholded_ranks
 
 
-def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame, summary: dict, model: str):
+def plot_cascade(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame, summary: dict, model: str):
     """M_k^2(T) per rank (seed mean at each T; runs not at equilibrium hollow) with the linear oracle
     [1 - T/T_k]_+, T_k = lambda_k / V from PCA, dashed in the same colour. Ranks with a collapse threshold get
     distinct hues, the others grey (many shades of one map cannot be told apart). With an effective T per run
@@ -22,7 +22,7 @@ def plot_cascade(latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame
     apply_style()
     active_threshold = summary["active_threshold"]
     lat = test_rows(latents).copy()
-    lat["fitted"] = fitted_flags(lat, lat["run_id"], summary)
+    lat["fitted"] = fitted_flags(lat, runs, lat["run_id"], summary)
     n = shown_ranks(spectra, latents, active_threshold)
     marked = thresholded_ranks(spectra, summary)
     colors = rank_palette(n, marked)

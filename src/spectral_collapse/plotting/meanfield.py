@@ -14,11 +14,11 @@ from .tables import (annotate_no_equilibrium, fitted_flags, nothing_at_equilibri
                      thresholded_ranks)
 
 
-def plot_meanfield(latents: pd.DataFrame, spectra: pd.DataFrame, summary: dict, model: str):
+def plot_meanfield(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFrame, summary: dict, model: str):
     apply_style()
     # M^2 and rates of the split the thresholds and the exponent were fitted on (the training split when measured)
     lat = eval_split(latents, split_of(summary, "meanfield")).copy()
-    lat["fitted"] = fitted_flags(lat, lat["run_id"], summary)
+    lat["fitted"] = fitted_flags(lat, runs, lat["run_id"], summary)
     p = pooled(spectra)
     ok = np.isfinite(p["T_c"].to_numpy(float)) & (p["dD"].to_numpy(float) > 0)
     # thresholds and utilities of runs away from equilibrium are not results: nothing to draw then

@@ -32,7 +32,7 @@ def draw(figure: str, inputs: Mapping[str, str | Path], model: str):
     if figure == "cascade":
         from .cascade import plot_cascade
 
-        return plot_cascade(read("latents"), read("spectra"), read("pca"), summary, model)
+        return plot_cascade(read("latents"), read("runs"), read("spectra"), read("pca"), summary, model)
     if figure == "spectra":
         from .spectra import plot_spectra
 
@@ -40,11 +40,11 @@ def draw(figure: str, inputs: Mapping[str, str | Path], model: str):
     if figure == "meanfield":
         from .meanfield import plot_meanfield
 
-        return plot_meanfield(read("latents"), read("spectra"), summary, model)
+        return plot_meanfield(read("latents"), read("runs"), read("spectra"), summary, model)
     if figure == "truncation":
         from .truncation import plot_truncation
 
-        return plot_truncation(read("pruning"), read("latents"), read("spectra"), read("pca"), summary, model)
+        return plot_truncation(read("pruning"), read("latents"), read("runs"), read("spectra"), read("pca"), summary, model)
     raise ValueError(f"unknown figure {figure!r} (expected one of {FIGURES})")
 
 

@@ -42,30 +42,21 @@ def shown_ranks(spectra: pd.DataFrame, latents: pd.DataFrame, active: float, cap
     return int(min(max(n_active, n_tc, 1), cap))
 
 
-def fitted_flags(latents: pd.DataFrame, run_ids, summary: dict) -> np.ndarray:
-    """Per entry of ``run_ids``: whether that run is at equilibrium (converged, M^2 settled, and not among the
-    points that failed the stability check; the model's analysis.json says with which drift bound and lists those
-    points), the only runs a figure draws filled. Never all runs: when no
-    run reached equilibrium every marker is hollow, whatever the analysis fell back to
-    (``runs.fits_use_unconverged``), and ``no_equilibrium_note`` says so on the figure."""
-    from ..analysis.spectrum import equilibrium_run_ids
+def fitted_flags(latents: pd.DataFrame, runs: pd.DataFrame, run_ids, summary: dict) -> np.ndarray:
+    """Per entry of ``run_ids``: whether that run is at equilibrium, the only runs a figure draws filled. The
+    analysis' own rule decides (``analysis.equilibrium.equilibrium`` on the scan's latents and runs tables, with
+    the drift bound the model's analysis.json records). Never all runs: when no run reached equilibrium every
+    marker is hollow, whatever the analysis fitted then, and ``no_equilibrium_note`` says so on the figure."""
+    from ..analysis.equilibrium import equilibrium
 
-    ids = pd.Index(run_ids)
-    runs = summary.get("runs", {})
-    at_eq = equilibrium_run_ids(latents, runs.get("max_m2_drift", np.inf))
-    # The collapsed-side stability check (issue 17): the analysis lists the points that failed it.
-    unstable = {(float(p["T"]), int(p["seed"])) for p in runs.get("unstable_points", [])}
-    if unstable:
-        first = latents.groupby("run_id")[["T", "seed"]].first()
-        at_eq = {r for r in at_eq if (float(first.at[r, "T"]), int(first.at[r, "seed"])) not in unstable}
-    return ids.isin(list(at_eq))
+    at_eq, _ = equilibrium(latents, runs, summary["runs"]["max_m2_drift"])
+    return pd.Index(run_ids).isin(list(at_eq))
 
 
 def nothing_at_equilibrium(summary: dict) -> bool:
     """Whether no run of the model reached equilibrium (then the analysis' fits, if any, used runs that are
     not at equilibrium: a figure draws none of them)."""
-    runs = summary.get("runs", {})
-    return bool(runs.get("fits_use_unconverged")) or runs.get("equilibrium", 1) == 0
+    return summary.get("runs", {}).get("equilibrium", 1) == 0
 
 
 def no_equilibrium_note(summary: dict) -> str | None:

@@ -14,11 +14,11 @@ from .style import (T_LABEL, apply_style, finish_panel, hollow_legend_handle, le
 from .tables import annotate_no_equilibrium, fitted_flags, nothing_at_equilibrium, pooled, test_rows
 
 
-def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame,
-                    summary: dict, model: str):
+def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFrame,
+                    pca: pd.DataFrame, summary: dict, model: str):
     apply_style()
     prn = test_rows(pruning).copy()
-    prn["fitted"] = fitted_flags(test_rows(latents), prn["run_id"], summary)
+    prn["fitted"] = fitted_flags(test_rows(latents), runs, prn["run_id"], summary)
     p = pooled(spectra)
     fig = plt.figure(figsize=(15.0, 4.8))
     gs = fig.add_gridspec(1, 3, width_ratios=[1.15, 1, 0.55], wspace=0.55)
