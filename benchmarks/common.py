@@ -37,7 +37,7 @@ except ImportError:
 
 DEFAULT_WORLDCLIM = REPO.parent / "shared" / "worldclim" / "wc2.1_10m_bio"
 MODEL_ID = "mlp-d4"  # the paper's default model: 4 x 64 MLP VAE, 32 latents
-# Held-out cells of the WorldClim 10' grid with the config's split (store_report of the real store): the
+# Held-out cells of the WorldClim 10' grid with the config's split (store_description of the real store): the
 # validation and test splits are every land cell of their blocks, whatever store.n_train is.
 HELDOUT_ROWS = {"validation": 71_377, "test": 73_231}
 # Eigenvalues of the 19 standardised bioclimatic variables' covariance (sum ~19), rounded: the synthetic data's

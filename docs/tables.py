@@ -110,7 +110,7 @@ def _paper_comparisons(models: Mapping[str, Any], names: list[str], eps: list[fl
     return out
 
 
-def report(bundle: str | os.PathLike = BUNDLE) -> str:
+def readme_tables(bundle: str | os.PathLike = BUNDLE) -> str:
     """The README's tables of the reference run, from the shipped summary and provenance (Markdown): every
     number in them is read here from the bundle, none typed by hand. Pooled numbers come with the per-seed
     ones; claims are judged seed by seed (issue 17)."""
@@ -255,4 +255,4 @@ def _cost_table(jobs: list[Mapping[str, Any]]) -> list[str]:
 
 
 if __name__ == "__main__":
-    print(report(sys.argv[1] if len(sys.argv) > 1 else BUNDLE))
+    print(readme_tables(sys.argv[1] if len(sys.argv) > 1 else BUNDLE))

@@ -1,4 +1,4 @@
-"""Rule build_store: tile the verified rasters into the Zarr store and write its JSON summary.
+"""Rule build_store: tile the verified rasters into the Zarr store and write its JSON description.
 
 Thin wrapper around spectral_collapse.store.build_store (layout: docs/contracts.md section 2). The rasters
 are found at run time (spectral_collapse.worldclim.locate_rasters: the configured local copy, else the
@@ -30,10 +30,10 @@ with rule_log(snakemake.log[0], "build_store") as log:
     settings = dict(snakemake.params.store)
     log.info("building %s from %s (%s: %s) with %s", snakemake.output.store, folder, info["source"],
              info["origin"], settings)
-    summary = build_store(folder, snakemake.output.store, settings, sha256=files)
-    summary["store"] = str(snakemake.output.store)
-    summary["sha256"] = files
-    summary["raster_source"] = {**info, "raster_dir": str(folder)}  # provenance only, not identity
-    write_json(snakemake.output.report, summary)
-    log.info("n_land=%d n_blocks=%d blocks=%s cells=%s V=%.6f in %.1f s", summary["n_land"], summary["n_blocks"],
-             summary["blocks"], summary["cells"], summary["V"], time.perf_counter() - start)
+    description = build_store(folder, snakemake.output.store, settings, sha256=files)
+    description["store"] = str(snakemake.output.store)
+    description["sha256"] = files
+    description["raster_source"] = {**info, "raster_dir": str(folder)}  # provenance only, not identity
+    write_json(snakemake.output.description, description)
+    log.info("n_land=%d n_blocks=%d blocks=%s cells=%s V=%.6f in %.1f s", description["n_land"], description["n_blocks"],
+             description["blocks"], description["cells"], description["V"], time.perf_counter() - start)

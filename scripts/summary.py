@@ -13,6 +13,6 @@ with rule_log(snakemake.log[0], "summary") as log:
 
     analyses = {a["model"]: a for a in map(read_json, snakemake.input.analyses)}
     summary = study_summary(analyses, pd.read_parquet(snakemake.input.pca), read_json(snakemake.input.verified),
-                            read_json(snakemake.input.store_report), dict(snakemake.params.config))
+                            read_json(snakemake.input.store_description), dict(snakemake.params.config))
     write_json(snakemake.output.summary, summary)
     log.info("wrote %s for models %s (config hash %s)", snakemake.output.summary, list(analyses), summary["config_hash"])

@@ -78,7 +78,7 @@ def test_meanfield_exponent_recovered(b):
     T = np.tile(T_GRID, len(T_cs))
     tc = np.repeat(T_cs, len(T_GRID))
     M2 = np.clip(1 - T / tc, 0, None) ** b
-    out = meanfield_exponent(T, M2, tc, group=np.repeat(np.arange(4), len(T_GRID)), window=(0.05, 0.5),
+    out = meanfield_exponent(T, M2, tc, rank=np.repeat(np.arange(4), len(T_GRID)), window=(0.05, 0.5),
                              min_points=1)
     assert out["exponent"] == pytest.approx(b, abs=1e-9)
     assert out["n_groups"] == 4 and out["window"] == [0.05, 0.5]
@@ -92,7 +92,7 @@ def test_meanfield_exponent_uncertainty_with_noise():
     T = np.tile(T_GRID, len(T_cs))
     tc = np.repeat(T_cs, len(T_GRID))
     M2 = np.clip(1 - T / tc, 0, None) * np.exp(0.05 * rng.standard_normal(T.size))
-    out = meanfield_exponent(T, M2, tc, group=np.repeat(np.arange(5), len(T_GRID)), window=(0.05, 0.5),
+    out = meanfield_exponent(T, M2, tc, rank=np.repeat(np.arange(5), len(T_GRID)), window=(0.05, 0.5),
                              min_points=1)
     assert 0 < out["stderr"] < 0.2
     assert abs(out["exponent"] - 1.0) < 3 * out["stderr"] + 0.02
@@ -170,7 +170,7 @@ def test_meanfield_exponent_one_intercept_per_rank():
     tc = np.repeat(T_cs, len(T_GRID))
     group = np.repeat(np.arange(1, 5), len(T_GRID))
     x = np.clip(1 - T / tc, 0, None)
-    out = meanfield_exponent(T, np.repeat(c, len(T_GRID)) * x, tc, group=group, window=(0.05, 0.6), min_points=1)
+    out = meanfield_exponent(T, np.repeat(c, len(T_GRID)) * x, tc, rank=group, window=(0.05, 0.6), min_points=1)
     assert out["exponent"] == pytest.approx(1.0, abs=1e-9)
     assert out["intercepts"] == pytest.approx({k: np.log(ck) for k, ck in zip(range(1, 5), c)})
     assert out["stderr_bootstrap"] == pytest.approx(0.0, abs=1e-9)

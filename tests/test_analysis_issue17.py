@@ -212,11 +212,11 @@ def test_meanfield_needs_3_distinct_temperatures_per_rank():
     T_c = np.array([0.3, 0.1, 0.03])
     T = np.concatenate([np.tile(tc * np.array([0.5, 0.7]), 2) for tc in T_c])
     tc = np.repeat(T_c, 4)
-    out = meanfield_exponent(T, 1 - T / tc, tc, group=np.repeat([1, 2, 3], 4), window=(0.1, 0.9))
+    out = meanfield_exponent(T, 1 - T / tc, tc, rank=np.repeat([1, 2, 3], 4), window=(0.1, 0.9))
     assert out["exponent"] != out["exponent"] and out["status"].startswith("not resolved") and out["n_groups"] == 0
     T3 = np.concatenate([tc_ * np.array([0.2, 0.5, 0.7]) for tc_ in T_c])
     tc3 = np.repeat(T_c, 3)
-    ok = meanfield_exponent(T3, 1 - T3 / tc3, tc3, group=np.repeat([1, 2, 3], 3), window=(0.1, 0.9))
+    ok = meanfield_exponent(T3, 1 - T3 / tc3, tc3, rank=np.repeat([1, 2, 3], 3), window=(0.1, 0.9))
     assert ok["status"] == "resolved" and ok["exponent"] == pytest.approx(1.0)
 
 

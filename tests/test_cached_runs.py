@@ -111,7 +111,7 @@ def test_config_warnings(tmp_path: Path) -> None:
     config = load_config({"scan": {"families": ["linear"]}})
     store = {k: config["store"][k] for k in STORE_KEYS} | {"sha256": wc.pinned_checksums()}
     (tmp_path / "results/data").mkdir(parents=True)
-    (tmp_path / redraw.STORE_REPORT).write_text(json.dumps(store))
+    (tmp_path / redraw.STORE_DESCRIPTION).write_text(json.dumps(store))
     runs = tmp_path / "results/analysis/linear"
     runs.mkdir(parents=True)
     pd.DataFrame({"T_grid": model_t_grid(config, "linear"), "seed": 0}).to_parquet(runs / "scan_runs.parquet")
@@ -183,7 +183,7 @@ def test_record_is_current(tmp_path: Path) -> None:
 def test_bad_local_copy_names_file_and_variable(worldclim_dir: Path, tmp_path: Path) -> None:
     folder = _linked_copy(worldclim_dir, tmp_path / "wc", corrupt="wc2.1_10m_bio_9.tif")
     src = wc.resolve_local_source(None, str(folder))
-    with pytest.raises(WorldClimError, match=r"WORLDCLIM_DIR.*wc2\.1_10m_bio_9\.tif: SHA-256 mismatch.*Nothing was run"):
+    with pytest.raises(WorldClimError, match=r"WORLDCLIM_DIR.*wc2\.1_10m_bio_9\.tif: SHA-256 mismatch.*no result was touched"):
         wc.verify_local_source(src)
     bad_zip = tmp_path / "bad.zip"
     with zipfile.ZipFile(bad_zip, "w") as zf:
@@ -545,7 +545,7 @@ def test_redraw_dag_needs_only_the_cached_inputs(tmp_path: Path) -> None:
     from spectral_collapse.config import load_config
     from spectral_collapse.storepath import store_paths
 
-    report = store_paths(load_config(REPO / "presets/ci.yaml")["store"], tmp_path).report
+    report = store_paths(load_config(REPO / "presets/ci.yaml")["store"], tmp_path).description
     for path in redraw.cached_inputs(CI_MODELS, report):
         _placeholder(tmp_path / path)
     # a stale WORLDCLIM_DIR (moved away) does not block a redraw: it never resolves the data source (issue 23)

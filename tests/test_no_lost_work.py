@@ -19,7 +19,7 @@ from spectral_collapse.integrity import set_aside_corrupt, table_problem
 from spectral_collapse import worldclim as wc
 from spectral_collapse.config import load_config
 from spectral_collapse.rulelog import rule_log
-from spectral_collapse.storepath import CONTENT_KEYS, LEGACY_REPORT, LEGACY_STORE, store_paths
+from spectral_collapse.storepath import CONTENT_KEYS, LEGACY_DESCRIPTION, LEGACY_STORE, store_paths
 
 REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "presets/ci.yaml"
@@ -29,11 +29,11 @@ def test_each_preset_has_its_own_store(tmp_path: Path) -> None:
     laptop, ci = load_config()["store"], load_config(CI)["store"]
     assert laptop["n_train"] != ci["n_train"]
     a, b = store_paths(laptop, tmp_path), store_paths(ci, tmp_path)
-    assert a.store != b.store and a.report != b.report and "store-" in a.store
+    assert a.store != b.store and a.description != b.description and "store-" in a.store
     assert store_paths(dict(ci), tmp_path) == b  # the key is the settings, not the dict
     # a store built before the keyed layout is kept where it is for the settings it was built with
-    (tmp_path / LEGACY_REPORT).parent.mkdir(parents=True)
-    (tmp_path / LEGACY_REPORT).write_text(json.dumps({k: ci[k] for k in CONTENT_KEYS}))
+    (tmp_path / LEGACY_DESCRIPTION).parent.mkdir(parents=True)
+    (tmp_path / LEGACY_DESCRIPTION).write_text(json.dumps({k: ci[k] for k in CONTENT_KEYS}))
     assert store_paths(ci, tmp_path).store == LEGACY_STORE
     assert store_paths(laptop, tmp_path) == a
 
@@ -76,7 +76,7 @@ def _workdir(tmp_path: Path, ci_store: bool) -> Path:
     if ci_store:
         paths = store_paths(load_config(CI)["store"], tmp_path)
         (tmp_path / paths.store).mkdir(parents=True)
-        (tmp_path / paths.report).write_text("{}")
+        (tmp_path / paths.description).write_text("{}")
     return tmp_path
 
 
@@ -98,8 +98,8 @@ def test_a_failed_store_rebuild_loses_nothing(tmp_path: Path) -> None:
     work = _workdir(tmp_path, ci_store=True)
     paths = store_paths(load_config(CI)["store"], work)
     (work / paths.store / "zarr.json").write_text('{"a finished store": true}')
-    (work / paths.report).write_text('{"n_land": 1}')
-    before = {p: (work / p).read_bytes() for p in (f"{paths.store}/zarr.json", paths.report)}
+    (work / paths.description).write_text('{"n_land": 1}')
+    before = {p: (work / p).read_bytes() for p in (f"{paths.store}/zarr.json", paths.description)}
     env = {k: v for k, v in os.environ.items() if k != "WORLDCLIM_DIR"}
     proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "data", "--configfile", "presets/ci.yaml",
                            "--forcerun", "build_store", "--config", f'data={{"url": "file://{tmp_path}/absent.zip"}}'],

@@ -74,7 +74,7 @@ def _docs_tables():
 
 
 def test_report_puts_every_model_beside_the_paper():
-    text = _docs_tables().report()
+    text = _docs_tables().readme_tables()
     shipped = json.loads((bundle.BUNDLE / "results/summary.json").read_text())
     header = text.splitlines()[0]
     assert all(model in header for model in shipped["models"]) and "paper" in header

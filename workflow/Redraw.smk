@@ -40,10 +40,10 @@ rule all:
 # What the redraw draws from, checked before the DAG is built (cheap: existence, format signatures, file times).
 if workflow.is_main_process:
     PRESETS = [os.path.relpath(path) for path in workflow.config_settings.configfiles]
-    corrupt = redraw.corrupt_message(MODELS, ".", STORE_REPORT, PRESETS)
+    corrupt = redraw.corrupt_message(MODELS, ".", STORE_DESCRIPTION, PRESETS)
     if corrupt:
         raise redraw.RedrawError(corrupt)
-    hint = redraw.missing_hint(MODELS, ".", STORE_REPORT, PRESETS)
+    hint = redraw.missing_hint(MODELS, ".", STORE_DESCRIPTION, PRESETS)
     if hint:
         logger.error(hint)  # Snakemake's missing-input error follows
     else:
@@ -55,7 +55,7 @@ if workflow.is_main_process:
         OWN_SCRIPTS = {Path(str(rule.script)).name for rule in workflow.rules if rule.script}
         UPSTREAM = [p for p in sorted(Path(workflow.basedir, "..", "scripts").resolve().glob("*.py"))
                     if p.name not in OWN_SCRIPTS]
-        CACHED = redraw.cached_inputs(MODELS, STORE_REPORT)
+        CACHED = redraw.cached_inputs(MODELS, STORE_DESCRIPTION)
         for warning in stale_code_warnings(UPSTREAM, CACHED) + config_warnings(
             config, MODELS, ".", lambda model: run_tables(model, "run.json")
         ):

@@ -50,7 +50,7 @@ def _cached_files(config: Mapping[str, Any], root: str | os.PathLike) -> list[st
     from .redraw import cached_inputs
     from .storepath import store_paths
 
-    return sorted(cached_inputs(_models(config), store_paths(config["store"], root).report))
+    return sorted(cached_inputs(_models(config), store_paths(config["store"], root).description))
 
 
 def _models(config: Mapping[str, Any]) -> list[str]:

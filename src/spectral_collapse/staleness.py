@@ -104,16 +104,16 @@ def config_warnings(
     from spectral_collapse.storepath import store_paths
 
     root = Path(root)
-    store_report = store_paths(config["store"], root).report
+    store_description = store_paths(config["store"], root).description
     found: list[str] = []
     try:
-        store = json.loads((root / store_report).read_text())
+        store = json.loads((root / store_description).read_text())
         found += [f"store.{k}: cached {store.get(k)!r}, config {config['store'].get(k)!r}"
                   for k in STORE_KEYS if k in store and store.get(k) != config["store"].get(k)]
         if store.get("sha256") and store["sha256"] != pinned_checksums():
             found.append("data: the store was built from other WorldClim files than the pinned ones")
     except (OSError, ValueError, KeyError) as exc:
-        found.append(f"{store_report}: not readable ({exc})")
+        found.append(f"{store_description}: not readable ({exc})")
     for model in models:
         grid = {t_label(T) for T in model_t_grid(config, ModelSpec.from_id(model).family)}
         seeds = set(model_seeds(config, model))

@@ -174,7 +174,7 @@ def _sample_vars(split: str, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, 
 def build_dataset(
     data: np.ndarray, lat: np.ndarray, lon: np.ndarray, settings: Mapping[str, Any], sha256: Mapping[str, str] | None = None
 ) -> tuple[xr.Dataset, dict[str, Any]]:
-    """Everything the store holds, in memory, plus the summary for worldclim_store.json."""
+    """Everything the store holds, in memory, plus the description for worldclim_store.json."""
     block_km = float(settings["block_km"])
     seed = int(settings["split_seed"])
     land = np.isfinite(data).all(axis=0)
@@ -221,7 +221,7 @@ def build_dataset(
         r, c = cells[name]
         data_vars.update(_sample_vars(name, scale(data[:, r, c].T), r, c, area[r, c]))
 
-    summary = {
+    description = {
         "n_land": int(land.sum()),
         "n_blocks": n_blocks,
         "blocks": {name: int((block_split == code).sum()) for name, code in SPLIT_CODES.items()},
@@ -241,12 +241,12 @@ def build_dataset(
         "Conventions": "CF-1.10",
         "title": "WorldClim 2.1 bioclimatic variables, 10 arc-minutes, tiled for the spectral-collapse study",
         "source": "WorldClim 2.1 (Fick & Hijmans 2017, doi:10.1002/joc.5086), wc2.1_10m_bio.zip",
-        "V": V, "n_land": summary["n_land"], "n_blocks": n_blocks, "split_seed": seed, "block_km": block_km,
-        "heldout_fraction": summary["heldout_fraction"], "n_train": summary["n_train"], "sampling": SAMPLING,
-        "blocks_per_split": summary["blocks"], "cells_per_split": summary["cells"],
+        "V": V, "n_land": description["n_land"], "n_blocks": n_blocks, "split_seed": seed, "block_km": block_km,
+        "heldout_fraction": description["heldout_fraction"], "n_train": description["n_train"], "sampling": SAMPLING,
+        "blocks_per_split": description["blocks"], "cells_per_split": description["cells"],
         "sha256": dict(sha256 or {}),
     }
-    return xr.Dataset(data_vars, coords=_grid_coords(lat, lon), attrs=attrs), summary
+    return xr.Dataset(data_vars, coords=_grid_coords(lat, lon), attrs=attrs), description
 
 
 def _encoding(ds: xr.Dataset, tile: list[int]) -> dict[str, dict[str, Any]]:
@@ -264,15 +264,15 @@ def _encoding(ds: xr.Dataset, tile: list[int]) -> dict[str, dict[str, Any]]:
 def build_store(
     raster_dir: str | os.PathLike, path: str | os.PathLike, settings: Mapping[str, Any], sha256: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Build the store at `path` (under a temporary name, renamed when complete); return its summary.
+    """Build the store at `path` (under a temporary name, renamed when complete); return its description.
 
     `settings` is the config `store` block. On any error nothing is left at `path`.
     """
     data, lat, lon = read_rasters(raster_dir)
-    ds, summary = build_dataset(data, lat, lon, settings, sha256)
+    ds, description = build_dataset(data, lat, lon, settings, sha256)
     with atomic_path(path) as tmp:
         ds.to_zarr(tmp, mode="w-", zarr_format=2, consolidated=True, encoding=_encoding(ds, list(settings["tile"])))
-    return summary
+    return description
 
 
 # --------------------------------------------------------------------------- reading the store

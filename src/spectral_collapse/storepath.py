@@ -21,7 +21,7 @@ from spectral_collapse.paths import DATA_ROOT
 from spectral_collapse.provenance import config_hash
 
 LEGACY_STORE = f"{DATA_ROOT}/worldclim.zarr"
-LEGACY_REPORT = f"{DATA_ROOT}/worldclim_store.json"
+LEGACY_DESCRIPTION = f"{DATA_ROOT}/worldclim_store.json"
 # The settings a store's content depends on, as its description (worldclim_store.json) records them.
 CONTENT_KEYS = ("n_train", "block_km", "heldout_fraction", "split_seed")
 
@@ -31,7 +31,7 @@ class StorePaths:
     """The Zarr store and its description (the output of rule build_store)."""
 
     store: str
-    report: str
+    description: str  # worldclim_store.json: what the store holds (rule build_store)
 
 
 def store_key(settings: Mapping[str, Any]) -> str:
@@ -41,7 +41,7 @@ def store_key(settings: Mapping[str, Any]) -> str:
 
 def _legacy_matches(settings: Mapping[str, Any], root: Path) -> bool:
     try:
-        recorded = json.loads((root / LEGACY_REPORT).read_text())
+        recorded = json.loads((root / LEGACY_DESCRIPTION).read_text())
     except (OSError, ValueError):
         return False
     # the description alone: a redraw's working directory (the reference bundle) holds no store
@@ -51,6 +51,6 @@ def _legacy_matches(settings: Mapping[str, Any], root: Path) -> bool:
 def store_paths(settings: Mapping[str, Any], root: str | os.PathLike = ".") -> StorePaths:
     """The store of these settings: results/data/store-<hash>/..., or the pre-keyed store when it matches."""
     if _legacy_matches(settings, Path(root)):
-        return StorePaths(LEGACY_STORE, LEGACY_REPORT)
+        return StorePaths(LEGACY_STORE, LEGACY_DESCRIPTION)
     folder = f"{DATA_ROOT}/store-{store_key(settings)}"
     return StorePaths(f"{folder}/worldclim.zarr", f"{folder}/worldclim_store.json")

@@ -39,7 +39,7 @@ GROUPS = {
 # Each set of store settings has its own store (spectral_collapse.storepath): switching presets never
 # rebuilds or deletes another preset's store.
 STORE_PATHS = store_paths(config["store"])
-STORE, STORE_REPORT = STORE_PATHS.store, STORE_PATHS.report
+STORE, STORE_DESCRIPTION = STORE_PATHS.store, STORE_PATHS.description
 
 
 wildcard_constraints:
@@ -187,7 +187,7 @@ def intermediate_tables():
 
 
 def all_targets():
-    return [STORE_REPORT, SUMMARY, *figure_files(), *intermediate_tables()]
+    return [STORE_DESCRIPTION, SUMMARY, *figure_files(), *intermediate_tables()]
 
 
 def set_aside_corrupt_tables():

@@ -51,7 +51,7 @@ rule build_store:
         verified=ancient(VERIFIED),
     output:
         store=update(directory(STORE)),
-        report=update(STORE_REPORT),
+        description=update(STORE_DESCRIPTION),
     params:
         # Store settings only; the rasters are found at run time and must match the verified checksums.
         store=config["store"],
@@ -71,4 +71,4 @@ rule build_store:
 rule data:
     """Plain-name target: the verified data and the Zarr store."""
     input:
-        STORE_REPORT,
+        STORE_DESCRIPTION,

@@ -43,7 +43,7 @@ rule summary:
         analyses=expand(f"{ANALYSIS_DIR}/analysis.json", model=MODELS),
         pca=PCA_TABLE,
         verified=VERIFIED,
-        store_report=STORE_REPORT,
+        store_description=STORE_DESCRIPTION,
     output:
         summary=SUMMARY,
     params:

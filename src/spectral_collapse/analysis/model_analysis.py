@@ -90,12 +90,12 @@ def _meanfield(fit_rows: pd.DataFrame, T_c: Mapping[int, float], cfg: Mapping[st
     (M^2 <= active_threshold) stay out: they are past the true threshold, and in the window only because of a
     threshold error."""
     mf = meanfield_exponent(fit_rows["T"].to_numpy(float), fit_rows["M2"].to_numpy(float),
-                            fit_rows["rank"].map(T_c).to_numpy(float), group=fit_rows["rank"].to_numpy(),
+                            fit_rows["rank"].map(T_c).to_numpy(float), rank=fit_rows["rank"].to_numpy(),
                             window=tuple(cfg["meanfield_window"]), m2_floor=float(cfg["active_threshold"]))
     return {**mf, "max_m2_drift": float(cfg["max_m2_drift"]), "n_drifting_excluded": 0}
 
 
-def _one_group(lat: pd.DataFrame, lat_thr: pd.DataFrame, prn: pd.DataFrame, run_ids: set, family: str,
+def _one_seed_set(lat: pd.DataFrame, lat_thr: pd.DataFrame, prn: pd.DataFrame, run_ids: set, family: str,
                lam: np.ndarray, cfg: Mapping[str, Any], pca_held: np.ndarray) -> tuple[pd.DataFrame, dict]:
     """Spectrum, thresholds and headline numbers of one set of scan points (one seed, or pooled): utilities,
     distortions and ablations from `lat`/`prn` (held-out split), thresholds and the mean-field exponent from
@@ -428,7 +428,7 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
     seeds = sorted(int(s) for s in lat["seed"].unique())
 
     def run_groups(ids: set) -> dict[int, tuple[pd.DataFrame, dict]]:
-        return {seed: _one_group(lat, lat_thr, prn, g, family, lam, cfg, pca_held)
+        return {seed: _one_seed_set(lat, lat_thr, prn, g, family, lam, cfg, pca_held)
                 for seed, g in _groups(lat, ids, seeds if len(seeds) > 1 else []) if g}
 
     results = run_groups(conv)

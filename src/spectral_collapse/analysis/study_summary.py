@@ -12,7 +12,7 @@ from .model_analysis import _clean
 
 
 def study_summary(models: Mapping[str, dict], pca: pd.DataFrame, verified: Mapping[str, Any],
-                  store_report: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+                  store_description: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
     """results/summary.json from every model's analysis, the PCA table, the verified checksums and the store's
     description (``worldclim_store.json``, which also says where the rasters were read)."""
     from spectral_collapse.provenance import config_hash, package_versions
@@ -27,9 +27,9 @@ def study_summary(models: Mapping[str, dict], pca: pd.DataFrame, verified: Mappi
         "heldout_weighting": HELDOUT_WEIGHTING,
         "data": {
             "files_sha256": dict(verified["files"]),
-            "raster_source": store_report.get("raster_source"),  # where the store was built from: provenance only
-            "store": {k: store_report[k] for k in ("n_land", "n_train", "n_blocks", "V", "blocks", "cells")
-                      if k in store_report},
+            "raster_source": store_description.get("raster_source"),  # where the store was built from: provenance only
+            "store": {k: store_description[k] for k in ("n_land", "n_train", "n_blocks", "V", "blocks", "cells")
+                      if k in store_description},
         },
         "config_hash": config_hash(dict(config)),
         "package_versions": package_versions(),

@@ -151,11 +151,11 @@ def fit_m2_threshold(T, M2, T_ref, window=M2_WINDOW) -> tuple[float, int]:
     return float(np.exp(_fit_log_threshold(log_T, M2, _m2_model, start))), n
 
 
-def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 1000, seed: int = 0,
+def meanfield_exponent(T, M2, T_c, rank, window, n_boot: int = 1000, seed: int = 0,
                        m2_floor: float = 0.0, min_points: int = MIN_MEANFIELD_POINTS,
                        min_groups: int = MIN_MEANFIELD_RANKS) -> dict:
     """Mean-field exponent: the common slope b of log M_k^2 = a_k + b log(1 - T/T_c,k) (1 expected), with
-    one intercept a_k per group (the rank: fixed effects).
+    one intercept a_k per rank (fixed effects).
 
     A rank's prefactor a_k (e.g. an M^2 saturating below 1) is a property of the rank, not of the law; with
     one shared intercept, prefactor differences between ranks that cover different stretches of
@@ -168,21 +168,21 @@ def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 1000, seed: int 
     says "not resolved" and why. The bootstrap over ranks gives the uncertainty that also covers threshold
     errors shared by a rank's points (`ci95`: its 2.5 and 97.5 percentiles); the OLS standard error is reported
     alongside. Returns exponent, status, stderr (the larger of the two), stderr_ols, stderr_bootstrap, ci95,
-    per_rank ({group: [slope, n_points]}), intercepts ({group: a_k}), n_points, n_groups, window.
+    per_rank ({rank: [slope, n_points]}), intercepts ({rank: a_k}), n_points, n_groups, window.
     """
     T = np.asarray(T, dtype=float)
     M2 = np.asarray(M2, dtype=float)
     T_c = np.asarray(T_c, dtype=float)
-    group = np.asarray(group)
+    rank = np.asarray(rank)
     with np.errstate(divide="ignore", invalid="ignore"):
         x = 1.0 - T / T_c
     sel = np.isfinite(x) & np.isfinite(M2) & (M2 > max(m2_floor, 0.0)) & (x >= window[0]) & (x <= window[1])
     if sel.any():  # ranks with too few distinct T in the window do not enter (seeds at one T are one x)
-        pairs = pd.DataFrame({"g": group[sel], "T": T[sel]}).drop_duplicates()
+        pairs = pd.DataFrame({"g": rank[sel], "T": T[sel]}).drop_duplicates()
         counts = pairs.groupby("g").size()
-        sel &= np.isin(group, counts.index[counts >= min_points].to_numpy())
+        sel &= np.isin(rank, counts.index[counts >= min_points].to_numpy())
     lx, ly = np.log(x[sel]), np.log(M2[sel])
-    groups, inverse = np.unique(group[sel], return_inverse=True)
+    groups, inverse = np.unique(rank[sel], return_inverse=True)
     out = {"exponent": float("nan"), "stderr": float("nan"), "stderr_ols": float("nan"),
            "stderr_bootstrap": float("nan"), "ci95": [float("nan"), float("nan")], "per_rank": {},
            "intercepts": {}, "n_points": int(sel.sum()), "n_groups": int(len(groups)),
@@ -196,7 +196,7 @@ def meanfield_exponent(T, M2, T_c, group, window, n_boot: int = 1000, seed: int 
     mean_x = np.bincount(inverse, lx) / n_g
     mean_y = np.bincount(inverse, ly) / n_g
     dx, dy = lx - mean_x[inverse], ly - mean_y[inverse]
-    sxx = np.bincount(inverse, dx * dx)  # per group: the slope's data are these within-group sums
+    sxx = np.bincount(inverse, dx * dx)  # per rank: the slope's data are these within-rank sums
     sxy = np.bincount(inverse, dx * dy)
     if sxx.sum() == 0:
         out["status"] = "not resolved: no spread in 1 - T/T_c within any rank"

@@ -14,17 +14,17 @@ from .style import (NO_THRESHOLD_GREY, T_LABEL, apply_style, hollow_legend_handl
 from .tables import annotate_no_equilibrium, fitted_flags, n_seeds, shown_ranks, test_rows, thresholded_ranks
 
 
-def plot_cascade(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame, summary: dict, model: str):
+def plot_cascade(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFrame, pca: pd.DataFrame, analysis: dict, model: str):
     """M_k^2(T) per rank (seed mean at each T; runs not at equilibrium hollow) with the linear oracle
     [1 - T/T_k]_+, T_k = lambda_k / V from PCA, dashed in the same colour. Ranks with a collapse threshold get
     distinct hues, the others grey (many shades of one map cannot be told apart). With an effective T per run
     (learned decoder variance) the line runs through every run's point in order of T."""
     apply_style()
-    active_threshold = summary["active_threshold"]
+    active_threshold = analysis["active_threshold"]
     lat = test_rows(latents).copy()
-    lat["fitted"] = fitted_flags(lat, runs, lat["run_id"], summary)
+    lat["fitted"] = fitted_flags(lat, runs, lat["run_id"], analysis)
     n = shown_ranks(spectra, latents, active_threshold)
-    marked = thresholded_ranks(spectra, summary)
+    marked = thresholded_ranks(spectra, analysis)
     colors = rank_palette(n, marked)
     fig, ax = plt.subplots(figsize=(8.0, 4.8))
     T_all = lat["T"].to_numpy(float)
@@ -52,9 +52,9 @@ def plot_cascade(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFram
     ax.set_xlabel(T_LABEL)
     ax.set_ylabel(r"signal fraction $M_k^2 = \overline{\mu_k^2} / (\overline{\mu_k^2} + \overline{s_k^2})$")
     ax.set_title(f"Collapse cascade ({model}, test split)")
-    annotate_no_equilibrium(ax, summary, y=0.62)
+    annotate_no_equilibrium(ax, analysis, y=0.62)
 
-    seeds = n_seeds(lat, summary)
+    seeds = n_seeds(lat, analysis)
     handles = [Line2D([], [], color="0.2", lw=1.4, marker="o", ms=3,
                       label=f"measured (line: {seeds_phrase(seeds)})" if seeds > 1 else "measured (one seed)"),
                Line2D([], [], color="0.2", lw=1.0, ls="--", label=r"linear oracle $[1 - T/T_k]_+$, $T_k = \lambda_k/V$")]

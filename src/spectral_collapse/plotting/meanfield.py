@@ -14,25 +14,25 @@ from .tables import (annotate_no_equilibrium, fitted_flags, nothing_at_equilibri
                      thresholded_ranks)
 
 
-def plot_meanfield(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFrame, summary: dict, model: str):
+def plot_meanfield(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFrame, analysis: dict, model: str):
     apply_style()
     # M^2 and rates of the split the thresholds and the exponent were fitted on (the training split when measured)
-    lat = eval_split(latents, split_of(summary, "meanfield")).copy()
-    lat["fitted"] = fitted_flags(lat, runs, lat["run_id"], summary)
+    lat = eval_split(latents, split_of(analysis, "meanfield")).copy()
+    lat["fitted"] = fitted_flags(lat, runs, lat["run_id"], analysis)
     p = pooled(spectra)
     ok = np.isfinite(p["T_c"].to_numpy(float)) & (p["dD"].to_numpy(float) > 0)
     # thresholds and utilities of runs away from equilibrium are not results: nothing to draw then
-    ranks = p.loc[ok, "k"].to_numpy() if not nothing_at_equilibrium(summary) else np.array([], dtype=int)
+    ranks = p.loc[ok, "k"].to_numpy() if not nothing_at_equilibrium(analysis) else np.array([], dtype=int)
     n = int(ranks.max()) if len(ranks) else 1
-    colors = rank_palette(n, thresholded_ranks(spectra, summary))
+    colors = rank_palette(n, thresholded_ranks(spectra, analysis))
     tc = dict(zip(p["k"], p["T_c"]))
     dd = dict(zip(p["k"], p["dD"]))
-    mf = summary["meanfield"]
+    mf = analysis["meanfield"]
     window = mf["window"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 4.8))
 
     max_drift = mf["max_m2_drift"]
-    active = float(summary.get("active_threshold", 0.1))
+    active = float(analysis.get("active_threshold", 0.1))
     y_min = 1e-3
     for k in ranks:
         rows = lat[lat["rank"] == k]
@@ -74,7 +74,7 @@ def plot_meanfield(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFr
     handles, _ = a.get_legend_handles_labels()
     handles.append(hollow_legend_handle("hollow: excluded, run not at equilibrium\n(not converged or $M^2$ still drifting)"))
     legend_below(a, handles, ncol=2)
-    annotate_no_equilibrium(a, summary)
+    annotate_no_equilibrium(a, analysis)
     panel_label(a, "a")
 
     for k in ranks:
@@ -84,7 +84,7 @@ def plot_meanfield(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFr
     us = np.logspace(-4, 1, 200)
     b.plot(us, np.clip(-0.5 * np.log(us), 0, None), color="0.2", ls="--", lw=1.2,
            label=r"$[-\frac{1}{2}\log(T/\Delta\tilde D_k)]_+$")
-    rate_window = summary["threshold_fit"]["window_T_over_dD"]
+    rate_window = analysis["threshold_fit"]["window_T_over_dD"]
     b.axvspan(rate_window[0], rate_window[1], color="C0", alpha=0.06, lw=0, label="threshold-fit window")
     b.set_xscale("log")
     b.set_xlim(1e-4, 10)
@@ -93,9 +93,9 @@ def plot_meanfield(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFr
     b.set_ylabel(r"rate $R_k$ (nats)")
     b.set_title("Rate curves rescaled by the utility")
     legend_below(b, ncol=2)
-    annotate_no_equilibrium(b, summary)
+    annotate_no_equilibrium(b, analysis)
     panel_label(b, "b")
     if len(ranks):
         rank_colorbar(fig, b, n, colors=colors)
-    fig.suptitle(f"{model}: mean-field collapse ({splits_title(summary)})", y=1.02)
+    fig.suptitle(f"{model}: mean-field collapse ({splits_title(analysis)})", y=1.02)
     return fig

@@ -28,23 +28,23 @@ def draw(figure: str, inputs: Mapping[str, str | Path], model: str):
 
         with xr.open_dataset(inputs["maps"], engine="scipy") as maps:
             return plot_maps(maps.load(), read("correlations"), model)
-    summary = json.loads(Path(inputs["analysis"]).read_text())
+    analysis = json.loads(Path(inputs["analysis"]).read_text())
     if figure == "cascade":
         from .cascade import plot_cascade
 
-        return plot_cascade(read("latents"), read("runs"), read("spectra"), read("pca"), summary, model)
+        return plot_cascade(read("latents"), read("runs"), read("spectra"), read("pca"), analysis, model)
     if figure == "spectra":
         from .spectra import plot_spectra
 
-        return plot_spectra(read("spectra"), summary, model)
+        return plot_spectra(read("spectra"), analysis, model)
     if figure == "meanfield":
         from .meanfield import plot_meanfield
 
-        return plot_meanfield(read("latents"), read("runs"), read("spectra"), summary, model)
+        return plot_meanfield(read("latents"), read("runs"), read("spectra"), analysis, model)
     if figure == "truncation":
         from .truncation import plot_truncation
 
-        return plot_truncation(read("pruning"), read("latents"), read("runs"), read("spectra"), read("pca"), summary, model)
+        return plot_truncation(read("pruning"), read("latents"), read("runs"), read("spectra"), read("pca"), analysis, model)
     raise ValueError(f"unknown figure {figure!r} (expected one of {FIGURES})")
 
 

@@ -12,26 +12,26 @@ from .tables import POOLED, annotate_no_equilibrium, nothing_at_equilibrium, poo
 NOISE_BELOW_COLDEST = 1e-2  # a utility under 1e-2 x the coldest scan T is below anything the scan resolves
 
 
-def _agreement_text(summary: dict) -> str:
-    """Identity R^2, the consecutive rank agreement and Kendall's tau, as reported in the summary."""
-    r2, tau = summary["identity_r2"], summary["kendall_tau"]
+def _agreement_text(analysis: dict) -> str:
+    """Identity R^2, the consecutive rank agreement and Kendall's tau, as reported in the analysis."""
+    r2, tau = analysis["identity_r2"], analysis["kendall_tau"]
     text = f"identity $R^2$ = {r2:.3f}" if r2 is not None else "identity $R^2$: n/a"
-    text += f"\nsame order: first {summary['rank_agreement']} of {summary['rank_agreement_ranks']} ranks"
-    text += (f"\nKendall $\\tau$ = {tau:.2f}, {summary['rank_inversions']} inversions"
+    text += f"\nsame order: first {analysis['rank_agreement']} of {analysis['rank_agreement_ranks']} ranks"
+    text += (f"\nKendall $\\tau$ = {tau:.2f}, {analysis['rank_inversions']} inversions"
              if tau is not None else "\nKendall $\\tau$: n/a")
     return text
 
 
-def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
+def plot_spectra(spectra: pd.DataFrame, analysis: dict, model: str):
     apply_style()
     p = pooled(spectra).copy()
     seeds = spectra[spectra["seed"] != POOLED].copy()
-    if nothing_at_equilibrium(summary):  # thresholds and utilities of runs away from equilibrium: not results
+    if nothing_at_equilibrium(analysis):  # thresholds and utilities of runs away from equilibrium: not results
         for col in ("dD", "T_c", "T_c_m2"):
             if col in p:
                 p[col] = np.nan
         seeds = seeds.iloc[:0]
-    t_min = summary["threshold_fit"]["scan_T_range"][0]
+    t_min = analysis["threshold_fit"]["scan_T_range"][0]
     floor = NOISE_BELOW_COLDEST * t_min
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 4.8), gridspec_kw={"width_ratios": [1.25, 1]})
 
@@ -66,12 +66,12 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
     legend_below(a, ncol=2)
     a.text(0.99, 0.99, f"utilities < {NOISE_BELOW_COLDEST:g} x coldest T\nnot drawn (numerical noise)",
            transform=a.transAxes, ha="right", va="top", fontsize=8, color="0.4")
-    annotate_no_equilibrium(a, summary)
+    annotate_no_equilibrium(a, analysis)
 
     tc, dd = p["T_c"].to_numpy(float), p["dD"].to_numpy(float)
     ok = np.isfinite(tc) & np.isfinite(dd) & (tc > 0) & (dd > 0)
     n = int(k[ok].max()) if ok.any() else 1
-    colors = rank_palette(n, thresholded_ranks(spectra, summary))
+    colors = rank_palette(n, thresholded_ranks(spectra, analysis))
     b.scatter(tc[ok], dd[ok], c=[colors[i - 1] for i in k[ok]], s=40, edgecolors="0.2", linewidths=0.5, zorder=3)
     if ok.any():
         lo = min(tc[ok].min(), dd[ok].min()) / 2
@@ -83,14 +83,14 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
         b.set_xlim(lo, hi)
         b.set_ylim(lo, hi)
     else:  # no rank has both (e.g. no scan point at equilibrium): an empty panel over the scanned range
-        lo, hi = summary["threshold_fit"]["scan_T_range"]
+        lo, hi = analysis["threshold_fit"]["scan_T_range"]
         lo, hi = (lo, hi) if 0 < lo < hi else (1e-6, 1.0)
         b.set_xlim(lo, hi)
         b.set_ylim(lo, hi)
-        if not nothing_at_equilibrium(summary):
+        if not nothing_at_equilibrium(analysis):
             b.text(0.5, 0.5, "no rank has both a threshold\nand a utility", transform=b.transAxes, ha="center",
                    va="center", fontsize=10, color="C3")
-        annotate_no_equilibrium(b, summary)
+        annotate_no_equilibrium(b, analysis)
     b.set_xscale("log")
     b.set_yscale("log")
     b.set_aspect("equal")
@@ -98,11 +98,11 @@ def plot_spectra(spectra: pd.DataFrame, summary: dict, model: str):
 
     for axis in (b.xaxis, b.yaxis):
         axis.set_minor_formatter(NullFormatter())
-    if not nothing_at_equilibrium(summary):  # agreement numbers of runs away from equilibrium: not results
-        b.text(0.04, 0.96, _agreement_text(summary), transform=b.transAxes, va="top", fontsize=9.5)
+    if not nothing_at_equilibrium(analysis):  # agreement numbers of runs away from equilibrium: not results
+        b.text(0.04, 0.96, _agreement_text(analysis), transform=b.transAxes, va="top", fontsize=9.5)
     finish_panel(b, "b", r"collapse threshold $T_{c,k}$", r"utility $\Delta\tilde D_k$", "Utility against threshold")
     legend_below(b)
     if ok.any():
         rank_colorbar(fig, b, n, colors=colors)
-    fig.suptitle(f"{model}: collapse thresholds, utilities and the PCA spectrum ({splits_title(summary)})", y=1.02)
+    fig.suptitle(f"{model}: collapse thresholds, utilities and the PCA spectrum ({splits_title(analysis)})", y=1.02)
     return fig

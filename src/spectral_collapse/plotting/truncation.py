@@ -15,10 +15,10 @@ from .tables import annotate_no_equilibrium, fitted_flags, nothing_at_equilibriu
 
 
 def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFrame,
-                    pca: pd.DataFrame, summary: dict, model: str):
+                    pca: pd.DataFrame, analysis: dict, model: str):
     apply_style()
     prn = test_rows(pruning).copy()
-    prn["fitted"] = fitted_flags(test_rows(latents), runs, prn["run_id"], summary)
+    prn["fitted"] = fitted_flags(test_rows(latents), runs, prn["run_id"], analysis)
     p = pooled(spectra)
     fig = plt.figure(figsize=(15.0, 4.8))
     gs = fig.add_gridspec(1, 3, width_ratios=[1.15, 1, 0.55], wspace=0.55)
@@ -39,7 +39,7 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, runs: pd.DataF
     a.set_title(r"Truncation curves $\tilde D_K(T)$")
     if not prn["fitted"].all():
         legend_below(a, [hollow_legend_handle("hollow: not at equilibrium (not converged\nor $M^2$ drifting): not fitted")])
-    annotate_no_equilibrium(a, summary)
+    annotate_no_equilibrium(a, analysis)
     rank_colorbar(fig, a, K_max + 1, label="ranks kept $K$", start=0)
     panel_label(a, "a")
 
@@ -47,15 +47,15 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, runs: pd.DataF
     pca_curve = pca_distortion(lam)
     Ks = np.arange(len(pca_curve))
     b.plot(Ks[:-1], pca_curve[:-1], "-", color="0.35", marker="^", ms=5, mfc="none", label=r"PCA $\sum_{k>K}\lambda_k/V$")
-    best = np.r_[np.nan if summary["best_D0"] is None else summary["best_D0"], p["best_D"].to_numpy(float)]
+    best = np.r_[np.nan if analysis["best_D0"] is None else analysis["best_D0"], p["best_D"].to_numpy(float)]
     Kb = np.arange(len(best))
-    none_fitted = nothing_at_equilibrium(summary)
+    none_fitted = nothing_at_equilibrium(analysis)
     b.plot(Kb, best, "o", color="C0", ms=5, mfc="none" if none_fitted else "C0",
            label=f"{model}: best $\\tilde D_K$ over the scan" + (" (no run at equilibrium)" if none_fitted else ""))
     # model and PCA fitted over the same ranks (the model's window); PCA also over the configured window
     for key, color, ls, what in (("model", "C0", ":", model), ("pca", "0.35", ":", "PCA"),
                                  ("pca_configured_window", "0.6", "-.", "PCA, configured ranks")):
-        fit = summary["powerlaw"][key]
+        fit = analysis["powerlaw"][key]
         if fit["exponent"] is not None and not (none_fitted and key in ("model", "pca")):  # their window: the model's
             r = np.linspace(fit["ranks"][0], fit["ranks"][1], 50)
             b.plot(r, fit["prefactor"] * r ** (-fit["exponent"]), color=color, ls=ls, lw=2.0,
@@ -67,9 +67,9 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, runs: pd.DataF
         b.set_ylim(bottom=0.5 * shown.min(), top=2.0 * shown.max())
     finish_panel(b, "b", "rank $K$", r"$\tilde D_K$", "Best distortion against rank", integer_x=True)
     legend_below(b)
-    annotate_no_equilibrium(b, summary, y=0.3)
+    annotate_no_equilibrium(b, analysis, y=0.3)
 
-    d = summary["d_eff"]
+    d = analysis["d_eff"]
     eps, dm, dp = d["eps"], d["model"], d["pca"]
     if none_fitted:  # reached only by runs away from equilibrium: not a result
         dm = [None] * len(eps)
