@@ -67,7 +67,7 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
     ``configfiles``: the ``--configfile`` presets the run used (paths relative to ``run_dir``), merged over its
     config.yaml: the shipped config. It must be the config results/summary.json was made with (same hash), and
     every shipped job must have trained and measured with this config's settings for its model (its run.json's
-    recorded config, compared through ``staleness.training_fingerprint``); a preset that drops a model ships the
+    recorded config, compared through ``staleness.job_identity``); a preset that drops a model ships the
     rest of the run."""
     run_dir, bundle = Path(run_dir), Path(bundle)
     config = _run_config(run_dir, configfiles)
@@ -124,7 +124,7 @@ def _run_config(run_dir: Path, configfiles: list[str] | tuple[str, ...]) -> dict
 
 def _check_run(run_dir: Path, config: Mapping[str, Any], models: list[str], configfiles) -> None:
     """The shipped config is the one the run's summary and every shipped job were made with (see export)."""
-    from .staleness import training_fingerprint
+    from .staleness import job_identity
 
     summary = json.loads((run_dir / SUMMARY).read_text())
     if summary.get("config_hash") != config_hash(config):
@@ -133,7 +133,7 @@ def _check_run(run_dir: Path, config: Mapping[str, Any], models: list[str], conf
                          f"({config_hash(config)}): pass the --configfile presets the run used")
     for rel, payload in _shipped_runs(run_dir, models):
         model = rel.split("/")[0]
-        if training_fingerprint(validate_config(payload["config"]), model) != training_fingerprint(config, model):
+        if job_identity(validate_config(payload["config"]), model) != job_identity(config, model):
             raise ValueError(f"{RUNS_ROOT}/{rel}/run.json was trained or measured with other settings for {model} "
                              f"than the shipped config (config.yaml + {list(configfiles)})")
 

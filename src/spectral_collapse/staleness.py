@@ -64,7 +64,7 @@ def _show(path: Path, root: Path) -> str:
 STORE_KEYS = ("n_train", "block_km", "heldout_fraction", "split_seed")
 
 
-def training_fingerprint(config: Mapping[str, Any], model_id: str) -> dict[str, Any]:
+def job_identity(config: Mapping[str, Any], model_id: str) -> dict[str, Any]:
     """The parts of a (validated) config that one model's trained and measured runs depend on: the store, the
     model's scan (its grid, seeds, group size), what its training jobs are given and the measured splits (not
     the analysis settings, which the redraw applies, and not the data's location, which is not its identity)."""
@@ -137,8 +137,8 @@ def config_warnings(
             continue
         try:
             recorded = json.loads(record.read_text())["config"]
-            found += [f"{model}: {d}" for d in _differences(training_fingerprint(recorded, model),
-                                                            training_fingerprint(config, model))]
+            found += [f"{model}: {d}" for d in _differences(job_identity(recorded, model),
+                                                            job_identity(config, model))]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             found.append(f"{record.relative_to(root)}: no readable config ({exc})")
     if not found:
