@@ -154,7 +154,7 @@ def test_member_ranges_follow_a_state_loaded_into_the_same_optimizer():
     """step_members caches its row views per range: after a state is loaded into the SAME optimizer (new state
     tensors) it updates with the loaded state, bit for bit as a fresh optimizer does; rows in no range stay."""
     torch.manual_seed(0)
-    cfg = VAEConfig(family="mlp", n_features=19, latents=4, depth=1, width=8, ensemble=4)
+    cfg = VAEConfig.build(family="mlp", n_features=19, latents=4, depth=1, width=8, ensemble=4)
     a = VAE(cfg)
     b, start = copy.deepcopy(a), copy.deepcopy(a)
     opt_a, opt_b = FusedAdam(a.parameters(), lr=1e-2), FusedAdam(b.parameters(), lr=1e-2)

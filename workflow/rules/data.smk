@@ -5,8 +5,12 @@
 # files reached through another folder, a symlink, a cluster's shared filesystem, a zip or the download
 # are the same data and rerun nothing. Where the rasters are is looked up, and their checksums verified, at run
 # time by the rules that read them (spectral_collapse.worldclim.locate_rasters): a changed file stops the job that
-# reads it before it writes anything. Nothing here is checked or decided when the workflow is parsed.
-from spectral_collapse.worldclim import pinned_checksums
+# reads it before it writes anything. When the workflow is parsed, only the configured location is checked: a
+# data.worldclim_dir or $WORLDCLIM_DIR naming a path that does not exist is a wrong setting, refused before any job
+# with the key or variable named (no file is read and no rule depends on the answer).
+from spectral_collapse.worldclim import pinned_checksums, resolve_local_source
+
+resolve_local_source(config["data"].get("worldclim_dir"), os.environ.get("WORLDCLIM_DIR"))
 
 
 localrules:

@@ -2,6 +2,7 @@
 # analysis, the study summary and the seaborn figures. Changing any of them never retrains. These are the only
 # rules of the redraw workflow (workflow/Redraw.smk: `make figures`, `make report`, `make reference-figures`);
 # the main Snakefile includes them too.
+from spectral_collapse.redraw import cached_inputs
 
 
 localrules:
@@ -93,3 +94,7 @@ rule figures:
     input:
         figure_files(),
         SUMMARY,
+        # The cached tables all of it is drawn from, named here too: in the redraw workflow, where no rule makes
+        # them, a missing one stops the run with Snakemake's own missing-input error even when every figure
+        # exists (in the main workflow they are made upstream anyway).
+        list(cached_inputs(MODELS, STORE_DESCRIPTION)),
