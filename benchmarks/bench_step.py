@@ -191,7 +191,7 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
         base = results_dir() / "analysis" / model
         inputs = {"latents": base / "scan_latents.parquet", "pruning": base / "scan_pruning.parquet",
                   "runs": base / "scan_runs.parquet", "spectra": base / "spectra.parquet",
-                  "d_eff": base / "d_eff.parquet", "summary": base / "summary.json",
+                  "d_eff": base / "d_eff.parquet", "analysis": base / "analysis.json",
                   "pca": results_dir() / "analysis" / "pca.parquet",
                   "maps": base / "latent_maps.nc", "correlations": base / "latent_correlations.parquet"}
         if all(Path(p).exists() for k, p in inputs.items() if k not in ("maps", "correlations")):
@@ -222,14 +222,14 @@ def figure_timing(config: dict, tmp: Path) -> tuple[str, str]:
     paths = write_run_dirs(tmp / "runs", lat, prn, runs)
     latents, pruning, run_table = collect_scan(paths["latents"], paths["pruning"], paths["runs"])
     pca = pca_table(T_k)
-    spectra, d_eff, summary = analyse_model(latents, pruning, run_table, pca, config["analysis"], "linear")
+    spectra, d_eff, analysis = analyse_model(latents, pruning, run_table, pca, config["analysis"], "linear")
     inputs = {}
     for name, df in {"latents": latents, "pruning": pruning, "runs": run_table, "spectra": spectra,
                      "d_eff": d_eff, "pca": pca}.items():
         inputs[name] = tmp / f"{name}.parquet"
         write_parquet(df, inputs[name])
-    inputs["summary"] = tmp / "summary.json"
-    inputs["summary"].write_text(json.dumps(summary, allow_nan=False, default=float))
+    inputs["analysis"] = tmp / "analysis.json"
+    inputs["analysis"].write_text(json.dumps(analysis, allow_nan=False, default=float))
     start, n = time.perf_counter(), 0
     for fig in FIGURES:
         if fig == "maps":

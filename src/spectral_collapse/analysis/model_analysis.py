@@ -407,7 +407,7 @@ def _drift_sensitivity(lat: pd.DataFrame, runs: pd.DataFrame, conv: set, results
 
 def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame,
                   cfg: Mapping[str, Any], model_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """spectra table, d_eff table and the summary dict of one model (see module docstring): the fits on the
+    """spectra table, d_eff table and the analysis (analysis.json) of one model (see module docstring): the fits on the
     points at equilibrium, per seed and pooled, then one builder per section of analysis.json."""
     lat = eval_split(latents)
     prn = eval_split(pruning)
