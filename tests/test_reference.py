@@ -83,6 +83,15 @@ def test_report_puts_every_model_beside_the_paper():
     assert "wall s without freezing (estimate)" in text
 
 
+def test_the_documented_tables_are_the_bundles():
+    """Every table row that `make reference-tables` prints from the shipped bundle stands, as printed, in README.md
+    or docs/results.md: a new bundle cannot ship beside the numbers of the old one."""
+    text = (REPO / "README.md").read_text() + (REPO / "docs/results.md").read_text()
+    rows = [line for line in _docs_tables().readme_tables().splitlines() if line.startswith("|")]
+    missing = [line for line in rows if line not in text]
+    assert rows and not missing, "run `make reference-tables` and paste its tables:\n" + "\n".join(missing[:10])
+
+
 def test_export_refuses_a_config_the_summary_was_not_made_with(tmp_path):
     """The shipped config must be the run's: config.yaml + the presets it used (the summary's config hash)."""
     import shutil
