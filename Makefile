@@ -62,7 +62,8 @@ gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
 
 # Redraw only (issues 11 and 21): the redraw workflow, workflow/Redraw.smk, includes only the rules that draw from
 # the cached tables (analysis, summary, figures): nothing is fetched, trained, measured or collected, whatever
-# changed, and WORLDCLIM_DIR is never looked at. A missing cached table stops it with Snakemake's missing-input
+# changed, and WORLDCLIM_DIR is never looked at (`make report`'s second step parses the main Snakefile, so it runs
+# without WORLDCLIM_DIR: the report reads no data). A missing cached table stops it with Snakemake's missing-input
 # error and a hint naming the command that makes it; stale ones are reported, never recomputed. --forcerun figure
 # redraws every figure, so an edit of the plotting code shows. Pass the run's preset:
 # make figures SNAKEMAKE_ARGS="--configfile ...". Expensive jobs: docs/running.md "What reruns, what never does".
@@ -75,7 +76,7 @@ figures: $(STAMP)
 # runtime) against the main Snakefile: `snakemake --report` reads the metadata of outputs that exist and runs
 # nothing. The figures are redrawn first (redraw workflow).
 report: figures
-	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+	env -u WORLDCLIM_DIR $(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 
 # The reference bundle (reference/, docs/results.md): its figures and summary redrawn in results/reference/
 # from the shipped tables, without the rasters and without training (the redraw workflow, as `make figures`).

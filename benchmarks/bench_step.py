@@ -78,7 +78,7 @@ def plain_torch_ms_per_step(x, settings: dict, beta: float, updates: int, seed: 
     m = settings["model"]
     depth, width, L = int(settings["depth"]), int(m.get("width", 64)), int(m.get("latents", 32))
     d = x.shape[1]
-    sigma2 = float(settings["decoder"].get("sigma2", 1.0))
+    sigma2 = float(settings["decoder"]["sigma2"])
     bs, lr = int(settings["training"]["batch_size"]), float(settings["training"]["lr"])
 
     def mlp(n_in: int, n_out: int) -> nn.Sequential:
@@ -279,6 +279,7 @@ def main() -> None:
     t_bench = time.perf_counter()
     import torch
 
+    from spectral_collapse.oracle import beta_of_T
     from spectral_collapse.pca import pca
     from spectral_collapse.scan import model_t_grid
 
@@ -310,7 +311,7 @@ def main() -> None:
         out("figure_regeneration_s", seconds, note)
 
         # ---- per-step timing: (a) plain eager loop vs (b) the project's Lightning job, alternated
-        beta = T_STEP * data.V / float(settings["decoder"].get("sigma2", 1.0))
+        beta = float(beta_of_T(T_STEP, data.V, settings["decoder"]["sigma2"]))
         x_t = data.split("train").to(dev)
         lightning_job(data, settings, T_STEP, 50, dev=dev, threads=THREADS)  # warm-up: lazy imports and setup
         plain, light = [], []

@@ -283,8 +283,10 @@ def main() -> int:
     # the plain eager PyTorch loop at E = 1 (benchmarks/bench_step.py), for scale
     from bench_step import plain_torch_ms_per_step
 
+    from spectral_collapse.oracle import beta_of_T
+
     s4 = settings[FOCUS]
-    beta = spread(grids[FOCUS], 1)[0] * data.V / float(s4["decoder"]["sigma2"])
+    beta = float(beta_of_T(spread(grids[FOCUS], 1)[0], data.V, s4["decoder"]["sigma2"]))
     plain, _ = plain_torch_ms_per_step(data.split("train").to(dev), s4, beta, size["plain_updates"])
     out("plain_torch_E1_ms_per_update", f"{plain:.3f}", f"eager nn.Linear loop + torch.optim.Adam on {dev.type}")
     out("step_speedup_vs_plain_torch_E1", f"{plain / job[(FOCUS, 1, 0)]['steady_ms_per_update']:.2f}")

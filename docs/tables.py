@@ -16,6 +16,7 @@ import yaml
 
 from spectral_collapse.analysis.model_analysis import HEAD_K
 from spectral_collapse.bundle import BUNDLE
+from spectral_collapse.paths import SUMMARY
 
 _NUMBERS = yaml.safe_load((Path(__file__).with_name("paper_numbers.yaml")).read_text())
 PAPER_D_EFF = _NUMBERS["d_eff"]  # Table I at eps = 5% ... 0.001%
@@ -115,7 +116,7 @@ def readme_tables(bundle: str | os.PathLike = BUNDLE) -> str:
     number in them is read here from the bundle, none typed by hand. Pooled numbers come with the per-seed
     ones; claims are judged seed by seed (issue 17)."""
     bundle = Path(bundle)
-    summary = json.loads((bundle / "results/summary.json").read_text())
+    summary = json.loads((bundle / SUMMARY).read_text())
     jobs = json.loads((bundle / "provenance.json").read_text())["jobs"]
     models = summary["models"]
     names = list(models)

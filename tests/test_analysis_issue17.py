@@ -124,7 +124,7 @@ def test_ablation_utility_of_the_linear_oracle_is_derived_not_guessed():
     lam, V, T = np.array([4.0, 2.0, 1.0, 0.5]), 7.5, 0.08
     T_k = oracle.thresholds(lam, V)
     x = rng.standard_normal((400_000, 4)) * np.sqrt(lam)
-    w = np.sqrt(oracle.w2(lam, oracle.beta_of_T(T, V)))
+    w = np.sqrt(oracle.w2(lam, oracle.beta_of_T(T, V, sigma2=1.0), sigma2=1.0))
     C = np.sqrt(oracle.var_mu(T, T_k) / lam)
     mu = x * C
     err = lambda m: np.mean(np.sum((x - m * w) ** 2, axis=1)) / V  # noqa: E731

@@ -1,4 +1,4 @@
-"""Which thresholds a model summary reports (threshold_status), on small linear-oracle scans."""
+"""Which thresholds a model's analysis reports (threshold_status), on small linear-oracle scans."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ LINEAR_FAST = dict(lr=5e-2, batch_size=4096, max_updates=5000, tolerance=1e-4, p
 
 
 def test_reference_cases():
-    assert np.allclose(oracle.w2(LAM, 2.0), [23, 14, 7, 2, 0])
+    assert np.allclose(oracle.w2(LAM, 2.0, sigma2=1.0), [23, 14, 7, 2, 0])
     for beta, kl in [(2, 3.4012), (5, 1.6802), (10, 0.6931), (20, 0.1116)]:
-        assert oracle.total_kl(LAM, beta) == pytest.approx(kl, abs=1e-4)
+        assert oracle.total_kl(LAM, beta, sigma2=1.0) == pytest.approx(kl, abs=1e-4)
     # pPCA: beta = 1, learned sigma^2 = mean of the discarded eigenvalues = (0.5 + 0.25) / 2
     s2 = oracle.learned_sigma2([5, 3, 2, 1, 0.5, 0.25], beta=1.0, n_latents=4)
     assert s2 == pytest.approx(0.375, abs=1e-12)
@@ -31,8 +31,8 @@ def test_reference_cases():
     T_k = oracle.thresholds(LAM, 55.0)
     assert np.allclose(oracle.m2(2 / 55, T_k), np.maximum(1 - 2 / LAM, 0))
     assert np.allclose(oracle.s2(2 / 55, T_k)[:4] + oracle.var_mu(2 / 55, T_k)[:4], 1.0)
-    assert np.allclose(oracle.rate(2 / 55, T_k).sum(), oracle.total_kl(LAM, 2.0))
-    assert oracle.beta_of_T(0.1, 19.0) == pytest.approx(1.9)
+    assert np.allclose(oracle.rate(2 / 55, T_k).sum(), oracle.total_kl(LAM, 2.0, sigma2=1.0))
+    assert oracle.beta_of_T(0.1, 19.0, sigma2=1.0) == pytest.approx(1.9)
 
 
 def test_pca_matches_covariance():
@@ -65,8 +65,8 @@ def test_synthetic_spectrum_linear_vae_matches_oracle():
     m = measure_split(res.model, x, data.V, ACTIVE)
     for e, beta in enumerate(betas):
         w2 = np.sort(m["w2"][e])[::-1]
-        err = np.abs(w2 - oracle.w2(p.lam, beta)).max()
-        kl = oracle.total_kl(p.lam, beta)
+        err = np.abs(w2 - oracle.w2(p.lam, beta, sigma2=1.0)).max()
+        kl = oracle.total_kl(p.lam, beta, sigma2=1.0)
         print(f"beta={beta}: ||w||^2={np.round(w2, 3)} max err/lambda_1={err / p.lam[0]:.4f} "
               f"R={m['R'][e]:.4f} oracle KL={kl:.4f}")
         assert err <= 0.03 * p.lam[0]

@@ -257,7 +257,7 @@ def test_ci_preset_through_slurm(slurm_cluster, tmp_path: Path):
     assert summary.is_file(), "results/summary.json missing\n" + _failure_report(slurm_cluster, workdir, proc)
     linear = json.loads(summary.read_text())["models"]["linear"]["pca_check"]
     # Issue 4 acceptance on the real data: linear thresholds vs lambda_k / V and the mean-field exponent
-    # (on the training sample the PCA is computed from; see analysis.summary._pca_check).
+    # (on the training sample the PCA is computed from; see analysis.model_analysis._pca_check).
     assert linear["relative_error_top5_max"] <= 0.05, f"linear T_c vs lambda_k/V: {linear}"
     assert 0.9 <= linear["meanfield_exponent"] <= 1.1, f"linear mean-field exponent: {linear}"
     missing = [

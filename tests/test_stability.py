@@ -65,7 +65,7 @@ def run_check(model: VAE, x: np.ndarray, lr: float = 1e-2, updates: int = 300) -
     data = ArrayDataModule(x, x, x, batch_size=256, V=float(LAM.sum()))
     return stability_check(
         model, data, x, None, T_grid=[T, T], beta=[T * LAM.sum()] * 2, lrs=[lr, lr], batch_size=256,
-        tolerance=1e-4, active_threshold=ACTIVE, settings=StabilitySettings(updates=updates, scale=0.01), seed=0,
+        tolerance=1e-4, active_threshold=ACTIVE, settings=StabilitySettings.from_config({"updates": updates, "scale": 0.01}), seed=0,
     )
 
 

@@ -19,10 +19,11 @@ from typing import Any, Mapping
 
 import yaml
 
+from .paths import BENCHMARKS_ROOT
 from .scan import ModelSpec, training_settings
 
 MODEL_FILE = Path(__file__).with_name("cost_model.yaml")
-GPU_MEASUREMENT = Path("results/benchmarks/gpu_cost.json")  # relative to the workflow's working directory
+GPU_MEASUREMENT = Path(BENCHMARKS_ROOT, "gpu_cost.json")  # relative to the workflow's working directory
 DEVICES = ("cpu", "gpu")
 GPU_RESOURCES = ("gpu", "gpus", "gpu_model")
 
@@ -100,7 +101,7 @@ def job_seconds(entry: Mapping, config: Mapping, model_id: str, members: int) ->
     warm-start chain (training.chain), one point after another, each a one-member job with its own budget."""
     st = training_settings(config, ModelSpec.from_id(model_id).family)
     updates, evals = int(st["max_updates"]), int(st["max_updates"]) // int(st["eval_every"])
-    runs, width = (members, 1) if st.get("chain", False) else (1, members)
+    runs, width = (members, 1) if st["chain"] else (1, members)
     fb, fm = model_factor(entry["factors"]["base"], model_id), model_factor(entry["factors"]["member"], model_id)
     update_ms = entry["update_ms"]["base"] * fb + width * entry["update_ms"]["per_member"] * fm
     eval_s = entry["eval_s"]["base"] * fb + width * entry["eval_s"]["per_member"] * fm

@@ -14,15 +14,17 @@ def thresholds(lam, V: float) -> np.ndarray:
     return np.asarray(lam, dtype=float) / float(V)
 
 
-def beta_of_T(T, V: float, sigma2: float = 1.0):
+def beta_of_T(T, V: float, sigma2: float):
+    """beta = T V / sigma_dec^2 (docs/science.md section 2): the one place the project converts T to beta."""
     return np.asarray(T, dtype=float) * float(V) / float(sigma2)
 
 
-def T_of_beta(beta, V: float, sigma2: float = 1.0):
+def T_of_beta(beta, V: float, sigma2: float):
+    """T = beta sigma_dec^2 / V (T_eff of a learned decoder variance), the inverse of beta_of_T."""
     return np.asarray(beta, dtype=float) * float(sigma2) / float(V)
 
 
-def w2(lam, beta: float, sigma2: float = 1.0) -> np.ndarray:
+def w2(lam, beta: float, sigma2: float) -> np.ndarray:
     """Squared decoder column norms ||w_k||^2 = [lambda_k - beta sigma_dec^2]_+."""
     return np.maximum(np.asarray(lam, dtype=float) - beta * sigma2, 0.0)
 
@@ -47,7 +49,7 @@ def rate(T: float, T_k) -> np.ndarray:
     return np.maximum(0.5 * np.log(np.asarray(T_k, dtype=float) / T), 0.0)
 
 
-def total_kl(lam, beta: float, sigma2: float = 1.0) -> float:
+def total_kl(lam, beta: float, sigma2: float) -> float:
     """Total KL = sum over active modes (lambda_k > beta sigma2) of 1/2 log(lambda_k / (beta sigma2))."""
     lam = np.asarray(lam, dtype=float)
     active = lam > beta * sigma2

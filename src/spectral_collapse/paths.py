@@ -20,7 +20,8 @@ BENCHMARKS_ROOT = "results/benchmarks"  # Snakemake's benchmark of every job: re
 
 # What a redraw reads from the cache, per model (rules collect_scan and latent_maps), beside PCA_TABLE, VERIFIED
 # and the store's description (storepath).
+SCAN_RUNS = "scan_runs.parquet"  # one row per scan point: its T, seed, convergence and stability
 PER_MODEL_CACHED: tuple[str, ...] = (
-    "scan_latents.parquet", "scan_pruning.parquet", "scan_runs.parquet",  # rule collect_scan
+    "scan_latents.parquet", "scan_pruning.parquet", SCAN_RUNS,  # rule collect_scan
     "latent_maps.nc", "latent_correlations.parquet",  # rule latent_maps
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from spectral_collapse.integrity import table_problem
-from spectral_collapse.paths import ANALYSIS_ROOT, PCA_TABLE, PER_MODEL_CACHED, VERIFIED
+from spectral_collapse.paths import ANALYSIS_ROOT, PCA_TABLE, PER_MODEL_CACHED, SCAN_RUNS, VERIFIED
 from spectral_collapse.storepath import LEGACY_DESCRIPTION
 
 # The rules of the redraw workflow (workflow/Redraw.smk; tests/test_cached_runs.py checks the two agree).
@@ -65,7 +65,7 @@ def missing_hint(models: Sequence[str], root: str | os.PathLike = ".", store_des
         lines.append(f"Produce them with {run_command(target, configfiles)} (or the full run, "
                      f"{run_command('all', configfiles)}):")
         lines += [f"    {p}" for p in paths]
-    found = {p.parent.name for p in (root / ANALYSIS_ROOT).glob("*/scan_runs.parquet")}
+    found = {p.parent.name for p in (root / ANALYSIS_ROOT).glob(f"*/{SCAN_RUNS}")}
     if found - set(models):
         lines.append(f"{ANALYSIS_ROOT} holds scan tables of {', '.join(sorted(found))}; this config asks for "
                      f"{', '.join(models)}: were they made with another --configfile (e.g. presets/ci.yaml)?")

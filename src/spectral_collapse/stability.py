@@ -47,24 +47,27 @@ EPOCH_UPDATES = 1000  # updates per datamodule epoch of the continuation (memory
 
 @dataclass(frozen=True)
 class StabilitySettings:
-    """``analysis.stability_check`` of the config (defaults: workflow/schemas/config.schema.yaml)."""
+    """``analysis.stability_check`` of the config. No field has a default here: ``from_config`` takes what a
+    block lacks from workflow/schemas/config.schema.yaml, the one place defaults live."""
 
-    enabled: bool = True
-    updates: int = 1000
-    scale: float = 0.01
-    seed: int = 0
+    enabled: bool
+    updates: int
+    scale: float
+    seed: int
 
     @classmethod
     def from_config(cls, block: Mapping[str, Any] | None) -> "StabilitySettings":
+        from .config import schema_defaults
+
         block = dict(block or {})
         unknown = set(block) - {"enabled", "updates", "scale", "seed"}
         if unknown:
             raise ValueError(f"analysis.stability_check: unknown keys {sorted(unknown)} "
                              "(expected enabled, updates, scale, seed)")
-        out = cls(**{**cls().__dict__, **block})
-        if int(out.updates) < 1 or not float(out.scale) > 0:
+        out = {**schema_defaults("analysis", "stability_check"), **block}
+        if int(out["updates"]) < 1 or not float(out["scale"]) > 0:
             raise ValueError(f"analysis.stability_check needs updates >= 1 and scale > 0, got {block}: fix the config")
-        return cls(bool(out.enabled), int(out.updates), float(out.scale), int(out.seed))
+        return cls(bool(out["enabled"]), int(out["updates"]), float(out["scale"]), int(out["seed"]))
 
 
 def collapsed_weights(model: VAE) -> tuple[torch.Tensor, torch.Tensor]:

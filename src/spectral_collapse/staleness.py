@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from spectral_collapse.codefiles import package_files
-from spectral_collapse.paths import ANALYSIS_ROOT
+from spectral_collapse.paths import ANALYSIS_ROOT, SCAN_RUNS
 
 # --------------------------------------------------------------------------- staleness: code
 
@@ -117,7 +117,7 @@ def config_warnings(
     for model in models:
         grid = {t_label(T) for T in model_t_grid(config, ModelSpec.from_id(model).family)}
         seeds = set(model_seeds(config, model))
-        path = root / ANALYSIS_ROOT / model / "scan_runs.parquet"
+        path = root / ANALYSIS_ROOT / model / SCAN_RUNS
         try:
             import pandas as pd
 

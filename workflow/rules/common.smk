@@ -123,7 +123,7 @@ def measure_runtime(wildcards, attempt):
     return int(10 + 2 * members + probe + 0.999) * attempt
 
 
-def report_booking():
+def log_booking():
     """Print what the run books (attempt 1) for every training and measurement job of the study."""
     threads = workflow.resource_settings.overwrite_threads
     gpus = 1 if TRAIN_DEVICE == "gpu" else 0

@@ -68,4 +68,4 @@ rule training:
 
 # What the run books (issue 22): printed by every invocation that plans jobs, the dry run included.
 if workflow.is_main_process:
-    report_booking()
+    log_booking()

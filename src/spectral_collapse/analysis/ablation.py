@@ -43,7 +43,7 @@ def _aggregate(taus: pd.DataFrame) -> dict:
 
 
 def ablation_order(latents: pd.DataFrame, run_ids: set, active_threshold: float) -> dict:
-    """The summary block: status, pooled aggregate over the scan, per seed, and per model (T, seed, tau)."""
+    """analysis.json's ablation_order block: status, pooled aggregate over the scan, per seed, and per model (T, seed, tau)."""
     if "ablation_dD" not in latents or not np.isfinite(latents["ablation_dD"].to_numpy(float)).any():
         return {"status": "not measured: the tables hold no ablation_dD (measured from issue 17 on)",
                 "split": None, "pooled": _aggregate(pd.DataFrame({"kendall_tau": []})), "per_seed": {},

@@ -29,7 +29,7 @@ def stability_flags(runs: pd.DataFrame) -> pd.Series:
 
 
 def equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> tuple[set, dict]:
-    """(run_ids at equilibrium, report): the report counts the points each check removed (a point is counted
+    """(run_ids at equilibrium, counts): the counts of the points each check removed (a point is counted
     by the first check it fails), how many were not stability-checked, and the total."""
     conv = latents.groupby("run_id")["converged"].all().astype(bool)
     drifting = (run_max_drift(latents).reindex(conv.index) > float(max_drift)).to_numpy(bool)
@@ -39,9 +39,9 @@ def equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> 
     removed = {"loss_rule": int((~ok).sum()), "drift": int((ok & drifting).sum()),
                "stability": int((ok & ~drifting & unstable).sum())}
     keep = ok & ~drifting & ~unstable
-    report = {"points": int(len(conv)), "removed": removed, "equilibrium": int(keep.sum()),
+    counts = {"points": int(len(conv)), "removed": removed, "equilibrium": int(keep.sum()),
               "stability_not_checked": int((keep & ~np.isfinite(stable.to_numpy(float))).sum()),
               "stability_checked": bool(np.isfinite(stable.to_numpy(float)).any()),
               "max_m2_drift": float(max_drift),
               "rule": "converged (loss rule) AND max m2_drift <= max_m2_drift AND stable is not False"}
-    return set(conv.index[keep]), report
+    return set(conv.index[keep]), counts

@@ -53,7 +53,7 @@ def encode_land(store_path: str | Path, model_path: str | Path):
     return ds, land, raw, mu, logvar, meta, member
 
 
-def latent_maps(store_path: str | Path, model_path: str | Path, n_latents: int = 4):
+def latent_maps(store_path: str | Path, model_path: str | Path, n_latents: int):
     """(maps Dataset, correlations DataFrame) for the leading n_latents latents of a trained model."""
     ds, land, raw, mu, logvar, meta, member = encode_land(store_path, model_path)
     split = ds["split"].values[land]

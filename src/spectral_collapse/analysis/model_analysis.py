@@ -1,4 +1,4 @@
-"""Everything the study reports for one model, per seed and pooled over seeds, and the combined summary.
+"""Everything the study reports for one model, per seed and pooled over seeds: its analysis.json.
 
 `analyse_model` turns the scan tables of one model (contracts.md section 4) and the PCA table into
 `spectra.parquet`, `d_eff.parquet` and the model's `analysis.json` (keys: docs/summary-keys.md).
@@ -194,11 +194,10 @@ def threshold_split(latents: pd.DataFrame) -> tuple[str, str | None]:
                         "of about 1/2 log a_k")
 
 
-def _groups(lat: pd.DataFrame, ids: set, seeds: list[int]) -> list[tuple[int, set]]:
-    groups = [(POOLED, ids)]
+def _seed_sets(lat: pd.DataFrame, ids: set, seeds: list[int]) -> list[tuple[int, set]]:
+    """The scan points ``ids`` pooled (seed -1), then those of each seed in ``seeds``."""
     seed_of = lat.groupby("run_id")["seed"].first()
-    groups += [(s, {r for r in ids if int(seed_of[r]) == s}) for s in seeds]
-    return groups
+    return [(POOLED, ids)] + [(s, {r for r in ids if int(seed_of[r]) == s}) for s in seeds]
 
 
 def _scalars(family: str) -> dict:
@@ -260,7 +259,7 @@ def _splits_section(thr_split: str, thr_note: str | None) -> dict[str, Any]:
     }
 
 
-def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set, eq_report: dict,
+def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set, eq_counts: dict,
                   max_drift: float, fallback: bool) -> dict[str, Any]:
     """analysis.json ``runs``: how many points, which ones each equilibrium check removed, and why."""
     run_conv = runs.set_index("run_id")["converged"].astype(bool) if "run_id" in runs else pd.Series(dtype=bool)
@@ -282,11 +281,11 @@ def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set
         "drifting_points": drifting,
         "unstable": len(unstable),
         "unstable_points": unstable,
-        "removed_by": eq_report["removed"],
-        "stability_checked": eq_report["stability_checked"],
-        "stability_not_checked": eq_report["stability_not_checked"],
+        "removed_by": eq_counts["removed"],
+        "stability_checked": eq_counts["stability_checked"],
+        "stability_not_checked": eq_counts["stability_not_checked"],
         "equilibrium": len(conv) if not fallback else 0,
-        "fits_use": eq_report["rule"],
+        "fits_use": eq_counts["rule"],
         "fits_use_unconverged": bool(fallback),
     }
 
@@ -386,7 +385,7 @@ def _seed_spread(family: str, per: Mapping[int, dict], head: dict, spectra_df: p
     return spread
 
 
-def _drift_sensitivity(lat: pd.DataFrame, runs: pd.DataFrame, conv: set, results: dict, run_groups,
+def _drift_sensitivity(lat: pd.DataFrame, runs: pd.DataFrame, conv: set, results: dict, fit_seed_sets,
                        seeds: list[int], family: str) -> dict[str, Any]:
     """The headline numbers at other drift limits (issue 17, item 4): how much a claim rests on the limit."""
     scalars = _scalars(family)
@@ -397,7 +396,7 @@ def _drift_sensitivity(lat: pd.DataFrame, runs: pd.DataFrame, conv: set, results
             sens[f"{limit:g}"] = {"equilibrium": 0}
             continue
         # the same points as the headline fits (e.g. no drift between the limits): the same numbers, not refitted
-        res = {seed: h for seed, (_, h) in (results if ids == conv else run_groups(ids)).items()}
+        res = {seed: h for seed, (_, h) in (results if ids == conv else fit_seed_sets(ids)).items()}
         per_l = {s: h for s, h in res.items() if s != POOLED} or {seeds[0]: res[POOLED]}
         sens[f"{limit:g}"] = {"equilibrium": len(ids), "removed_by": rep["removed"],
                               **{name: {"pooled": f(res[POOLED]), "per_seed": {s: f(h) for s, h in per_l.items()}}
@@ -405,10 +404,47 @@ def _drift_sensitivity(lat: pd.DataFrame, runs: pd.DataFrame, conv: set, results
     return sens
 
 
+def _tables(results: dict, model_id: str, lam: np.ndarray, pca_held, eps) -> dict[str, Any]:
+    """spectra.parquet and d_eff.parquet (per seed, seed -1 pooled; d_eff also of PCA, train and test), and the
+    PCA curves and d_eff they were drawn with."""
+    spectra, d_rows = [], []
+    for seed, (spec, head) in results.items():  # one seed: its rows are the pooled rows
+        spec = spec.copy()
+        spec.insert(0, "seed", seed)
+        spectra.append(spec)
+        d_rows += [{"source": model_id, "seed": seed, "eps": e, "d_eff": v} for e, v in head["d_eff"].items()]
+    pca_curve = pca_distortion(lam)
+    d_pca = d_eff(pca_curve, eps)
+    d_pca_held = d_eff(pca_held, eps)
+    d_rows += [{"source": "pca", "seed": POOLED, "eps": e, "d_eff": v} for e, v in d_pca.items()]
+    d_rows += [{"source": "pca_test", "seed": POOLED, "eps": e, "d_eff": v} for e, v in d_pca_held.items()]
+    return {"spectra": pd.concat(spectra, ignore_index=True),
+            "d_eff": pd.DataFrame(d_rows).astype({"seed": int, "eps": float, "d_eff": float}),
+            "pca_curve": pca_curve, "d_pca": d_pca, "d_pca_held": d_pca_held}
+
+
+def _model_section(model_id: str, family: str, depth: int, lat: pd.DataFrame, runs: pd.DataFrame, seeds: list[int],
+                   cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """analysis.json's head: which model, its seeds, the T grid it was scanned on, the active threshold."""
+    T_grid = sorted({float(t) for t in runs["T"]}, reverse=True) if "T" in runs else sorted(
+        {float(t) for t in lat["T"]}, reverse=True)
+    return {"model": model_id, "family": family, "depth": depth, "split": EVAL_SPLIT,
+            "n_latents": int(lat["latent"].nunique()) if "latent" in lat else int(lat["rank"].max()),
+            "seeds": seeds, "T_grid": T_grid, "active_threshold": float(cfg["active_threshold"])}
+
+
+def _ranks_section(pooled: pd.DataFrame, pca: pd.DataFrame) -> dict[str, Any]:
+    """analysis.json's ranks, their PCA thresholds lambda_k/V and held-out weighting shifts a_k."""
+    pca = pca.sort_values("k")
+    return {"rank": pooled["k"].tolist(), "lambda_over_V": pooled["lambda_over_V"].tolist(),
+            "a_test": _by_rank(pca["a_test"].to_numpy(float), pooled["k"]),
+            "a_validation": _by_rank(pca["a_validation"].to_numpy(float), pooled["k"])}
+
+
 def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame,
                   cfg: Mapping[str, Any], model_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """spectra table, d_eff table and the analysis (analysis.json) of one model (see module docstring): the fits on the
-    points at equilibrium, per seed and pooled, then one builder per section of analysis.json."""
+    """spectra table, d_eff table and the analysis (analysis.json) of one model (see module docstring): the fits on
+    the points at equilibrium, per seed and pooled, then one builder per section of analysis.json."""
     lat = eval_split(latents)
     prn = eval_split(pruning)
     thr_split, thr_note = threshold_split(latents)
@@ -419,64 +455,43 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
     pca_held, pca_held_source = pca_heldout_distortion(pca, EVAL_SPLIT)
 
     max_drift = float(cfg["max_m2_drift"])
-    conv, eq_report = equilibrium(lat, runs, max_drift)  # every fit uses these scan points only
+    conv, eq_counts = equilibrium(lat, runs, max_drift)  # every fit uses these scan points only
     all_ids = set(lat["run_id"].unique())
     fallback = not conv
     if fallback:
-        warnings.warn(f"{model_id}: no scan point reached equilibrium; fitting on all points (flagged in the summary)")
+        warnings.warn(f"{model_id}: no scan point reached equilibrium; fitting on all points (flagged in "
+                      "analysis.json's runs.fits_use_unconverged)")
         conv = all_ids
     seeds = sorted(int(s) for s in lat["seed"].unique())
 
-    def run_groups(ids: set) -> dict[int, tuple[pd.DataFrame, dict]]:
+    def fit_seed_sets(ids: set) -> dict[int, tuple[pd.DataFrame, dict]]:
         return {seed: _one_seed_set(lat, lat_thr, prn, g, family, lam, cfg, pca_held)
-                for seed, g in _groups(lat, ids, seeds if len(seeds) > 1 else []) if g}
+                for seed, g in _seed_sets(lat, ids, seeds if len(seeds) > 1 else []) if g}
 
-    results = run_groups(conv)
-    spectra, d_rows, heads = [], [], {}
-    for seed, (spec, head) in results.items():  # one seed: its rows are the pooled rows
-        spec = spec.copy()
-        spec.insert(0, "seed", seed)
-        spectra.append(spec)
-        heads[seed] = head
-        d_rows += [{"source": model_id, "seed": seed, "eps": e, "d_eff": v} for e, v in head["d_eff"].items()]
+    results = fit_seed_sets(conv)
+    heads = {seed: head for seed, (_, head) in results.items()}
     eps = cfg["d_eff_eps"]
-    pca_curve = pca_distortion(lam)
-    d_pca = d_eff(pca_curve, eps)
-    d_pca_held = d_eff(pca_held, eps)
-    d_rows += [{"source": "pca", "seed": POOLED, "eps": e, "d_eff": v} for e, v in d_pca.items()]
-    d_rows += [{"source": "pca_test", "seed": POOLED, "eps": e, "d_eff": v} for e, v in d_pca_held.items()]
-    spectra_df = pd.concat(spectra, ignore_index=True)
-    d_eff_df = pd.DataFrame(d_rows).astype({"seed": int, "eps": float, "d_eff": float})
-
+    tables = _tables(results, model_id, lam, pca_held, eps)
+    spectra_df = tables["spectra"]
     pooled = spectra_df[spectra_df["seed"] == POOLED]
     head = heads[POOLED]
     per = {s: h for s, h in heads.items() if s != POOLED} or {seeds[0]: head}
-    T_grid = sorted({float(t) for t in runs["T"]}, reverse=True) if "T" in runs else sorted(
-        {float(t) for t in lat["T"]}, reverse=True)
-    pca = pca.sort_values("k")
-    summary: dict[str, Any] = {
-        "model": model_id,
-        "family": family,
-        "depth": depth,
-        "split": EVAL_SPLIT,
+    model = _model_section(model_id, family, depth, lat, runs, seeds, cfg)
+    analysis: dict[str, Any] = {
+        **{key: model[key] for key in ("model", "family", "depth", "split")},
         "splits": _splits_section(thr_split, thr_note),
-        "n_latents": int(lat["latent"].nunique()) if "latent" in lat else int(lat["rank"].max()),
-        "seeds": seeds,
-        "T_grid": T_grid,
-        "active_threshold": float(cfg["active_threshold"]),
-        "runs": _runs_section(lat, runs, all_ids, conv, eq_report, max_drift, fallback),
-        "rank": pooled["k"].tolist(),
-        "lambda_over_V": pooled["lambda_over_V"].tolist(),
-        "a_test": _by_rank(pca["a_test"].to_numpy(float), pooled["k"]),
-        "a_validation": _by_rank(pca["a_validation"].to_numpy(float), pooled["k"]),
+        **{key: model[key] for key in ("n_latents", "seeds", "T_grid", "active_threshold")},
+        "runs": _runs_section(lat, runs, all_ids, conv, eq_counts, max_drift, fallback),
+        **_ranks_section(pooled, pca),
         **_thresholds_section(pooled, head, cfg, thr_split, lat[lat["run_id"].isin(conv)]),
         **_agreement_section(head),
         "meanfield": _meanfield_section(head, thr_split),
-        **_truncation_section(head, cfg, pca_curve, pca_held, pca_held_source, d_pca, d_pca_held),
+        **_truncation_section(head, cfg, tables["pca_curve"], pca_held, pca_held_source, tables["d_pca"],
+                              tables["d_pca_held"]),
     }
     if family == "linear":
-        summary.update(_linear_section(pooled, head, thr_split))
-    summary["seed_spread"] = _seed_spread(family, per, head, spectra_df, eps)
-    summary["claims"] = _claims(per, head)
-    summary["drift_sensitivity"] = _drift_sensitivity(lat, runs, conv, results, run_groups, seeds, family)
-    return spectra_df, d_eff_df, _clean(summary)
+        analysis.update(_linear_section(pooled, head, thr_split))
+    analysis["seed_spread"] = _seed_spread(family, per, head, spectra_df, eps)
+    analysis["claims"] = _claims(per, head)
+    analysis["drift_sensitivity"] = _drift_sensitivity(lat, runs, conv, results, fit_seed_sets, seeds, family)
+    return spectra_df, tables["d_eff"], _clean(analysis)

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..oracle import thresholds
+
 HELDOUT_SPLITS = ("test", "validation")
 
 
 def pca_table(lam: np.ndarray, V: float) -> pd.DataFrame:
     lam = np.sort(np.asarray(lam, dtype=float))[::-1]
-    return pd.DataFrame({"k": np.arange(1, len(lam) + 1), "lambda": lam, "lambda_over_V": lam / V, "V": float(V)})
+    return pd.DataFrame({"k": np.arange(1, len(lam) + 1), "lambda": lam, "lambda_over_V": thresholds(lam, V), "V": float(V)})
 
 
 def heldout_shift(x: np.ndarray, weights: np.ndarray, vectors: np.ndarray, lam: np.ndarray) -> np.ndarray:

@@ -142,7 +142,7 @@ def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[s
     cfg = yaml.safe_load((bundle / "config.yaml").read_text())["analysis"]
     analysis = bundle / ANALYSIS_ROOT
     pca = pd.read_parquet(bundle / PCA_TABLE)
-    summary: dict[str, Any] = {"m2_tolerance": M2_TOL, "T_c_tolerance": TC_TOL, "agreement_tolerance": AGREE_TOL}
+    validation: dict[str, Any] = {"m2_tolerance": M2_TOL, "T_c_tolerance": TC_TOL, "agreement_tolerance": AGREE_TOL}
     if (analysis / "linear").is_dir():
         lin = _tables(analysis / "linear")
         m2 = oracle_table(lin["latents"], lin["runs"], pca, float(cfg["max_m2_drift"]), split="train")
@@ -150,16 +150,16 @@ def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[s
         m2.to_csv(out / "linear_oracle_m2.csv", index=False)
         thr.to_csv(out / "linear_oracle_thresholds.csv", index=False)
         fitted = thr[thr["status"] == "fitted"]
-        summary["linear_oracle"] = {
+        validation["linear_oracle"] = {
             "points_at_equilibrium": int(len(m2)), "points_within": int(m2["within"].sum()),
             "worst_point": m2.loc[m2["max_abs_dM2"].idxmax()].to_dict() if len(m2) else None,
             "resolved_ranks": int(len(fitted)), "ranks_within": int(fitted["within"].astype(bool).sum()),
             "max_relative_error": float(fitted["relative_error"].abs().max()) if len(fitted) else None}
     random_start = bundle / "random_start"
-    summary["random_start"] = {}
+    validation["random_start"] = {}
     if _same_run(bundle / "provenance.json", random_start / "provenance.json"):
-        summary["random_start"] = ("the bundle is the random-start run itself (the same provenance): there is no "
-                                   "independent run to compare with")
+        validation["random_start"] = ("the bundle is the random-start run itself (the same provenance): there is no "
+                                      "independent run to compare with")
         folders = []
     else:
         folders = sorted(p for p in random_start.glob("*") if p.is_dir() and (analysis / p.name).is_dir())
@@ -169,13 +169,13 @@ def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[s
         points, thresholds = start_agreement(_tables(analysis / model), _tables(folder), old_pca, cfg, model)
         points.to_csv(out / f"start_points_{model}.csv", index=False)
         thresholds.to_csv(out / f"start_thresholds_{model}.csv", index=False)
-        summary["random_start"][model] = {
+        validation["random_start"][model] = {
             "points_both_at_equilibrium": int(len(points)), "same_active_set": int(points["agree"].sum()),
             "differing_points": points[~points["agree"]].to_dict("records"),
             "ranks_compared": int(len(thresholds)), "ranks_within": int(thresholds["within"].sum()),
             "max_relative_difference": float(thresholds["relative_difference"].abs().max()) if len(thresholds) else None}
-    (out / "validation.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
-    return summary
+    (out / "validation.json").write_text(json.dumps(validation, indent=1, default=float) + "\n")
+    return validation
 
 
 def main(argv: list[str] | None = None) -> None:

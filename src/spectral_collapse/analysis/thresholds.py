@@ -55,6 +55,8 @@ def _fit_log_threshold(log_T: np.ndarray, y: np.ndarray, model, start: float) ->
     return float(res.x) if res.fun <= losses[i] else float(grid[i])
 
 
+# The fit models: oracle.rate and oracle.m2 (the one statement of the law) written in u = log T_c and log T,
+# the variables the fit searches in; the same values, in the arithmetic the fit has always used.
 def _rate_model(u: float, log_T: np.ndarray) -> np.ndarray:
     return np.maximum(0.5 * (u - log_T), 0.0)
 
@@ -153,7 +155,7 @@ def fit_m2_threshold(T, M2, T_ref, window=M2_WINDOW) -> tuple[float, int]:
 
 def meanfield_exponent(T, M2, T_c, rank, window, n_boot: int = 1000, seed: int = 0,
                        m2_floor: float = 0.0, min_points: int = MIN_MEANFIELD_POINTS,
-                       min_groups: int = MIN_MEANFIELD_RANKS) -> dict:
+                       min_ranks: int = MIN_MEANFIELD_RANKS) -> dict:
     """Mean-field exponent: the common slope b of log M_k^2 = a_k + b log(1 - T/T_c,k) (1 expected), with
     one intercept a_k per rank (fixed effects).
 
@@ -164,11 +166,12 @@ def meanfield_exponent(T, M2, T_c, rank, window, n_boot: int = 1000, seed: int =
     a point below the active threshold is collapsed, already past the true threshold, and would pull the slope
     up (issue 17, item 2). A rank enters only with at least `min_points` such points at distinct T (two points fix
     any slope; two seeds at one T are one value of 1 - T/T_c),
-    and the exponent is reported only with at least `min_groups` such ranks; otherwise it is null and `status`
+    and the exponent is reported only with at least `min_ranks` such ranks; otherwise it is null and `status`
     says "not resolved" and why. The bootstrap over ranks gives the uncertainty that also covers threshold
     errors shared by a rank's points (`ci95`: its 2.5 and 97.5 percentiles); the OLS standard error is reported
     alongside. Returns exponent, status, stderr (the larger of the two), stderr_ols, stderr_bootstrap, ci95,
-    per_rank ({rank: [slope, n_points]}), intercepts ({rank: a_k}), n_points, n_groups, window.
+    per_rank ({rank: [slope, n_points]}), intercepts ({rank: a_k}), n_points, n_groups (the number of ranks
+    fitted; the key keeps its name in analysis.json), window.
     """
     T = np.asarray(T, dtype=float)
     M2 = np.asarray(M2, dtype=float)
@@ -182,19 +185,19 @@ def meanfield_exponent(T, M2, T_c, rank, window, n_boot: int = 1000, seed: int =
         counts = pairs.groupby("g").size()
         sel &= np.isin(rank, counts.index[counts >= min_points].to_numpy())
     lx, ly = np.log(x[sel]), np.log(M2[sel])
-    groups, inverse = np.unique(rank[sel], return_inverse=True)
+    ranks, inverse = np.unique(rank[sel], return_inverse=True)
     out = {"exponent": float("nan"), "stderr": float("nan"), "stderr_ols": float("nan"),
            "stderr_bootstrap": float("nan"), "ci95": [float("nan"), float("nan")], "per_rank": {},
-           "intercepts": {}, "n_points": int(sel.sum()), "n_groups": int(len(groups)),
-           "min_points_per_rank": int(min_points), "min_ranks": int(min_groups),
+           "intercepts": {}, "n_points": int(sel.sum()), "n_groups": int(len(ranks)),
+           "min_points_per_rank": int(min_points), "min_ranks": int(min_ranks),
            "window": [float(window[0]), float(window[1])],
-           "status": f"not resolved: {len(groups)} ranks with >= {min_points} points in the window "
-                     f"({min_groups} needed)"}
-    if len(groups) < max(min_groups, 1) or len(lx) < 3:
+           "status": f"not resolved: {len(ranks)} ranks with >= {min_points} points in the window "
+                     f"({min_ranks} needed)"}
+    if len(ranks) < max(min_ranks, 1) or len(lx) < 3:
         return out
-    n_g = np.bincount(inverse)
-    mean_x = np.bincount(inverse, lx) / n_g
-    mean_y = np.bincount(inverse, ly) / n_g
+    n_r = np.bincount(inverse)
+    mean_x = np.bincount(inverse, lx) / n_r
+    mean_y = np.bincount(inverse, ly) / n_r
     dx, dy = lx - mean_x[inverse], ly - mean_y[inverse]
     sxx = np.bincount(inverse, dx * dx)  # per rank: the slope's data are these within-rank sums
     sxy = np.bincount(inverse, dx * dy)
@@ -202,20 +205,20 @@ def meanfield_exponent(T, M2, T_c, rank, window, n_boot: int = 1000, seed: int =
         out["status"] = "not resolved: no spread in 1 - T/T_c within any rank"
         return out
     slope = float(sxy.sum() / sxx.sum())
-    dof = len(lx) - len(groups) - 1
+    dof = len(lx) - len(ranks) - 1
     resid = dy - slope * dx
     se = float(np.sqrt(np.sum(resid ** 2) / dof / sxx.sum())) if dof > 0 else float("nan")
     boot = np.array([])
-    if len(groups) >= 3 and n_boot > 0:
-        pick = np.random.default_rng(seed).integers(0, len(groups), size=(n_boot, len(groups)))
+    if len(ranks) >= 3 and n_boot > 0:
+        pick = np.random.default_rng(seed).integers(0, len(ranks), size=(n_boot, len(ranks)))
         den = sxx[pick].sum(axis=1)
         boot = sxy[pick].sum(axis=1)[den > 0] / den[den > 0]
     se_boot = float(np.std(boot, ddof=1)) if len(boot) > 1 else float("nan")
     ci = [float(v) for v in np.percentile(boot, [2.5, 97.5])] if len(boot) > 1 else [float("nan")] * 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        per_rank = {g: [float(sxy[i] / sxx[i]) if sxx[i] > 0 else float("nan"), int(n_g[i])]
-                    for i, g in enumerate(groups.tolist())}
+        per_rank = {g: [float(sxy[i] / sxx[i]) if sxx[i] > 0 else float("nan"), int(n_r[i])]
+                    for i, g in enumerate(ranks.tolist())}
     out.update(exponent=slope, stderr_ols=se, stderr_bootstrap=se_boot, stderr=float(np.nanmax([se, se_boot])),
                ci95=ci, per_rank=per_rank, status="resolved",
-               intercepts={g: float(mean_y[i] - slope * mean_x[i]) for i, g in enumerate(groups.tolist())})
+               intercepts={g: float(mean_y[i] - slope * mean_x[i]) for i, g in enumerate(ranks.tolist())})
     return out

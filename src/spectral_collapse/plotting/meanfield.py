@@ -32,7 +32,7 @@ def plot_meanfield(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFr
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 4.8))
 
     max_drift = mf["max_m2_drift"]
-    active = float(analysis.get("active_threshold", 0.1))
+    active = float(analysis["active_threshold"])
     y_min = 1e-3
     for k in ranks:
         rows = lat[lat["rank"] == k]
