@@ -476,11 +476,9 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
     pooled = spectra_df[spectra_df["seed"] == POOLED]
     head = heads[POOLED]
     per = {s: h for s, h in heads.items() if s != POOLED} or {seeds[0]: head}
-    model = _model_section(model_id, family, depth, lat, runs, seeds, cfg)
-    analysis: dict[str, Any] = {
-        **{key: model[key] for key in ("model", "family", "depth", "split")},
+    analysis: dict[str, Any] = {  # written with sorted keys (provenance.write_json): the order here is free
+        **_model_section(model_id, family, depth, lat, runs, seeds, cfg),
         "splits": _splits_section(thr_split, thr_note),
-        **{key: model[key] for key in ("n_latents", "seeds", "T_grid", "active_threshold")},
         "runs": _runs_section(lat, runs, all_ids, conv, eq_counts, max_drift, fallback),
         **_ranks_section(pooled, pca),
         **_thresholds_section(pooled, head, cfg, thr_split, lat[lat["run_id"].isin(conv)]),

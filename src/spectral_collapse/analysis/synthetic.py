@@ -54,6 +54,7 @@ def linear_scan_tables(T_k, T_grid, seeds=(0,), noise: float = 0.0, unconverged:
         for T in T_grid:
             bad = next((f for (s, t), f in unconverged.items() if s == seed and np.isclose(t, T)), None)
             run_id = f"{model}/T{T:.4e}/seed{seed}"
+            beta = float(oracle.beta_of_T(T, V, UNIT_SIGMA2))
             # Each run finds a slightly perturbed equilibrium: thresholds jittered by `noise` (relative).
             T_eff = T_k * np.exp(noise * rng.standard_normal(n)) if noise else T_k
             q = oracle_point(T, T_eff)
@@ -70,7 +71,7 @@ def linear_scan_tables(T_k, T_grid, seeds=(0,), noise: float = 0.0, unconverged:
                 for m in range(n):
                     lat_rows.append({
                         "run_id": run_id, "model": model, "family": "linear", "depth": 0, "T": float(T),
-                        "beta": float(oracle.beta_of_T(T, V, UNIT_SIGMA2)), "V": V, "seed": seed, "split": split, "latent": int(perm[m]),
+                        "beta": beta, "V": V, "seed": seed, "split": split, "latent": int(perm[m]),
                         "rank": int(rank[m]), "mu2": float(mu2[m]), "s2": q["s2"][m],
                         "logs2": q["logs2"][m], "rate": float(rate[m]), "M2": float(M2[m]),
                         "snr": float(mu2[m] / q["s2"][m]), "active": bool(M2[m] > 0.1), "m2_drift": 0.0,
@@ -83,10 +84,10 @@ def linear_scan_tables(T_k, T_grid, seeds=(0,), noise: float = 0.0, unconverged:
                     if noise:
                         D *= 1.0 + 0.1 * noise * rng.standard_normal()
                     prn_rows.append({"run_id": run_id, "model": model, "family": "linear", "depth": 0,
-                                     "T": float(T), "beta": float(oracle.beta_of_T(T, V, UNIT_SIGMA2)), "seed": seed, "split": split,
+                                     "T": float(T), "beta": beta, "seed": seed, "split": split,
                                      "K": K, "D_tilde": D})
             runs.append({"run_id": run_id, "model": model, "family": "linear", "depth": 0, "T": float(T),
-                         "beta": float(oracle.beta_of_T(T, V, UNIT_SIGMA2)), "V": V, "seed": seed,
+                         "beta": beta, "V": V, "seed": seed,
                          "status": "converged" if conv else "budget", "converged": conv, "updates": 1000, "wall_time_s": 1.0,
                          "totals": {"test": {"D_tilde_sampled": float(np.sum(q["err"])),
                                                     "R": float(np.sum(q["rate"]))}}})
