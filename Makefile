@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: venv run run-ci run-slurm run-paper test bench bench-dag bench-optimizer gpu-check depth-cost figures report reference-figures reference-tables reference-validation lint clean-venv
+.PHONY: example-table-data venv run run-ci run-slurm run-paper test bench bench-dag bench-optimizer gpu-check depth-cost figures report reference-figures reference-tables reference-validation lint clean-venv
 
 venv: $(STAMP)
 
@@ -32,6 +32,21 @@ run-slurm: $(STAMP)
 
 run-paper: $(STAMP)
 	$(BIN)/snakemake --workflow-profile profiles/slurm --configfile presets/paper.yaml $(SNAKEMAKE_ARGS)
+
+# Latent spectroscopy of other data (issue 20, docs/own-data.md): one preset per example under presets/examples/,
+# merged over config.yaml, each run in its own folder results/examples/<name>/ (-d) so that it never touches the
+# WorldClim 2.1 study's results. `make example-table` first generates its point table from the local WorldClim copy.
+# EXAMPLE_ARGS: more presets, e.g. EXAMPLE_ARGS="$(CURDIR)/presets/examples/linear-only.yaml".
+EXAMPLES := wc14-bioclim wc14-tmax table
+EXAMPLE_ARGS ?=
+
+example-table-data: $(STAMP)
+	$(BIN)/python -m spectral_collapse.examples resources/examples/worldclim_points.csv
+
+example-table: example-table-data
+example-%: $(STAMP)
+	@test -f presets/examples/$*.yaml || { echo "no example '$*' (presets/examples/$*.yaml); examples: $(EXAMPLES)"; exit 2; }
+	$(BIN)/snakemake -d results/examples/$* --configfile $(CURDIR)/config.yaml $(CURDIR)/presets/examples/$*.yaml $(EXAMPLE_ARGS) $(SNAKEMAKE_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,5 +1,5 @@
 """Rule latent_maps: encode every land cell with the map model; leading latents to NetCDF, their
-correlations with the 19 variables to Parquet."""
+correlations with the input variables to Parquet."""
 
 from spectral_collapse.rulelog import rule_log
 

@@ -96,6 +96,9 @@ def expected_counts(config: dict) -> dict[str, int]:
         "collect_scan": len(models),
         "analyse_model": len(models),
         "latent_maps": len(models),
+        "latent_variables": len(models),  # issue 20: latent spectroscopy
+        "collinearity": 1,
+        "spectroscopy": 1,
         "pca": 1,
         "summary": 1,
         "build_store": 1,
@@ -109,7 +112,8 @@ def test_dry_run_job_counts(workdir: Path, name: str):
     config = merged_config(preset)
     expected = expected_counts(config)
     per_rule, per_model = dry_run_jobs(workdir, preset)
-    for rule in ("figure", "collect_scan", "analyse_model", "latent_maps", "pca", "summary", "build_store", "fetch_worldclim"):
+    for rule in ("figure", "collect_scan", "analyse_model", "latent_maps", "latent_variables", "collinearity",
+                 "spectroscopy", "pca", "summary", "build_store", "fetch_worldclim"):
         assert per_rule[rule] == expected[rule], f"{name}: {rule} jobs {per_rule[rule]} != {expected[rule]}; all: {dict(per_rule)}"
     assert per_rule["train"] == per_rule["measure"] == expected["runs"], f"{name}: {dict(per_rule)} != {expected['runs']}"
     for (model, _), n in per_model.items():

@@ -23,9 +23,9 @@ def ds(real_store: Path) -> xr.Dataset:
 
 def test_open_zarr_layout(real_store: Path, ds: xr.Dataset, store_settings: dict) -> None:
     assert (real_store / ".zmetadata").is_file() and (real_store / ".zgroup").is_file()  # zarr v2, consolidated
-    assert ds["bioclim"].dims == ("variable", "lat", "lon") and ds["bioclim"].dtype == np.float32
-    assert ds["bioclim"].shape == (19, 1080, 2160)
-    assert ds["bioclim"].encoding["chunks"] == tuple(store_settings["tile"])
+    assert ds["layers"].dims == ("variable", "lat", "lon") and ds["layers"].dtype == np.float32
+    assert ds["layers"].shape == (19, 1080, 2160)
+    assert ds["layers"].encoding["chunks"] == tuple(store_settings["tile"])
     assert ds["land_mask"].encoding["chunks"] == tuple(store_settings["tile"][1:])
     assert ds["lat"].values[0] > ds["lat"].values[-1] and ds["lon"].values[0] < ds["lon"].values[-1]
     assert ds["lat"].attrs["standard_name"] == "latitude" and ds["lon"].attrs["units"] == "degrees_east"
@@ -46,7 +46,7 @@ def test_variable_metadata(ds: xr.Dataset) -> None:
 def test_land_cells(ds: xr.Dataset) -> None:
     land = ds["land_mask"].values
     assert int(land.sum()) == N_LAND == ds.attrs["n_land"]
-    bio = ds["bioclim"].values
+    bio = ds["layers"].values
     assert np.isfinite(bio[:, land]).all() and np.isnan(bio[:, ~land]).all()
     split = ds["split"].values
     assert ((split >= 0) == land).all() and ((ds["block"].values >= 0) == land).all()
@@ -68,7 +68,7 @@ def test_train_sample_standardized(real_store: Path, ds: xr.Dataset, store_setti
     assert store_V(real_store) == pytest.approx(19.0, abs=1e-4)
     # the stored statistics reproduce the stored sample from the raw rasters
     rows, cols = ds["train_row"].values, ds["train_col"].values
-    raw = ds["bioclim"].values[:, rows[:500], cols[:500]].T
+    raw = ds["layers"].values[:, rows[:500], cols[:500]].T
     np.testing.assert_allclose((raw - ds["mean"].values) / ds["std"].values, x[:500], atol=1e-4)
 
 

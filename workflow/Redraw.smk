@@ -40,10 +40,10 @@ rule all:
 # What the redraw draws from, checked before the DAG is built (cheap: existence, format signatures, file times).
 if workflow.is_main_process:
     PRESETS = [os.path.relpath(path) for path in workflow.config_settings.configfiles]
-    corrupt = redraw.corrupt_message(MODELS, ".", STORE_DESCRIPTION, PRESETS)
+    corrupt = redraw.corrupt_message(MODELS, ".", STORE_DESCRIPTION, VERIFIED, PRESETS)
     if corrupt:
         raise redraw.RedrawError(corrupt)
-    hint = redraw.missing_hint(MODELS, ".", STORE_DESCRIPTION, PRESETS)
+    hint = redraw.missing_hint(MODELS, ".", STORE_DESCRIPTION, VERIFIED, PRESETS)
     if hint:
         logger.error(hint)  # Snakemake's missing-input error follows
     else:
@@ -54,8 +54,8 @@ if workflow.is_main_process:
         # Upstream code: the scripts of every rule that is not part of this workflow.
         OWN_SCRIPTS = {Path(str(rule.script)).name for rule in workflow.rules if rule.script}
         UPSTREAM = [p for p in sorted(Path(workflow.basedir, "..", "scripts").resolve().glob("*.py"))
-                    if p.name not in OWN_SCRIPTS]
-        CACHED = redraw.cached_inputs(MODELS, STORE_DESCRIPTION)
+                    if p.name not in OWN_SCRIPTS and p.name not in redraw.OFF_PATH_SCRIPTS]
+        CACHED = redraw.cached_inputs(MODELS, STORE_DESCRIPTION, VERIFIED)
         for warning in stale_code_warnings(UPSTREAM, CACHED) + config_warnings(
             config, MODELS, ".", lambda model: run_tables(model, "run.json")
         ):

@@ -1,4 +1,4 @@
-"""Spherical geometry of the 10' WorldClim grid: cell areas and equal-area spatial blocks.
+"""Spherical geometry of a regular latitude/longitude grid: cell areas and equal-area spatial blocks.
 
 Cells shrink toward the poles (area ~ cos latitude), so both the sampling weights and the blocks
 used for the spatial split are built from true areas, not from cell counts.

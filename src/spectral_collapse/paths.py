@@ -8,6 +8,7 @@ from __future__ import annotations
 RESULTS = "results"
 DATA_ROOT = "results/data"  # the verified record and the stores (storepath: one folder per set of store settings)
 VERIFIED = DATA_ROOT + "/worldclim_verified.json"  # the data's checksums, as verified (rule fetch_worldclim)
+SOURCE_VERIFIED = DATA_ROOT + "/source_verified.json"  # a raster or table source's checksums (rule hash_source)
 RUNS_ROOT = "results/runs"
 RUN_DIR = RUNS_ROOT + "/{model}/{group}/seed{seed}"  # one training job: model.pt, train.json; its measurement
 ANALYSIS_ROOT = "results/analysis"
@@ -25,3 +26,18 @@ PER_MODEL_CACHED: tuple[str, ...] = (
     "scan_latents.parquet", "scan_pruning.parquet", SCAN_RUNS,  # rule collect_scan
     "latent_maps.nc", "latent_correlations.parquet",  # rule latent_maps
 )
+
+# Latent spectroscopy (issue 20): which input variables each active latent carries, against PCA and a VIF step.
+# Made from the trained models (rule latent_variables), so not in PER_MODEL_CACHED: a redraw never needs them.
+LATENT_VARIABLES = ANALYSIS_DIR + "/latent_variables.parquet"  # r of mu_k(x) with every input, per active latent
+COLLINEARITY = ANALYSIS_ROOT + "/collinearity.json"  # VIF step and PCA components for a variance share (train)
+SPECTROSCOPY_DIR = "results/spectroscopy"
+SPECTROSCOPY_JSON = SPECTROSCOPY_DIR + "/spectroscopy.json"
+SPECTROSCOPY_TABLE = SPECTROSCOPY_DIR + "/spectroscopy.csv"
+SPECTROSCOPY_FIGURE = SPECTROSCOPY_DIR + "/{model}_latent_variables.png"
+
+
+def verified_path(data: dict) -> str:
+    """The data's verified record for the configured source (config data.source): WorldClim's pinned checksums,
+    or the checksums of a raster or table source's files."""
+    return VERIFIED if data.get("source", "worldclim") == "worldclim" else SOURCE_VERIFIED

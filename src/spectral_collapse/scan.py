@@ -105,6 +105,11 @@ def training_settings(config: Mapping[str, Any], family: str) -> dict[str, Any]:
     return merged
 
 
+def largest_batch_size(config: Mapping[str, Any]) -> int:
+    """The largest training batch of the scanned families: a source needs at least this many training rows."""
+    return max(int(training_settings(config, family)["batch_size"]) for family in config["scan"]["families"])
+
+
 def model_settings(config: Mapping[str, Any], model_id: str) -> dict[str, Any]:
     """Everything a training job needs to know about its model: family, depth, the family's model block,
     the decoder and the training settings (the ``settings`` of ``group.train_group``)."""

@@ -104,13 +104,13 @@ def config_warnings(
     from spectral_collapse.storepath import store_paths
 
     root = Path(root)
-    store_description = store_paths(config["store"], root).description
+    store_description = store_paths(config["store"], root, data=config["data"]).description
     found: list[str] = []
     try:
         store = json.loads((root / store_description).read_text())
         found += [f"store.{k}: cached {store.get(k)!r}, config {config['store'].get(k)!r}"
                   for k in STORE_KEYS if k in store and store.get(k) != config["store"].get(k)]
-        if store.get("sha256") and store["sha256"] != pinned_checksums():
+        if config["data"]["source"] == "worldclim" and store.get("sha256") and store["sha256"] != pinned_checksums():
             found.append("data: the store was built from other WorldClim files than the pinned ones")
     except (OSError, ValueError, KeyError) as exc:
         found.append(f"{store_description}: not readable ({exc})")

@@ -1,5 +1,6 @@
-"""The tiled Zarr store: 19 WorldClim layers, land mask, cell areas, spatial-block split and the
-standardized area-weighted training sample (layout: docs/contracts.md section 2).
+"""The Zarr store of the input data: for a gridded source (WorldClim 2.1, a raster stack) the layers, valid-cell
+mask, cell areas and spatial-block split; for a table source its rows; for both the standardized weighted training
+sample and the held-out splits with their weights (layout: docs/contracts.md section 2).
 
 Training and evaluation read only this store (`load_split`, `store_V`), never the rasters, so the
 split, the standardization and the sample are fixed once, here, from the config and the seed.
@@ -8,26 +9,19 @@ split, the standardization and the sample are fixed once, here, from the config 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from spectral_collapse import geo
 from spectral_collapse.provenance import atomic_path
-from spectral_collapse.worldclim import BIO_FILES, BIO_VARIABLES, WorldClimError, check_complete
+from spectral_collapse.sources import GridStack, SourceError, TableData, Variables
 
 SPLITS = ("train", "validation", "test")
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 OFF_LAND = -1
-
-# The 10' global grid every WorldClim 2.1 layer is on (the data's PROVENANCE.md, beside the rasters in shared/worldclim/):
-# 1080 x 2160 cells, EPSG:4326.
-GRID_SHAPE = (1080, 2160)
-GRID_RES = 1.0 / 6.0
-GRID_ORIGIN = (-180.0, 90.0)  # west edge, north edge
 
 SAMPLING = (
     "area-weighted, with replacement: n_train i.i.d. draws from the training cells with probability "
@@ -35,73 +29,6 @@ SAMPLING = (
     "close to the number of training cells (~660,000), where sampling without replacement would flatten "
     "the area weights toward uniform."
 )
-
-
-# --------------------------------------------------------------------------- reading and checking rasters
-
-
-def _fix(path: Path) -> str:
-    return f"Replace {path} with {path.name} from the official WorldClim 2.1 10' archive (wc2.1_10m_bio.zip)."
-
-
-def _open_layer(path: Path) -> xr.DataArray:
-    """Open one GeoTIFF lazily with rioxarray and check it is on the 10' global grid."""
-    import rioxarray  # noqa: F401  (registers .rio)
-
-    try:
-        with warnings.catch_warnings():  # affine's `*` deprecation inside rioxarray 0.19: not ours to fix
-            warnings.simplefilter("ignore", PendingDeprecationWarning)
-            da = rioxarray.open_rasterio(path, masked=True, cache=False, lock=False)
-            _ = da.rio.transform()
-    except Exception as exc:  # rasterio raises several types for unreadable files
-        raise WorldClimError(f"{path.name}: not a readable GeoTIFF ({exc}). {_fix(path)}") from exc
-    _check_grid(da, path)
-    return da
-
-
-def _check_grid(da: xr.DataArray, path: Path) -> None:
-    """Refuse a layer on another grid (shape, resolution, extent or CRS) before any data is read."""
-    shape = tuple(da.shape[-2:])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        t = da.rio.transform()
-    crs = da.rio.crs
-    problems = []
-    if da.sizes.get("band", 1) != 1:
-        problems.append(f"{da.sizes['band']} bands (expected 1)")
-    if shape != GRID_SHAPE:
-        problems.append(f"shape {shape[0]}x{shape[1]} (expected {GRID_SHAPE[0]}x{GRID_SHAPE[1]})")
-    if not np.allclose([t.a, -t.e, t.c, t.f, t.b, t.d], [GRID_RES, GRID_RES, *GRID_ORIGIN, 0, 0], atol=1e-6):
-        problems.append(f"transform {tuple(round(v, 6) for v in t[:6])} (expected 10' cells from -180, 90)")
-    if crs is None or crs.to_epsg() != 4326:
-        problems.append(f"CRS {crs} (expected EPSG:4326)")
-    if problems:
-        raise WorldClimError(
-            f"{path.name} is on another grid than the WorldClim 2.1 10' global grid: {'; '.join(problems)}. {_fix(path)}"
-        )
-
-
-def read_rasters(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The 19 layers as float32 (19, lat, lon) with NaN for nodata, plus lat and lon cell centres.
-
-    All headers are checked first, so a bad file fails fast and before any large read.
-    """
-    folder = Path(folder)
-    check_complete(folder)
-    layers = [_open_layer(folder / name) for name in BIO_FILES]
-    data = np.empty((len(BIO_FILES), *GRID_SHAPE), dtype=np.float32)
-    try:
-        for i, (name, da) in enumerate(zip(BIO_FILES, layers)):
-            try:
-                data[i] = da.values[0]
-            except Exception as exc:
-                detail = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
-                raise WorldClimError(f"{name}: cannot read its pixels ({detail}); the file is corrupt. {_fix(folder / name)}") from exc
-        lat, lon = layers[0]["y"].values.astype(np.float64), layers[0]["x"].values.astype(np.float64)
-    finally:
-        for da in layers:
-            da.close()
-    return data, lat, lon
 
 
 # --------------------------------------------------------------------------- split and sample
@@ -133,77 +60,118 @@ def area_weighted_sample(area: np.ndarray, n: int, rng: np.random.Generator) -> 
     return rng.choice(area.size, size=int(n), replace=True, p=p / p.sum())
 
 
-def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardization(x: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-variable mean and (population, ddof=0) std of the training sample, float64."""
     mean = x.mean(axis=0, dtype=np.float64)
     std = x.std(axis=0, dtype=np.float64)
-    bad = [BIO_VARIABLES[i][0] for i in np.flatnonzero(~(std > 0))]
+    bad = [names[i] for i in np.flatnonzero(~(std > 0))]
     if bad:
-        raise WorldClimError(f"variables {bad} are constant over the training sample; check the rasters and store.n_train.")
+        raise SourceError(f"variables {bad} are constant over the training sample: they carry no variation. Drop "
+                          "them from the source (data.raster.files / data.table.columns), or raise store.n_train.")
     return mean, std
 
 
-# --------------------------------------------------------------------------- the dataset
+def _random_streams(settings: Mapping[str, Any]) -> tuple[np.random.Generator, np.random.Generator]:
+    """(the split's generator, the training sample's generator), both spawned from store.split_seed."""
+    split_rng, sample_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(settings["split_seed"])).spawn(2))
+    return split_rng, sample_rng
+
+
+def _standardization_vars(mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+    return {
+        "mean": (("variable",), mean, {"long_name": "training-sample mean (standardization)", "comment": "in units(variable)"}),
+        "std": (("variable",), std, {"long_name": "training-sample standard deviation, ddof=0 (standardization)", "comment": "in units(variable)"}),
+    }
+
+
+def _variable_coords(variables: Variables) -> dict[str, Any]:
+    return {
+        "variable": ("variable", list(variables.names), {"long_name": "input variable"}),
+        "long_name": ("variable", list(variables.long_names), {"long_name": "long name of the input variable"}),
+        "units": ("variable", list(variables.units), {"long_name": "units of the input variable"}),
+    }
 
 
 def _grid_coords(lat: np.ndarray, lon: np.ndarray) -> dict[str, Any]:
-    names, long_names, units = zip(*BIO_VARIABLES)
     return {
-        "variable": ("variable", list(names), {"long_name": "WorldClim 2.1 bioclimatic variable"}),
-        "long_name": ("variable", list(long_names), {"long_name": "long name of the bioclimatic variable"}),
-        "units": ("variable", list(units), {"long_name": "units of the bioclimatic variable"}),
         "lat": ("lat", lat, {"standard_name": "latitude", "long_name": "latitude of cell centre", "units": "degrees_north", "axis": "Y"}),
         "lon": ("lon", lon, {"standard_name": "longitude", "long_name": "longitude of cell centre", "units": "degrees_east", "axis": "X"}),
     }
 
 
-def _sample_vars(split: str, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, area: np.ndarray | None) -> dict[str, Any]:
+def _sample_vars(split: str, x: np.ndarray, index: Mapping[str, tuple[np.ndarray, str]],
+                 weight: tuple[str, np.ndarray, dict] | None) -> dict[str, Any]:
     dim = f"{split}_sample"
     out = {
         f"{split}_x": ((dim, "variable"), x.astype(np.float32), {
-            "long_name": f"standardized bioclimatic variables, {split} split",
+            "long_name": f"standardized input variables, {split} split",
             "units": "1", "comment": "(raw - mean) / std with the training-sample statistics"}),
-        f"{split}_row": ((dim,), rows.astype(np.int32), {"long_name": "grid row (lat index) of the cell"}),
-        f"{split}_col": ((dim,), cols.astype(np.int32), {"long_name": "grid column (lon index) of the cell"}),
     }
-    if area is not None:
-        out[f"{split}_area"] = ((dim,), area.astype(np.float32), {"standard_name": "cell_area", "long_name": "cell area", "units": "km2"})
+    for name, (values, long_name) in index.items():
+        out[f"{split}_{name}"] = ((dim,), values, {"long_name": long_name})
+    if weight is not None:
+        name, values, attrs = weight
+        out[f"{split}_{name}"] = ((dim,), values.astype(np.float32), attrs)
     return out
 
 
-def build_dataset(
-    data: np.ndarray, lat: np.ndarray, lon: np.ndarray, settings: Mapping[str, Any], sha256: Mapping[str, str] | None = None
-) -> tuple[xr.Dataset, dict[str, Any]]:
-    """Everything the store holds, in memory, plus the description for worldclim_store.json."""
+def _description(variables: Variables, mean: np.ndarray, std: np.ndarray, V: float, n_blocks: int,
+                 block_split: np.ndarray, units: Mapping[str, int], pick: np.ndarray, settings: Mapping[str, Any],
+                 sampling: str) -> dict[str, Any]:
+    return {
+        "n_blocks": n_blocks,
+        "blocks": {name: int((block_split == code).sum()) for name, code in SPLIT_CODES.items()},
+        "cells": dict(units),
+        "n_train": int(settings["n_train"]),
+        "n_train_unique_cells": int(np.unique(pick).size),
+        "heldout_fraction": float(settings["heldout_fraction"]),
+        "split_seed": int(settings["split_seed"]),
+        "sampling": sampling,
+        "variables": list(variables.names),
+        "mean": dict(zip(variables.names, mean.tolist())),
+        "std": dict(zip(variables.names, std.tolist())),
+        "V": V,
+    }
+
+
+def build_dataset(stack: GridStack, settings: Mapping[str, Any], source: Mapping[str, str],
+                  sha256: Mapping[str, str] | None = None) -> tuple[xr.Dataset, dict[str, Any]]:
+    """Everything a gridded source's store holds, in memory, plus its description (the store's JSON).
+
+    `source` gives the dataset's title and citation (CF `title`, `source`)."""
+    data, lat, lon, variables = stack.data, stack.lat, stack.lon, stack.variables
     block_km = float(settings["block_km"])
-    seed = int(settings["split_seed"])
     land = np.isfinite(data).all(axis=0)
     data = np.where(land[None], data, np.float32(np.nan))
     area = geo.cell_area_km2(lat, lon).astype(np.float32)
     block, n_blocks = assign_blocks(geo.equal_area_blocks(lat, lon, block_km), land)
     if n_blocks < 3:
-        raise WorldClimError(f"only {n_blocks} blocks hold land; lower config key store.block_km ({block_km}).")
-    split_rng, sample_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        raise SourceError(f"only {n_blocks} blocks hold valid cells; lower config key store.block_km ({block_km}).")
+    split_rng, sample_rng = _random_streams(settings)
     block_split = split_blocks(n_blocks, float(settings["heldout_fraction"]), split_rng)
     split = np.full(land.shape, OFF_LAND, dtype=np.int8)
     split[land] = block_split[block[land]]
-
     cells = {name: np.nonzero(split == code) for name, code in SPLIT_CODES.items()}
     rows, cols = cells["train"]
     pick = area_weighted_sample(area[rows, cols], int(settings["n_train"]), sample_rng)
     train_raw = data[:, rows[pick], cols[pick]].T
-    mean, std = standardization(train_raw)
+    mean, std = standardization(train_raw, variables.names)
     scale = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
     train_x = scale(train_raw)
     V = float(train_x.astype(np.float64).var(axis=0).sum())
+    d = len(variables.names)
+
+    def grid_index(r: np.ndarray, c: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+        return {"row": (r.astype(np.int32), "grid row (lat index) of the cell"),
+                "col": (c.astype(np.int32), "grid column (lon index) of the cell")}
 
     data_vars: dict[str, Any] = {
-        "bioclim": (("variable", "lat", "lon"), data, {
-            "long_name": "WorldClim 2.1 bioclimatic variables (10 arc-minutes, 1970-2000)",
-            "comment": "raw values; units per layer in the units(variable) coordinate; NaN off land",
+        "layers": (("variable", "lat", "lon"), data, {
+            "long_name": source["title"],
+            "comment": "raw values; units per layer in the units(variable) coordinate; NaN where a layer has none",
             "grid_mapping": "crs"}),
         "land_mask": (("lat", "lon"), land, {
-            "standard_name": "land_binary_mask", "long_name": "cell valid in all 19 layers", "units": "1"}),
+            "standard_name": "land_binary_mask", "long_name": f"cell valid in all {d} layers", "units": "1"}),
         "cell_area": (("lat", "lon"), area, {"standard_name": "cell_area", "long_name": "spherical cell area", "units": "km2"}),
         "block": (("lat", "lon"), block, {
             "long_name": f"equal-area spatial block id (side ~{block_km:g} km)", "units": "1",
@@ -211,67 +179,144 @@ def build_dataset(
         "split": (("lat", "lon"), split, {
             "long_name": "spatial-block split", "flag_values": [OFF_LAND, 0, 1, 2],
             "flag_meanings": "off_land train validation test", "units": "1"}),
-        "mean": (("variable",), mean, {"long_name": "training-sample mean (standardization)", "comment": "in units(variable)"}),
-        "std": (("variable",), std, {"long_name": "training-sample standard deviation, ddof=0 (standardization)", "comment": "in units(variable)"}),
-        "crs": ((), np.int32(0), {"grid_mapping_name": "latitude_longitude", "epsg_code": "EPSG:4326",
+        **_standardization_vars(mean, std),
+        "crs": ((), np.int32(0), {"grid_mapping_name": "latitude_longitude", "epsg_code": stack.crs,
                                   "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563}),
     }
-    data_vars.update(_sample_vars("train", train_x, rows[pick], cols[pick], None))
+    data_vars.update(_sample_vars("train", train_x, grid_index(rows[pick], cols[pick]), None))
     for name in ("validation", "test"):
         r, c = cells[name]
-        data_vars.update(_sample_vars(name, scale(data[:, r, c].T), r, c, area[r, c]))
+        data_vars.update(_sample_vars(name, scale(data[:, r, c].T), grid_index(r, c), ("area", area[r, c], {
+            "standard_name": "cell_area", "long_name": "cell area", "units": "km2"})))
 
-    description = {
-        "n_land": int(land.sum()),
-        "n_blocks": n_blocks,
-        "blocks": {name: int((block_split == code).sum()) for name, code in SPLIT_CODES.items()},
-        "cells": {name: int(cells[name][0].size) for name in SPLITS},
-        "n_train": int(settings["n_train"]),
-        "n_train_unique_cells": int(np.unique(pick).size),
-        "block_km": block_km,
-        "heldout_fraction": float(settings["heldout_fraction"]),
-        "split_seed": seed,
-        "sampling": SAMPLING,
-        "variables": [v[0] for v in BIO_VARIABLES],
-        "mean": dict(zip((v[0] for v in BIO_VARIABLES), mean.tolist())),
-        "std": dict(zip((v[0] for v in BIO_VARIABLES), std.tolist())),
-        "V": V,
+    description = {"n_land": int(land.sum()),
+                   **_description(variables, mean, std, V, n_blocks, block_split,
+                                  {name: int(cells[name][0].size) for name in SPLITS}, pick, settings, SAMPLING),
+                   "block_km": block_km}
+    attrs = _attrs(source, description, sha256)
+    coords = {**_variable_coords(variables), **_grid_coords(lat, lon)}
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs), description
+
+
+def _attrs(source: Mapping[str, str], description: Mapping[str, Any], sha256: Mapping[str, str] | None) -> dict[str, Any]:
+    keys = ("V", "n_land", "n_rows", "n_blocks", "split_seed", "block_km", "heldout_fraction", "n_train", "sampling")
+    return {"Conventions": "CF-1.10", "title": source["title"], "source": source["source"],
+            **{k: description[k] for k in keys if k in description},
+            "blocks_per_split": description["blocks"], "cells_per_split": description["cells"],
+            "sha256": dict(sha256 or {})}
+
+
+TABLE_SAMPLING = (
+    "weighted, with replacement: n_train i.i.d. draws from the training rows with probability proportional to "
+    "the weight column (equal when there is none), as the gridded sources draw cells by area"
+)
+
+
+def table_blocks(table: TableData, block_rows: int) -> tuple[np.ndarray, int, str]:
+    """(block id per row, number of blocks, how they were made): the group column's values, or consecutive
+    runs of `block_rows` rows in file order (neighbouring rows, e.g. nearby sites, stay in one split)."""
+    if table.groups is not None:
+        _, block = np.unique(table.groups.astype(str), return_inverse=True)
+        return block.astype(np.int64), int(block.max()) + 1, "one block per value of the group column"
+    block = np.arange(len(table.x)) // int(block_rows)
+    return block, int(block.max()) + 1, f"consecutive runs of {int(block_rows)} rows (data.table.block_rows)"
+
+
+def build_table_dataset(table: TableData, settings: Mapping[str, Any], block_rows: int, min_train_rows: int,
+                        source: Mapping[str, str], sha256: Mapping[str, str] | None = None,
+                        path: str = "the table") -> tuple[xr.Dataset, dict[str, Any]]:
+    """A table source's store: the same samples, weights and split contract as a gridded one, without a grid."""
+    block, n_blocks, how = table_blocks(table, block_rows)
+    if n_blocks < 3:
+        raise SourceError(f"{path}: only {n_blocks} blocks of rows for a train/validation/test split; lower "
+                          "data.table.block_rows or give a group column with more values (data.table.group).")
+    split_rng, sample_rng = _random_streams(settings)
+    block_split = split_blocks(n_blocks, float(settings["heldout_fraction"]), split_rng)
+    split = block_split[block]
+    rows = {name: np.flatnonzero(split == code) for name, code in SPLIT_CODES.items()}
+    if rows["train"].size < min_train_rows:
+        raise SourceError(f"{path}: {rows['train'].size} rows in the training split, fewer than one batch "
+                          f"({min_train_rows} rows, the largest training.batch_size); give more rows, or lower "
+                          "training.batch_size (and models.<family>.training.batch_size).")
+    empty = [name for name in SPLITS if rows[name].size == 0]
+    if empty:
+        raise SourceError(f"{path}: the {empty[0]} split holds no row; lower data.table.block_rows or raise "
+                          "store.heldout_fraction.")
+    pick = area_weighted_sample(table.weights[rows["train"]], int(settings["n_train"]), sample_rng)
+    train_raw = table.x[rows["train"][pick]]
+    mean, std = standardization(train_raw, table.variables.names)
+    scale = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
+    train_x = scale(train_raw)
+    V = float(train_x.astype(np.float64).var(axis=0).sum())
+    data_vars: dict[str, Any] = {
+        **_standardization_vars(mean, std),
     }
-    attrs = {
-        "Conventions": "CF-1.10",
-        "title": "WorldClim 2.1 bioclimatic variables, 10 arc-minutes, tiled for the spectral-collapse study",
-        "source": "WorldClim 2.1 (Fick & Hijmans 2017, doi:10.1002/joc.5086), wc2.1_10m_bio.zip",
-        "V": V, "n_land": description["n_land"], "n_blocks": n_blocks, "split_seed": seed, "block_km": block_km,
-        "heldout_fraction": description["heldout_fraction"], "n_train": description["n_train"], "sampling": SAMPLING,
-        "blocks_per_split": description["blocks"], "cells_per_split": description["cells"],
-        "sha256": dict(sha256 or {}),
-    }
-    return xr.Dataset(data_vars, coords=_grid_coords(lat, lon), attrs=attrs), description
+    row_index = lambda r: {"row": (r.astype(np.int64), "row of the table (0-based, after rows with a missing value were dropped)")}  # noqa: E731
+    data_vars.update(_sample_vars("train", train_x, row_index(rows["train"][pick]), None))
+    for name in ("validation", "test"):
+        r = rows[name]
+        data_vars.update(_sample_vars(name, scale(table.x[r]), row_index(r), ("weight", table.weights[r], {
+            "long_name": "row weight (the weight column; 1 without one)", "units": "1"})))
+    description = {"n_rows": int(len(table.x)), "n_dropped": table.n_dropped, "n_rows_read": table.n_rows_read,
+                   **_description(table.variables, mean, std, V, n_blocks, block_split,
+                                  {name: int(rows[name].size) for name in SPLITS}, pick, settings, TABLE_SAMPLING),
+                   "blocks_from": how}
+    return xr.Dataset(data_vars, coords=_variable_coords(table.variables), attrs=_attrs(source, description, sha256)), description
 
 
 def _encoding(ds: xr.Dataset, tile: list[int]) -> dict[str, dict[str, Any]]:
     """Spatial tiles for gridded variables (store.tile), one chunk per sample array of <= 64k rows."""
-    nv, ny, nx = (int(t) for t in tile)
-    enc: dict[str, dict[str, Any]] = {"bioclim": {"chunks": (min(nv, 19), ny, nx), "_FillValue": np.float32(np.nan)}}
-    for name in ("land_mask", "cell_area", "block", "split"):
-        enc[name] = {"chunks": (ny, nx)}
+    enc: dict[str, dict[str, Any]] = {}
+    if "layers" in ds:
+        nv, ny, nx = (min(int(t), n) for t, n in zip(tile, ds["layers"].shape))
+        enc["layers"] = {"chunks": (nv, ny, nx), "_FillValue": np.float32(np.nan)}
+        for name in ("land_mask", "cell_area", "block", "split"):
+            enc[name] = {"chunks": (ny, nx)}
     for name, var in ds.data_vars.items():
         if name.startswith(tuple(f"{split}_" for split in SPLITS)):
             enc[name] = {"chunks": (min(65536, var.shape[0]),) + tuple(var.shape[1:])}
     return enc
 
 
+def write_store(ds: xr.Dataset, path: str | os.PathLike, tile: list[int]) -> None:
+    """Write the store at `path` under a temporary name, renamed when complete: nothing partial is left."""
+    with atomic_path(path) as tmp:
+        ds.to_zarr(tmp, mode="w-", zarr_format=2, consolidated=True, encoding=_encoding(ds, list(tile)))
+
+
 def build_store(
     raster_dir: str | os.PathLike, path: str | os.PathLike, settings: Mapping[str, Any], sha256: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Build the store at `path` (under a temporary name, renamed when complete); return its description.
+    """Build the WorldClim 2.1 store at `path` (under a temporary name, renamed when complete); return its
+    description. `settings` is the config `store` block. On any error nothing is left at `path`."""
+    from spectral_collapse.worldclim import SOURCE, read_rasters
 
-    `settings` is the config `store` block. On any error nothing is left at `path`.
-    """
-    data, lat, lon = read_rasters(raster_dir)
-    ds, description = build_dataset(data, lat, lon, settings, sha256)
-    with atomic_path(path) as tmp:
-        ds.to_zarr(tmp, mode="w-", zarr_format=2, consolidated=True, encoding=_encoding(ds, list(settings["tile"])))
+    ds, description = build_dataset(read_rasters(raster_dir), settings, SOURCE, sha256)
+    write_store(ds, path, settings["tile"])
+    return description
+
+
+def build_source_store(data: Mapping[str, Any], root: str | os.PathLike, path: str | os.PathLike,
+                       settings: Mapping[str, Any], min_train_rows: int, sha256: Mapping[str, str]) -> dict[str, Any]:
+    """Build the store of a raster-stack or table source (config data.source); return its description."""
+    from spectral_collapse.sources import read_raster_stack, read_table, resolve, source_kind
+
+    kind = source_kind(data)
+    if kind == "raster":
+        settings_src = data["raster"]
+        title = settings_src.get("title") or f"raster stack {Path(str(settings_src['path'])).name}"
+        ds, description = build_dataset(read_raster_stack(settings_src, root), settings,
+                                         {"title": title, "source": str(settings_src.get("citation") or settings_src["path"])}, sha256)
+    elif kind == "table":
+        settings_src = data["table"]
+        table_path = resolve(settings_src["path"], root, "data.table.path")
+        title = settings_src.get("title") or f"table {table_path.name}"
+        ds, description = build_table_dataset(read_table(settings_src, root), settings, int(settings_src["block_rows"]),
+                                              min_train_rows, {"title": title, "source": str(settings_src.get("citation") or settings_src["path"])},
+                                              sha256, str(table_path))
+    else:
+        raise ValueError(f"data.source {kind!r} is built by build_store")
+    write_store(ds, path, settings["tile"])
     return description
 
 
@@ -287,7 +332,7 @@ def open_store(path: str | os.PathLike) -> xr.Dataset:
 
 
 def load_split(path: str | os.PathLike, split: str) -> np.ndarray:
-    """The standardized samples of one split as float32 (n, 19): the area-weighted training sample,
+    """The standardized samples of one split as float32 (n, d): the weighted training sample,
     or every land cell of the validation / test blocks."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -308,10 +353,10 @@ HELDOUT_WEIGHTING = ("held-out means (validation loss, every validation/test mea
 def load_weights(path: str | os.PathLike, split: str) -> np.ndarray:
     """Per-sample weights of one split, float64 (n,): what a mean over that split weighs each row by.
 
-    Held-out splits (validation, test) hold every land cell of their blocks once, so a mean over them must
-    weigh each cell by its area (~cos latitude; docs/science.md section 4): the weight is the stored cell
-    area. The training split is already an area-weighted sample (cells drawn with probability
-    proportional to area), so its rows weigh 1 each.
+    Held-out splits (validation, test) hold every valid cell (row) of their blocks once, so a mean over them must
+    weigh each by its weight: a grid's cell area (~cos latitude; docs/science.md section 4), a table's weight
+    column. The training split is already a weighted sample (drawn with probability proportional to the
+    weight), so its rows weigh 1 each.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -319,4 +364,5 @@ def load_weights(path: str | os.PathLike, split: str) -> np.ndarray:
         n = ds.sizes[f"{split}_sample"]
         if split == "train":
             return np.ones(n, dtype=np.float64)
-        return np.asarray(ds[f"{split}_area"].values, dtype=np.float64)
+        name = f"{split}_area" if f"{split}_area" in ds else f"{split}_weight"  # a grid's cell area, a table's weight
+        return np.asarray(ds[name].values, dtype=np.float64)

@@ -48,8 +48,17 @@ def _legacy_matches(settings: Mapping[str, Any], root: Path) -> bool:
     return all(recorded.get(k) == settings.get(k) for k in CONTENT_KEYS)
 
 
-def store_paths(settings: Mapping[str, Any], root: str | os.PathLike = ".") -> StorePaths:
-    """The store of these settings: results/data/store-<hash>/..., or the pre-keyed store when it matches."""
+def store_paths(settings: Mapping[str, Any], root: str | os.PathLike = ".", data: Mapping[str, Any] | None = None
+                ) -> StorePaths:
+    """The store of these settings: results/data/store-<hash>/..., or the pre-keyed store when it matches.
+
+    A raster or table source (config data.source, issue 20) keys its store by its own settings too and names it
+    store.zarr: it never shares a folder with WorldClim's store or another source's."""
+    source = dict(data or {}).get("source", "worldclim")
+    if source != "worldclim":
+        key = config_hash({"store": {k: settings[k] for k in sorted(settings)}, "source": source,
+                           "settings": dict(data or {})[source]})[:10]
+        return StorePaths(f"{DATA_ROOT}/{source}-{key}/store.zarr", f"{DATA_ROOT}/{source}-{key}/store.json")
     if _legacy_matches(settings, Path(root)):
         return StorePaths(LEGACY_STORE, LEGACY_DESCRIPTION)
     folder = f"{DATA_ROOT}/store-{store_key(settings)}"

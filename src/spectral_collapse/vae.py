@@ -75,7 +75,7 @@ class VAEConfig:
         return cls(
             family=family,
             n_features=int(n_features),
-            latents=int(model["latents"]),
+            latents=int(n_features if model["latents"] is None else model["latents"]),  # null: one per input
             depth=int(settings["depth"]),
             width=int(model.get("width", 0)),  # the linear family has no hidden layers
             logvar_bias_init=float(model["logvar_bias_init"]),

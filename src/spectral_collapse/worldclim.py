@@ -15,12 +15,16 @@ import json
 import logging
 import os
 import shutil
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from spectral_collapse.provenance import atomic_path, sha256_file
+from spectral_collapse.sources import GridStack, SourceError, Variables
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +93,12 @@ BIO_VARIABLES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class WorldClimError(RuntimeError):
+# The store's title and citation (CF attributes) for this source.
+SOURCE = {"title": "WorldClim 2.1 bioclimatic variables, 10 arc-minutes, 1970-2000",
+          "source": "WorldClim 2.1 (Fick & Hijmans 2017, doi:10.1002/joc.5086), wc2.1_10m_bio.zip"}
+
+
+class WorldClimError(SourceError):
     """Missing, truncated, corrupt or unreachable WorldClim input; the message names the file and the fix."""
 
 
@@ -467,3 +476,78 @@ def fetch(local_source: str | None, url: str, download_dir: str | os.PathLike, p
     results/data/worldclim_verified.json (docs/contracts.md section 1), the rest goes to the logs."""
     folder, info, files = locate_rasters(local_source, url, download_dir, progress=progress)
     return {"raster_dir": str(folder), **info, "files": files}
+
+
+# The 10' global grid every WorldClim 2.1 layer is on (the data's PROVENANCE.md, beside the rasters in shared/worldclim/):
+# 1080 x 2160 cells, EPSG:4326.
+GRID_SHAPE = (1080, 2160)
+GRID_RES = 1.0 / 6.0
+GRID_ORIGIN = (-180.0, 90.0)  # west edge, north edge
+
+
+# --------------------------------------------------------------------------- reading the rasters (rule build_store)
+
+
+def _fix(path: Path) -> str:
+    return f"Replace {path} with {path.name} from the official WorldClim 2.1 10' archive (wc2.1_10m_bio.zip)."
+
+
+def _open_layer(path: Path) -> Any:
+    """Open one GeoTIFF lazily with rioxarray and check it is on the 10' global grid."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    try:
+        with warnings.catch_warnings():  # affine's `*` deprecation inside rioxarray 0.19: not ours to fix
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            da = rioxarray.open_rasterio(path, masked=True, cache=False, lock=False)
+            _ = da.rio.transform()
+    except Exception as exc:  # rasterio raises several types for unreadable files
+        raise WorldClimError(f"{path.name}: not a readable GeoTIFF ({exc}). {_fix(path)}") from exc
+    _check_grid(da, path)
+    return da
+
+
+def _check_grid(da: Any, path: Path) -> None:
+    """Refuse a layer on another grid (shape, resolution, extent or CRS) before any data is read."""
+    shape = tuple(da.shape[-2:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        t = da.rio.transform()
+    crs = da.rio.crs
+    problems = []
+    if da.sizes.get("band", 1) != 1:
+        problems.append(f"{da.sizes['band']} bands (expected 1)")
+    if shape != GRID_SHAPE:
+        problems.append(f"shape {shape[0]}x{shape[1]} (expected {GRID_SHAPE[0]}x{GRID_SHAPE[1]})")
+    if not np.allclose([t.a, -t.e, t.c, t.f, t.b, t.d], [GRID_RES, GRID_RES, *GRID_ORIGIN, 0, 0], atol=1e-6):
+        problems.append(f"transform {tuple(round(v, 6) for v in t[:6])} (expected 10' cells from -180, 90)")
+    if crs is None or crs.to_epsg() != 4326:
+        problems.append(f"CRS {crs} (expected EPSG:4326)")
+    if problems:
+        raise WorldClimError(
+            f"{path.name} is on another grid than the WorldClim 2.1 10' global grid: {'; '.join(problems)}. {_fix(path)}"
+        )
+
+
+def read_rasters(folder: str | os.PathLike) -> "GridStack":
+    """The 19 layers as float32 (19, lat, lon) with NaN for nodata, on their lat and lon cell centres.
+
+    All headers are checked first, so a bad file fails fast and before any large read.
+    """
+    folder = Path(folder)
+    check_complete(folder)
+    layers = [_open_layer(folder / name) for name in BIO_FILES]
+    data = np.empty((len(BIO_FILES), *GRID_SHAPE), dtype=np.float32)
+    try:
+        for i, (name, da) in enumerate(zip(BIO_FILES, layers)):
+            try:
+                data[i] = da.values[0]
+            except Exception as exc:
+                detail = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+                raise WorldClimError(f"{name}: cannot read its pixels ({detail}); the file is corrupt. {_fix(folder / name)}") from exc
+        lat, lon = layers[0]["y"].values.astype(np.float64), layers[0]["x"].values.astype(np.float64)
+    finally:
+        for da in layers:
+            da.close()
+    names, long_names, units = zip(*BIO_VARIABLES)
+    return GridStack(data, lat, lon, Variables(names, long_names, units), "EPSG:4326")

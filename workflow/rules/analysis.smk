@@ -50,7 +50,7 @@ rule collect_scan:
 
 
 rule latent_maps:
-    """Leading latent means mu_k(x) on every land cell, and their correlations with the 19 variables."""
+    """Leading latent means mu_k(x) on every valid cell of a gridded source, and their correlations with its variables."""
     input:
         store=STORE,
         model=map_model,

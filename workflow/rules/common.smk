@@ -18,7 +18,9 @@ from snakemake.logging import logger
 
 from spectral_collapse.integrity import set_aside_corrupt
 from spectral_collapse.paths import (ANALYSIS_DIR, ANALYSIS_ROOT, FIGURE_DIR, FIGURES, PCA_TABLE, PER_MODEL_CACHED,
-                                     RUN_DIR, RUNS_ROOT, SUMMARY, VERIFIED)
+                                     RUN_DIR, RUNS_ROOT, SOURCE_VERIFIED, SUMMARY, verified_path)
+from spectral_collapse.paths import VERIFIED as WORLDCLIM_VERIFIED
+from spectral_collapse.sources import source_paths
 from spectral_collapse.storepath import store_paths
 
 
@@ -38,8 +40,12 @@ GROUPS = {
 
 # Each set of store settings has its own store (spectral_collapse.storepath): switching presets never
 # rebuilds or deletes another preset's store.
-STORE_PATHS = store_paths(config["store"])
+STORE_PATHS = store_paths(config["store"], data=config["data"])
 STORE, STORE_DESCRIPTION = STORE_PATHS.store, STORE_PATHS.description
+# The data's verified record (its checksums) for the configured source (data.source): rule fetch_worldclim's for
+# WorldClim 2.1, rule hash_source's for a raster stack or a table (issue 20).
+SOURCE_KIND = config["data"]["source"]
+VERIFIED = verified_path(config["data"])
 
 
 wildcard_constraints:
@@ -65,6 +71,11 @@ def scan_tables(wildcards):
 def group_T(wildcards):
     """The scan points (exact grid values) a training job trains."""
     return GROUPS[wildcards.model][wildcards.group]
+
+
+def source_files(wildcards):
+    """The files a raster or table source reads (rule hash_source's inputs); none for WorldClim."""
+    return source_paths(config["data"], workflow.basedir)
 
 
 def measured_splits(wildcards):
@@ -154,6 +165,11 @@ def map_model(wildcards):
     return f"{RUNS_ROOT}/{wildcards.model}/{coldest}/seed{model_seeds(config, wildcards.model)[0]}/model.pt"
 
 
+def model_files(wildcards):
+    """Every trained model.pt of one model: all its training jobs (groups) and seeds (rule latent_variables)."""
+    return run_tables(wildcards.model, "model.pt")
+
+
 def figure_inputs(wildcards):
     """Cached tables the figures of one model are drawn from."""
     base = f"{ANALYSIS_ROOT}/{wildcards.model}"
@@ -187,7 +203,12 @@ def intermediate_tables():
 
 
 def all_targets():
-    return [STORE_DESCRIPTION, SUMMARY, *figure_files(), *intermediate_tables()]
+    from spectral_collapse.paths import (COLLINEARITY, LATENT_VARIABLES, SPECTROSCOPY_FIGURE, SPECTROSCOPY_JSON,
+                                         SPECTROSCOPY_TABLE)
+
+    spectroscopy = [COLLINEARITY, SPECTROSCOPY_JSON, SPECTROSCOPY_TABLE,
+                    *expand(SPECTROSCOPY_FIGURE, model=MODELS), *expand(LATENT_VARIABLES, model=MODELS)]
+    return [STORE_DESCRIPTION, SUMMARY, *figure_files(), *intermediate_tables(), *spectroscopy]
 
 
 def set_aside_corrupt_tables():

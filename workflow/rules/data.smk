@@ -8,13 +8,24 @@
 # reads it before it writes anything. When the workflow is parsed, only the configured location is checked: a
 # data.worldclim_dir or $WORLDCLIM_DIR naming a path that does not exist is a wrong setting, refused before any job
 # with the key or variable named (no file is read and no rule depends on the answer).
+#
+# A raster stack or a table (data.source, issue 20) is the user's own data: its identity is the checksums of its
+# files (rule hash_source), which are that rule's inputs, so a changed file is hashed again and the store rebuilt.
+# Their paths are checked when the workflow is parsed, naming the config key.
+from spectral_collapse.sources import check_configured_paths
 from spectral_collapse.worldclim import pinned_checksums, resolve_local_source
 
-resolve_local_source(config["data"].get("worldclim_dir"), os.environ.get("WORLDCLIM_DIR"))
+if SOURCE_KIND == "worldclim":
+    resolve_local_source(config["data"].get("worldclim_dir"), os.environ.get("WORLDCLIM_DIR"))
+else:
+    check_configured_paths(config["data"], workflow.basedir)
+# WorldClim's record is the store's input as ancient() (below); a user's source rebuilds its store when it changes.
+VERIFIED_INPUT = ancient(VERIFIED) if SOURCE_KIND == "worldclim" else VERIFIED
 
 
 localrules:
     fetch_worldclim,
+    hash_source,
     build_store,
     data,
 
@@ -27,7 +38,7 @@ localrules:
 rule fetch_worldclim:
     """Locate the local copy, an earlier download, or download the archive; verify all 19 checksums."""
     output:
-        verified=update(VERIFIED),
+        verified=update(WORLDCLIM_VERIFIED),
     params:
         # The identity of the data, and the only param: the location is deliberately not one.
         sha256=pinned_checksums(),
@@ -44,15 +55,34 @@ rule fetch_worldclim:
         "../../scripts/fetch_worldclim.py"
 
 
+rule hash_source:
+    """A raster stack's or a table's files (data.source): their SHA-256 checksums, the data's identity."""
+    input:
+        files=source_files,
+    output:
+        verified=update(SOURCE_VERIFIED),
+    log:
+        "results/logs/data/hash_source.log",
+    benchmark:
+        "results/benchmarks/data/hash_source.tsv"
+    conda:
+        "../../envs/study.yaml"
+    resources:
+        runtime=10,
+        mem_mb=500,
+    script:
+        "../../scripts/hash_source.py"
+
+
 # The store and its description are update() outputs (issue 23, issue 21 item 2): Snakemake never deletes them
 # before the job, backs them up and restores them when the job fails. A rebuild in a shell without WORLDCLIM_DIR
 # (a touched build script after `git pull`) therefore fails naming WORLDCLIM_DIR and leaves the store and everything
 # trained on it as they were; the build itself writes under a temporary name and renames when complete
 # (spectral_collapse.provenance.atomic_path), and checks the rasters against the verified record before writing.
 rule build_store:
-    """Tile the rasters into a chunked Zarr store with land mask, cell areas, split and training sample."""
+    """Tile the source into a chunked Zarr store: valid-cell mask, cell areas (or a table's rows), split, training sample."""
     input:
-        verified=ancient(VERIFIED),
+        verified=VERIFIED_INPUT,
     output:
         store=update(directory(STORE)),
         description=update(STORE_DESCRIPTION),

@@ -97,4 +97,4 @@ rule figures:
         # The cached tables all of it is drawn from, named here too: in the redraw workflow, where no rule makes
         # them, a missing one stops the run with Snakemake's own missing-input error even when every figure
         # exists (in the main workflow they are made upstream anyway).
-        list(cached_inputs(MODELS, STORE_DESCRIPTION)),
+        list(cached_inputs(MODELS, STORE_DESCRIPTION, VERIFIED)),

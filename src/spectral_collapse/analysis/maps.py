@@ -1,9 +1,9 @@
-"""Leading latent means mu_k(x) on every land cell, and their correlations with the 19 variables.
+"""Leading latent means mu_k(x) on every valid cell of a gridded source, and their correlations with its variables.
 
 The trained model encodes every land cell of the store (raw values standardized with the store's
 training-sample mean and std). Latents are ranked by M^2 computed on the test-split cells (as in the
 measurements); the leading `n_latents` are kept. Correlations are area-weighted Pearson correlations over all
-land cells (weights: cell area), between mu_k and each raw bioclimatic variable.
+valid cells (weights: cell area), between mu_k and each raw input variable.
 """
 
 from __future__ import annotations
@@ -42,19 +42,71 @@ def encode_land(store_path: str | Path, model_path: str | Path):
 
     ds = open_store(store_path)
     land = ds["land_mask"].values.astype(bool)
-    raw = ds["bioclim"].values[:, land].T  # (n_land, 19)
+    raw = ds["layers"].values[:, land].T  # (n_valid, d)
     mean = ds["mean"].values
     std = ds["std"].values
     x = ((raw - mean) / std).astype(np.float32)
     model, meta = load_trained(model_path)
-    Ts = meta.get("T")
-    member = int(np.argmin(Ts)) if isinstance(Ts, (list, tuple, np.ndarray)) else 0
+    member = _member_of(meta)
     mu, logvar = encode_array(model, x, member=member)
     return ds, land, raw, mu, logvar, meta, member
 
 
+def _member_of(meta: dict) -> int:
+    Ts = meta.get("T")
+    return int(np.argmin(Ts)) if isinstance(Ts, (list, tuple, np.ndarray)) else 0
+
+
+def _correlation_rows(mu: np.ndarray, M2: np.ndarray, order: np.ndarray, x: np.ndarray, w: np.ndarray,
+                      ds: xr.Dataset) -> pd.DataFrame:
+    names = ds["variable"].values.astype(str)
+    long_names = ds["long_name"].values.astype(str) if "long_name" in ds.coords else names
+    units = ds["units"].values.astype(str) if "units" in ds.coords else np.array([""] * len(names))
+    rows = []
+    for i, j in enumerate(order):
+        r = weighted_corr(mu[:, j], x, w)
+        for v in range(len(names)):
+            rows.append({"rank": i + 1, "latent": int(j), "M2": float(M2[j]), "variable": names[v],
+                         "long_name": long_names[v], "units": units[v], "r": float(r[v])})
+    return pd.DataFrame(rows)
+
+
+def latent_samples(store_path: str | Path, model_path: str | Path, n_latents: int):
+    """A table source (no grid): the leading latents' means on the test rows, and their weighted correlations with
+    the inputs (Pearson r does not change under the store's standardization, so the standardized rows serve)."""
+    from spectral_collapse.store import load_split, load_weights, open_store
+    from spectral_collapse.vae import encode_array, load_trained
+
+    x, w = load_split(store_path, "test"), load_weights(store_path, "test")
+    model, meta = load_trained(model_path)
+    member = _member_of(meta)
+    mu, logvar = encode_array(model, x, member=member)
+    M2 = signal_fraction(mu, logvar)
+    order = np.argsort(-M2, kind="stable")[: int(n_latents)]
+    pick = lambda v: (v[member] if isinstance(v, (list, tuple)) else v)  # noqa: E731
+    maps = xr.Dataset(
+        {"mu": (("rank", "test_sample"), mu[:, order].T.astype(np.float32), {"long_name": "posterior mean of the latent", "units": "1"})},
+        coords={"rank": ("rank", np.arange(1, len(order) + 1), {"long_name": "rank by M^2 on the test split (1 = largest)"}),
+                "latent": ("rank", order.astype(np.int32), {"long_name": "latent index in the model"}),
+                "M2": ("rank", M2[order], {"long_name": "signal fraction M^2 on the test split"})},
+        attrs={"model_path": str(model_path), "T": float(pick(meta.get("T", np.nan))),
+               "seed": int(pick(meta.get("seed", -1))), "member": member,
+               "comment": "every test row encoded (a table source has no grid)"},
+    )
+    with open_store(store_path) as ds:
+        corr = _correlation_rows(mu, M2, order, x, w, ds)
+    return maps, corr
+
+
 def latent_maps(store_path: str | Path, model_path: str | Path, n_latents: int):
-    """(maps Dataset, correlations DataFrame) for the leading n_latents latents of a trained model."""
+    """(maps Dataset, correlations DataFrame) for the leading n_latents latents of a trained model; a table
+    source's `maps` holds the latents on the test rows (``latent_samples``)."""
+    from spectral_collapse.store import open_store
+
+    with open_store(store_path) as probe:
+        gridded = "land_mask" in probe
+    if not gridded:
+        return latent_samples(store_path, model_path, n_latents)
     ds, land, raw, mu, logvar, meta, member = encode_land(store_path, model_path)
     split = ds["split"].values[land]
     test = split == TEST_CODE
@@ -78,17 +130,9 @@ def latent_maps(store_path: str | Path, model_path: str | Path, n_latents: int):
                "seed": int(pick(meta.get("seed", -1))), "member": member,
                "comment": "every land cell encoded (standardized with the store's training mean and std)"},
     )
-    names = ds["variable"].values.astype(str)
-    long_names = ds["long_name"].values.astype(str) if "long_name" in ds.coords else names
-    units = ds["units"].values.astype(str) if "units" in ds.coords else np.array([""] * len(names))
-    rows = []
-    for i, j in enumerate(order):
-        r = weighted_corr(mu[:, j], raw, area)
-        for v in range(len(names)):
-            rows.append({"rank": i + 1, "latent": int(j), "M2": float(M2[j]), "variable": names[v],
-                         "long_name": long_names[v], "units": units[v], "r": float(r[v])})
+    corr = _correlation_rows(mu, M2, order, raw, area, ds)
     ds.close()
-    return maps, pd.DataFrame(rows)
+    return maps, corr
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:

@@ -1,5 +1,5 @@
 """Figure 5, maps: the leading latent means mu_k(x) on the world grid, and their correlations with the
-19 bioclimatic variables (named, with units)."""
+input variables (named, with units)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ DRAW_CELL_DEG = 1.0 / 3.0  # draw cells of about 20' (2 x 2 means of the 10' gri
 
 def _variable_label(row) -> str:
     units = UNIT_SYMBOLS.get(str(row["units"]).strip(), str(row["units"]).strip())
-    return f"{row.name}  {row['long_name']}" + (f" [{units}]" if units and units != "1" else "")
+    long_name = str(row["long_name"]).strip()
+    named = f"{row.name}  {long_name}" if long_name and long_name != str(row.name) else str(row.name)
+    return named + (f" [{units}]" if units and units != "1" else "")
 
 
 def _coarsen(field: np.ndarray, f: int) -> np.ndarray:
@@ -37,6 +39,32 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
     nrows = int(np.ceil(n / ncols))
     fig = plt.figure(figsize=(19.0, max(3.1 * nrows, 6.5) + 0.8), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=[1.55, 1.0], wspace=0.02)
+    if "lat" in maps.coords:
+        _draw_maps(left, maps, n, nrows, ncols)
+    else:
+        _draw_distributions(left, maps)
+    _draw_correlations(right, correlations)
+    T = maps.attrs.get("T")
+    where = "on land" if "lat" in maps.coords else "on the test rows"
+    title = f"{model}: leading latent coordinates {where}" + (f" (model trained at T = {T:.3g})" if T is not None else "")
+    fig.suptitle(title, fontsize=13)
+    return fig
+
+
+def _draw_distributions(left, maps) -> None:
+    """A table source has no grid: the distribution of each leading latent's mean over the test rows."""
+    frame = pd.DataFrame({
+        "rank": np.repeat([f"rank {r} (latent {z}), $M^2$ = {m:.3f}" for r, z, m in
+                           zip(maps["rank"].values, maps["latent"].values, maps["M2"].values)], maps.sizes["test_sample"]),
+        "mu": maps["mu"].values.ravel()})
+    ax = left.subplots()
+    sns.violinplot(data=frame, x="mu", y="rank", ax=ax, color="0.75", inner="quartile", cut=0)
+    ax.set_xlabel(r"posterior mean $\mu_k(x)$")
+    ax.set_ylabel("")
+    left.suptitle("a   posterior means $\\mu_k(x)$ of the leading latents over the test rows", fontsize=12, x=0.02, ha="left")
+
+
+def _draw_maps(left, maps, n: int, nrows: int, ncols: int) -> None:
     lat, lon = maps["lat"].values, maps["lon"].values
     cell = abs(float(lat[1] - lat[0])) if len(lat) > 1 else 0.0
     half = cell / 2
@@ -55,8 +83,8 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
         im = ax.imshow(field, extent=extent, origin=origin, cmap="RdBu_r", vmin=-v, vmax=v,
                        interpolation="nearest", rasterized=True)
         ax.set_facecolor("0.85")
-        ax.set_xlim(-180, 180)
-        ax.set_ylim(-60, 84)
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(max(extent[2], -60), min(extent[3], 84))  # a global grid without Antarctica's ice
         ax.set_xticks([-120, -60, 0, 60, 120])
         ax.set_yticks([-30, 0, 30, 60])
         ax.tick_params(labelsize=8)
@@ -68,6 +96,8 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
     left.suptitle("a   posterior means $\\mu_k(x)$ of the leading latents (grey: sea / no data)",
                   fontsize=12, x=0.02, ha="left")
 
+
+def _draw_correlations(right, correlations: pd.DataFrame) -> None:
     hax = right.subplots()
     corr = correlations.copy()
     labels = corr.drop_duplicates("variable").set_index("variable").apply(_variable_label, axis=1)
@@ -86,9 +116,5 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
     hax.tick_params(axis="y", labelrotation=0, labelsize=9)
     hax.tick_params(axis="x", labelsize=9.5, labelrotation=0)
     hax.set_xlabel("")
-    right.suptitle("b   correlation with the 19 bioclimatic variables (area-weighted Pearson $r$)", fontsize=12,
+    right.suptitle(f"b   correlation with the {corr['variable'].nunique()} input variables (weighted Pearson $r$)", fontsize=12,
                    x=0.02, ha="left")
-    T = maps.attrs.get("T")
-    title = f"{model}: leading latent coordinates on land" + (f" (model trained at T = {T:.3g})" if T is not None else "")
-    fig.suptitle(title, fontsize=13)
-    return fig
