@@ -110,7 +110,9 @@ def test_raster_bbox_and_mask(tmp_path: Path) -> None:
     out = tmp_path / "store.zarr"
     _build(_raster_data(folder, bbox=[-40.0, -30.0, 50.0, 30.0], mask=str(tmp_path / "mask.tif")), out)
     with xr.open_zarr(out, consolidated=True) as ds:
-        assert float(ds["lon"].min()) >= -40 and float(ds["lon"].max()) <= 50
+        assert ds["land_mask"].shape == (60, 90)  # lat -30..30, lon -40..50 at 1 degree: the window, no cell more or less
+        assert (float(ds["lon"][0]), float(ds["lon"][-1])) == (-39.5, 49.5)
+        assert (float(ds["lat"][0]), float(ds["lat"][-1])) == (29.5, -29.5)
         land = ds["land_mask"].values
         lat = ds["lat"].values
         assert not land[lat > 30 - 20].any()  # the mask's zero rows are left out
@@ -125,6 +127,37 @@ def test_wc14_bil_zip_reads_in_place() -> None:
     valid = np.isfinite(stack.data[0])
     assert int(valid.sum()) == 584521  # PROVENANCE.md: valid pixels of bio1; nodata -9999 masked
     assert np.nanmin(stack.data[0]) == pytest.approx(-26.9) and np.nanmax(stack.data[0]) == pytest.approx(31.4)
+
+
+def test_dotted_file_names_keep_their_stem(tmp_path: Path) -> None:
+    folder = tmp_path / "dotted"
+    folder.mkdir()
+    transform, (ny, nx) = _grid()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        _write(folder / f"chelsa_V.2.1_bio{i + 1}.tif", (rng.normal(size=(ny, nx)) * 100).astype(np.int16), transform)
+    stack = read_raster_stack({"path": str(folder), "names": {"chelsa_V.2.1_bio3": "bio3"}}, REPO)
+    assert stack.variables.names == ("chelsa_V.2.1_bio1", "chelsa_V.2.1_bio2", "bio3")
+
+
+def test_unknown_mapping_keys_are_refused(tmp_path: Path) -> None:
+    folder = _stack(tmp_path / "stack", d=2)
+    with pytest.raises(SourceError, match=r"data\.raster\.scale: \['layr1'\] match none of the layers"):
+        read_raster_stack({"path": str(folder), "scale": {"layr1": 0.1}}, REPO)
+    with pytest.raises(SourceError, match=r"data\.raster\.names: \['layer3'\] match none"):
+        read_raster_stack({"path": str(folder), "names": {"layer3": "x"}}, REPO)
+
+
+def test_one_crs_written_two_ways_is_one_grid(tmp_path: Path) -> None:
+    """An ESRI .prj's WGS84 (a WKT without the EPSG code) is EPSG:4326: not refused as another CRS."""
+    from rasterio.crs import CRS
+
+    folder = _stack(tmp_path / "stack", d=2)
+    transform, (ny, nx) = _grid()
+    esri = CRS.from_wkt('GEOGCS["GCS_WGS_1984",DATUM["D_WGS_1984",SPHEROID["WGS_1984",6378137.0,298.257223563]],'
+                        'PRIMEM["Greenwich",0.0],UNIT["Degree",0.0174532925199433]]')
+    _write(folder / "layer3.tif", np.ones((ny, nx), np.int16), transform, crs=esri)
+    assert read_raster_stack({"path": str(folder)}, REPO).data.shape == (3, ny, nx)
 
 
 def test_rasters_on_different_grids_are_refused(tmp_path: Path) -> None:
@@ -200,36 +233,64 @@ def test_table_builds_the_store_contract(tmp_path: Path, suffix: str) -> None:
 
 
 def test_table_training_sample_is_weighted(tmp_path: Path) -> None:
-    """The training split's PCA is the weighted PCA of the table's training rows (the sample draws rows by weight)."""
+    """The training split's PCA is the weighted PCA of the table's training rows (the sample draws rows by weight),
+    and measurably not the unweighted one."""
     path = _table(tmp_path / "t.parquet", n=20000)
     frame = pd.read_parquet(path)
-    frame["w"] = np.where(frame["a"] > 0, 4.0, 1.0)  # weight the upper half of a four times more
+    frame["w"] = np.where(frame["c"] > 0.5, 200.0, 1.0)  # the rows with large c weigh 200 times more
     frame.to_parquet(path)
     out = tmp_path / "store.zarr"
-    settings = dict(SETTINGS, n_train=200000)
     data = _table_data(path, weight="w")
-    build_source_store(data, REPO, out, settings, 256, source_checksums(data, REPO))
+    build_source_store(data, REPO, out, dict(SETTINGS, n_train=200000), 256, source_checksums(data, REPO))
     with xr.open_zarr(out, consolidated=True) as ds:
-        rows = np.unique(ds["train_row"].values)
-        train_rows = np.flatnonzero(np.isin(np.arange(len(frame)), rows))
-    x_all = frame[["a", "b", "c"]].to_numpy()
-    w = frame["w"].to_numpy()
-    from spectral_collapse.store import open_store
+        held_out = np.concatenate([ds["validation_row"].values, ds["test_row"].values])
+    train = np.setdiff1d(np.arange(len(frame)), held_out)
+    x, w = frame[["a", "b", "c"]].to_numpy()[train], frame["w"].to_numpy()[train]
 
-    with open_store(out) as ds:
-        split_rows = {s: ds[f"{s}_row"].values for s in ("validation", "test")}
-    train_mask = np.ones(len(frame), bool)
-    for r in split_rows.values():
-        train_mask[r] = False
-    xt, wt = x_all[train_mask], w[train_mask]
-    mean = (wt[:, None] * xt).sum(0) / wt.sum()
-    std = np.sqrt((wt[:, None] * (xt - mean) ** 2).sum(0) / wt.sum())
-    z = (xt - mean) / std
-    cov = (wt[:, None, None] * np.einsum("ni,nj->nij", z, z)).sum(0) / wt.sum()
-    lam_weighted = np.sort(np.linalg.eigvalsh(cov))[::-1] / np.trace(cov)
-    lam_store = pca(load_split(out, "train")).lambda_over_V
-    np.testing.assert_allclose(lam_store[:2], lam_weighted[:2], rtol=0.02)
-    assert train_rows.size > 0
+    def spectrum(weights: np.ndarray) -> np.ndarray:
+        mean = weights @ x / weights.sum()
+        z = (x - mean) / np.sqrt(weights @ (x - mean) ** 2 / weights.sum())
+        cov = (z * weights[:, None]).T @ z / weights.sum()
+        return np.sort(np.linalg.eigvalsh(cov))[::-1] / np.trace(cov)
+
+    stored = pca(load_split(out, "train")).lambda_over_V
+    weighted, unweighted = spectrum(w), spectrum(np.ones_like(w))
+    assert np.abs(stored - weighted).max() < 0.005
+    assert np.abs(stored - unweighted).max() > 0.02  # the weights matter here: ignoring them would fail
+
+
+def test_table_blocks_are_random_without_a_group(tmp_path: Path) -> None:
+    """Without a group column, rows are cut into random blocks (seeded): a table sorted by a variable does not
+    give held-out slices of its gradient."""
+    path = _table(tmp_path / "t.csv", n=6000)
+    frame = pd.read_csv(path).sort_values("a").reset_index(drop=True)
+    frame.to_csv(path, index=False)
+    out = tmp_path / "store.zarr"
+    _build(_table_data(path, block_rows=50), out)
+    with xr.open_zarr(out, consolidated=True) as ds:
+        test_rows = ds["test_row"].values
+    assert frame["a"].to_numpy()[test_rows].std() > 0.8 * frame["a"].std()  # spread over the whole range of a
+    again = tmp_path / "again.zarr"
+    _build(_table_data(path, block_rows=50), again)
+    with xr.open_zarr(again, consolidated=True) as ds:
+        np.testing.assert_array_equal(ds["test_row"].values, test_rows)  # the same seed, the same blocks
+
+
+def test_weight_column_among_the_inputs_is_refused(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.csv")
+    with pytest.raises(SourceError, match=r"column 'w' is both an input.*and the weight column"):
+        _build(_table_data(path, columns=["a", "b", "w"], weight="w"), tmp_path / "store.zarr")
+
+
+def test_a_split_without_positive_weight_is_refused(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.csv", n=3000)
+    frame = pd.read_csv(path)
+    frame["w"] = np.where(frame["site"] < 4, 1.0, 0.0)  # only 4 sites (200 rows) carry weight
+    frame.to_csv(path, index=False)
+    out = tmp_path / "store.zarr"
+    with pytest.raises(SourceError, match=r"rows with a positive weight in the training split, fewer than one batch"):
+        _build(_table_data(path, weight="w", group="site"), out)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(("column", "problem"), [
@@ -265,7 +326,7 @@ def test_negative_weights_are_refused(tmp_path: Path) -> None:
 def test_fewer_rows_than_a_batch_are_refused(tmp_path: Path) -> None:
     path = _table(tmp_path / "t.csv", n=600)
     out = tmp_path / "store.zarr"
-    with pytest.raises(SourceError, match=r"t\.csv: \d+ rows in the training split, fewer than one batch \(1024 rows.*batch_size"):
+    with pytest.raises(SourceError, match=r"t\.csv: \d+ rows with a positive weight in the training split, fewer than one batch \(1024 rows.*batch_size"):
         _build(_table_data(path, block_rows=20), out, min_rows=1024)
     assert not out.exists()
 
@@ -284,3 +345,16 @@ def test_example_presets_validate() -> None:
     for name in ("wc14-bioclim", "wc14-tmax", "table"):
         config = load_config(REPO / "presets" / "examples" / f"{name}.yaml")
         assert config["data"]["source"] in ("raster", "table")
+
+
+def test_linear_latents_default_to_one_per_input(tmp_path: Path) -> None:
+    """models.linear.latents null: the workflow fills in the source's variable count (WorldClim: 19, as before)."""
+    from spectral_collapse.sources import n_variables
+
+    assert n_variables({"source": "worldclim"}, REPO) == 19
+    assert n_variables(_table_data(tmp_path / "t.csv"), REPO) == 3  # from the config alone
+    folder = _stack(tmp_path / "stack", d=4)
+    assert n_variables(_raster_data(folder), REPO) == 4
+    description = tmp_path / "store.json"
+    description.write_text('{"variables": ["a", "b"]}')
+    assert n_variables(_raster_data(tmp_path / "moved"), REPO, description) == 2  # a redraw without the rasters

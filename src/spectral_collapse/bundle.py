@@ -51,7 +51,8 @@ def _cached_files(config: Mapping[str, Any], root: str | os.PathLike) -> list[st
     from .redraw import cached_inputs
     from .storepath import store_paths
 
-    return sorted(cached_inputs(_models(config), store_paths(config["store"], root).description))
+    paths = store_paths(config["store"], root, data=config["data"])
+    return sorted(cached_inputs(_models(config), paths.description, paths.verified))
 
 
 def _models(config: Mapping[str, Any]) -> list[str]:
@@ -72,6 +73,9 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
     rest of the run."""
     run_dir, bundle = Path(run_dir), Path(bundle)
     config = _run_config(run_dir, configfiles)
+    if config["data"]["source"] != "worldclim":
+        raise ValueError(f"{run_dir}: a {config['data']['source']} source's run; the reference bundle is the "
+                         "WorldClim 2.1 study's (its provenance pins the 19 WorldClim checksums)")
     models = _models(config)
     _check_run(run_dir, config, models, configfiles)
     if bundle.exists():  # a fresh bundle, except the committed comparison data it is checked against

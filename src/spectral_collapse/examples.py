@@ -49,8 +49,10 @@ if __name__ == "__main__":
     if out.is_file():
         print(f"{out} exists; delete it to generate it again")
         sys.exit(0)
+    from spectral_collapse.config import schema_defaults
+
+    data = schema_defaults("data")  # the study's own download location and URL when WORLDCLIM_DIR is unset
     local = resolve_local_source(None, os.environ.get(ENV_VAR))
-    folder, _, _ = locate_rasters(local, "https://geodata.ucdavis.edu/climate/worldclim/2_1/base/wc2.1_10m_bio.zip",
-                                  "resources/worldclim")
+    folder, _, _ = locate_rasters(local, data["url"], data["download_dir"])
     write_csv(worldclim_points(folder), out)
     print(f"wrote {out}: {N_POINTS} WorldClim 2.1 land cells (19 variables, lat, lon, cell_area_km2, tile)")

@@ -8,7 +8,8 @@ from __future__ import annotations
 RESULTS = "results"
 DATA_ROOT = "results/data"  # the verified record and the stores (storepath: one folder per set of store settings)
 VERIFIED = DATA_ROOT + "/worldclim_verified.json"  # the data's checksums, as verified (rule fetch_worldclim)
-SOURCE_VERIFIED = DATA_ROOT + "/source_verified.json"  # a raster or table source's checksums (rule hash_source)
+SOURCE_STORE = "{source_store}"  # the folder of a raster or table source's store: <source>-<key> (storepath)
+SOURCE_VERIFIED = DATA_ROOT + "/" + SOURCE_STORE + "/source_verified.json"  # its files' checksums (rule hash_source)
 RUNS_ROOT = "results/runs"
 RUN_DIR = RUNS_ROOT + "/{model}/{group}/seed{seed}"  # one training job: model.pt, train.json; its measurement
 ANALYSIS_ROOT = "results/analysis"
@@ -36,8 +37,3 @@ SPECTROSCOPY_JSON = SPECTROSCOPY_DIR + "/spectroscopy.json"
 SPECTROSCOPY_TABLE = SPECTROSCOPY_DIR + "/spectroscopy.csv"
 SPECTROSCOPY_FIGURE = SPECTROSCOPY_DIR + "/{model}_latent_variables.png"
 
-
-def verified_path(data: dict) -> str:
-    """The data's verified record for the configured source (config data.source): WorldClim's pinned checksums,
-    or the checksums of a raster or table source's files."""
-    return VERIFIED if data.get("source", "worldclim") == "worldclim" else SOURCE_VERIFIED

@@ -37,7 +37,7 @@ def cached_inputs(models: Iterable[str], store_description: str = STORE_DESCRIPT
     the config's store description, storepath.store_paths)."""
     out = {f"{ANALYSIS_ROOT}/{model}/{name}": ANALYSIS_COMMAND for model in models for name in PER_MODEL_CACHED}
     out[PCA_TABLE] = ANALYSIS_COMMAND
-    out[verified] = DATA_COMMAND  # the data's verified record (paths.verified_path of the config's source)
+    out[verified] = DATA_COMMAND  # the data's verified record (storepath.store_paths(...).verified)
     out[store_description] = DATA_COMMAND
     return out
 

@@ -85,7 +85,8 @@ def _natural(name: str) -> list:
 
 
 def _stem(name: str) -> str:
-    return Path(name).name.split(".")[0] if Path(name).suffix else Path(name).name
+    """A layer's default variable name: its file name without the last suffix (wc2.1_10m_bio_1.tif -> wc2.1_10m_bio_1)."""
+    return Path(name).stem
 
 
 # --------------------------------------------------------------------------- which files
@@ -140,6 +141,29 @@ def source_paths(data: Mapping[str, Any], root: str | os.PathLike) -> list[str]:
     return []
 
 
+def n_variables(data: Mapping[str, Any], root: str | os.PathLike, store_description: str | os.PathLike | None = None) -> int:
+    """How many input variables the configured source has (the linear family's latent count when
+    models.linear.latents is null). A raster folder is listed (cheap); where it is not at hand (a redraw on another
+    machine), the store's description says."""
+    kind = source_kind(data)
+    if kind == "worldclim":
+        from spectral_collapse.worldclim import N_BIO  # worldclim imports this module
+
+        return N_BIO
+    if kind == "table":
+        return len(data["table"]["columns"])
+    if data["raster"].get("files"):
+        return len(data["raster"]["files"])
+    try:
+        return len(raster_members(data["raster"], root))
+    except SourceError:
+        if store_description is not None and Path(store_description).is_file():
+            import json
+
+            return len(json.loads(Path(store_description).read_text())["variables"])
+        raise
+
+
 def check_configured_paths(data: Mapping[str, Any], root: str | os.PathLike) -> None:
     """Refuse, when the workflow is parsed, a configured path that does not exist (naming its key)."""
     source_paths(data, root)
@@ -191,7 +215,7 @@ def _grid_of(da: Any) -> tuple:
 def _same_grid(da: Any, label: str, ref: tuple, ref_label: str) -> None:
     shape, transform, crs = _grid_of(da)
     problems = []
-    if crs != ref[2]:
+    if not _same_crs(crs, ref[2]):
         problems.append(f"CRS {crs} (not {ref[2]})")
     if shape != ref[0]:
         problems.append(f"shape {shape[0]}x{shape[1]} (not {ref[0][0]}x{ref[0][1]})")
@@ -201,6 +225,29 @@ def _same_grid(da: Any, label: str, ref: tuple, ref_label: str) -> None:
         raise SourceError(f"{label} is on another grid than {ref_label}: {'; '.join(problems)}. All layers must "
                           "share one grid: resample them onto it first (e.g. gdalwarp -t_srs, -tr and -te of "
                           f"{ref_label}).")
+
+
+def _same_crs(a: Any, b: Any) -> bool:
+    """One CRS however it is written (an ESRI .prj's WGS84 WKT is EPSG:4326)."""
+    if a is None or b is None:
+        return a is None and b is None
+    from pyproj import CRS
+
+    return CRS.from_user_input(a.to_wkt()).equals(CRS.from_user_input(b.to_wkt()), ignore_axis_order=True)
+
+
+def _check_mapping_keys(settings: Mapping[str, Any], stems: Sequence[str], names: Sequence[str]) -> None:
+    """A key of a per-layer mapping that names no layer is a typo that would leave a layer unscaled or unnamed."""
+    known = {"names": set(stems)}
+    for key in ("scale", "offset", "units", "long_names"):
+        known[key] = set(names)
+    for key, allowed in known.items():
+        value = settings.get(key)
+        unknown = sorted(set(value) - allowed) if isinstance(value, Mapping) else []
+        if unknown:
+            what = "file stems" if key == "names" else "variable names"
+            raise SourceError(f"config key data.raster.{key}: {unknown} match none of the layers' {what} "
+                              f"({sorted(allowed, key=_natural)}); fix the keys.")
 
 
 def _per_layer(value: Any, name: str, default: float) -> float:
@@ -220,6 +267,7 @@ def read_raster_stack(settings: Mapping[str, Any], root: str | os.PathLike) -> G
                           f"{settings.get('pattern', '*.tif')!r}; set the pattern or list data.raster.files.")
     names_map = dict(settings.get("names") or {})
     layers = [(_stem(f), gdal, f) for f, gdal, _ in members]
+    _check_mapping_keys(settings, [stem for stem, _, _ in layers], [str(names_map.get(stem, stem)) for stem, _, _ in layers])
     first = _open(layers[0][1], layers[0][2])
     ref = _grid_of(first)
     if ref[2] is None or not ref[2].is_geographic:
@@ -269,6 +317,10 @@ def read_raster_stack(settings: Mapping[str, Any], root: str | os.PathLike) -> G
         finally:
             da.close()
         data[:, ~(np.isfinite(m) & (m != 0))] = np.nan
+    if not np.isfinite(data).all(axis=0).any():
+        raise SourceError(f"data.raster: no cell has a value in every layer{' and the mask' if settings.get('mask') else ''}"
+                          f"{' inside the bbox' if settings.get('bbox') else ''}; check that the layers cover one area "
+                          "(and data.raster.mask / data.raster.bbox).")
     return GridStack(data, lat[window[0]], lon[window[1]], _variables(names, settings), str(ref[2]))
 
 
@@ -305,6 +357,10 @@ def read_table(settings: Mapping[str, Any], root: str | os.PathLike) -> TableDat
     frame = _read_frame(path)
     columns = list(settings["columns"])
     extra = [c for c in (settings.get("weight"), settings.get("group")) if c]
+    both = [c for c in extra if c in columns]
+    if both:
+        raise SourceError(f"{path}: column {both[0]!r} is both an input (data.table.columns) and the "
+                          f"{'weight' if both[0] == settings.get('weight') else 'group'} column; drop it from one of them.")
     missing = [c for c in columns + extra if c not in frame.columns]
     if missing:
         raise SourceError(f"{path}: no column {missing[0]!r} (config data.table); its columns are "

@@ -67,7 +67,7 @@ def standardization(x: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np
     bad = [names[i] for i in np.flatnonzero(~(std > 0))]
     if bad:
         raise SourceError(f"variables {bad} are constant over the training sample: they carry no variation. Drop "
-                          "them from the source (data.raster.files / data.table.columns), or raise store.n_train.")
+                          "them from the source's variables, or raise store.n_train.")
     return mean, std
 
 
@@ -212,21 +212,25 @@ TABLE_SAMPLING = (
 )
 
 
-def table_blocks(table: TableData, block_rows: int) -> tuple[np.ndarray, int, str]:
-    """(block id per row, number of blocks, how they were made): the group column's values, or consecutive
-    runs of `block_rows` rows in file order (neighbouring rows, e.g. nearby sites, stay in one split)."""
+def table_blocks(table: TableData, block_rows: int, seed: int) -> tuple[np.ndarray, int, str]:
+    """(block id per row, number of blocks, how they were made): the group column's values (keep neighbouring
+    sites together through it), or random blocks of `block_rows` rows: the rows in a random order drawn from
+    store.split_seed (a third stream, beside the split's and the training sample's), cut into runs."""
     if table.groups is not None:
         _, block = np.unique(table.groups.astype(str), return_inverse=True)
         return block.astype(np.int64), int(block.max()) + 1, "one block per value of the group column"
-    block = np.arange(len(table.x)) // int(block_rows)
-    return block, int(block.max()) + 1, f"consecutive runs of {int(block_rows)} rows (data.table.block_rows)"
+    order = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(3)[2]).permutation(len(table.x))
+    block = np.empty(len(table.x), dtype=np.int64)
+    block[order] = np.arange(len(table.x)) // int(block_rows)
+    return block, int(block.max()) + 1, (f"random blocks of {int(block_rows)} rows (data.table.block_rows; rows "
+                                         "shuffled with store.split_seed)")
 
 
 def build_table_dataset(table: TableData, settings: Mapping[str, Any], block_rows: int, min_train_rows: int,
                         source: Mapping[str, str], sha256: Mapping[str, str] | None = None,
                         path: str = "the table") -> tuple[xr.Dataset, dict[str, Any]]:
     """A table source's store: the same samples, weights and split contract as a gridded one, without a grid."""
-    block, n_blocks, how = table_blocks(table, block_rows)
+    block, n_blocks, how = table_blocks(table, block_rows, int(settings["split_seed"]))
     if n_blocks < 3:
         raise SourceError(f"{path}: only {n_blocks} blocks of rows for a train/validation/test split; lower "
                           "data.table.block_rows or give a group column with more values (data.table.group).")
@@ -234,14 +238,15 @@ def build_table_dataset(table: TableData, settings: Mapping[str, Any], block_row
     block_split = split_blocks(n_blocks, float(settings["heldout_fraction"]), split_rng)
     split = block_split[block]
     rows = {name: np.flatnonzero(split == code) for name, code in SPLIT_CODES.items()}
-    if rows["train"].size < min_train_rows:
-        raise SourceError(f"{path}: {rows['train'].size} rows in the training split, fewer than one batch "
-                          f"({min_train_rows} rows, the largest training.batch_size); give more rows, or lower "
+    n_drawable = int((table.weights[rows["train"]] > 0).sum())  # rows the training sample can draw
+    if n_drawable < min_train_rows:
+        raise SourceError(f"{path}: {n_drawable} rows with a positive weight in the training split, fewer than one "
+                          f"batch ({min_train_rows} rows, the largest training.batch_size); give more rows, or lower "
                           "training.batch_size (and models.<family>.training.batch_size).")
-    empty = [name for name in SPLITS if rows[name].size == 0]
+    empty = [name for name in SPLITS if not table.weights[rows[name]].sum() > 0]
     if empty:
-        raise SourceError(f"{path}: the {empty[0]} split holds no row; lower data.table.block_rows or raise "
-                          "store.heldout_fraction.")
+        raise SourceError(f"{path}: the {empty[0]} split holds no row with a positive weight; lower "
+                          "data.table.block_rows, give the group column more values, or raise store.heldout_fraction.")
     pick = area_weighted_sample(table.weights[rows["train"]], int(settings["n_train"]), sample_rng)
     train_raw = table.x[rows["train"][pick]]
     mean, std = standardization(train_raw, table.variables.names)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from spectral_collapse.paths import DATA_ROOT
+from spectral_collapse.paths import DATA_ROOT, SOURCE_VERIFIED, VERIFIED
 from spectral_collapse.provenance import config_hash
 
 LEGACY_STORE = f"{DATA_ROOT}/worldclim.zarr"
@@ -32,6 +32,7 @@ class StorePaths:
 
     store: str
     description: str  # worldclim_store.json: what the store holds (rule build_store)
+    verified: str = VERIFIED  # the data's verified record: WorldClim's checksums, or a source's own (rule hash_source)
 
 
 def store_key(settings: Mapping[str, Any]) -> str:
@@ -52,13 +53,16 @@ def store_paths(settings: Mapping[str, Any], root: str | os.PathLike = ".", data
                 ) -> StorePaths:
     """The store of these settings: results/data/store-<hash>/..., or the pre-keyed store when it matches.
 
-    A raster or table source (config data.source, issue 20) keys its store by its own settings too and names it
-    store.zarr: it never shares a folder with WorldClim's store or another source's."""
+    A raster or table source (config data.source, issue 20) keys its store by its own settings too (its path
+    included: a moved source is another source) and names it store.zarr, with its verified record beside it: it never
+    shares a folder, a store or a record with WorldClim's or another source's."""
     source = dict(data or {}).get("source", "worldclim")
     if source != "worldclim":
         key = config_hash({"store": {k: settings[k] for k in sorted(settings)}, "source": source,
                            "settings": dict(data or {})[source]})[:10]
-        return StorePaths(f"{DATA_ROOT}/{source}-{key}/store.zarr", f"{DATA_ROOT}/{source}-{key}/store.json")
+        folder = f"{source}-{key}"
+        return StorePaths(f"{DATA_ROOT}/{folder}/store.zarr", f"{DATA_ROOT}/{folder}/store.json",
+                          SOURCE_VERIFIED.format(source_store=folder))
     if _legacy_matches(settings, Path(root)):
         return StorePaths(LEGACY_STORE, LEGACY_DESCRIPTION)
     folder = f"{DATA_ROOT}/store-{store_key(settings)}"

@@ -18,9 +18,9 @@ from snakemake.logging import logger
 
 from spectral_collapse.integrity import set_aside_corrupt
 from spectral_collapse.paths import (ANALYSIS_DIR, ANALYSIS_ROOT, FIGURE_DIR, FIGURES, PCA_TABLE, PER_MODEL_CACHED,
-                                     RUN_DIR, RUNS_ROOT, SOURCE_VERIFIED, SUMMARY, verified_path)
+                                     RUN_DIR, RUNS_ROOT, SOURCE_VERIFIED, SUMMARY)
 from spectral_collapse.paths import VERIFIED as WORLDCLIM_VERIFIED
-from spectral_collapse.sources import source_paths
+from spectral_collapse.sources import n_variables, source_paths
 from spectral_collapse.storepath import store_paths
 
 
@@ -45,11 +45,19 @@ STORE, STORE_DESCRIPTION = STORE_PATHS.store, STORE_PATHS.description
 # The data's verified record (its checksums) for the configured source (data.source): rule fetch_worldclim's for
 # WorldClim 2.1, rule hash_source's for a raster stack or a table (issue 20).
 SOURCE_KIND = config["data"]["source"]
-VERIFIED = verified_path(config["data"])
+# The repository root: a source's relative paths are taken from it (docs/own-data.md), whichever Snakefile includes
+# this file and whatever the working directory (-d).
+REPO_ROOT = os.path.normpath(os.path.join(str(workflow.current_basedir), "..", ".."))
+# models.linear.latents null (the schema's default): one latent per input variable, filled in here so that every
+# job's params and record hold the number (WorldClim: 19, as before issue 20).
+if config["models"]["linear"]["latents"] is None:
+    config["models"]["linear"]["latents"] = n_variables(config["data"], REPO_ROOT, STORE_DESCRIPTION)
+VERIFIED = STORE_PATHS.verified
 
 
 wildcard_constraints:
     model=MODEL_ID_PATTERN,
+    source_store=r"(raster|table)-[0-9a-f]{10}",
     group=GROUP_PATTERN,
     seed=r"[0-9]+",
 
@@ -75,7 +83,7 @@ def group_T(wildcards):
 
 def source_files(wildcards):
     """The files a raster or table source reads (rule hash_source's inputs); none for WorldClim."""
-    return source_paths(config["data"], workflow.basedir)
+    return source_paths(config["data"], REPO_ROOT)
 
 
 def measured_splits(wildcards):

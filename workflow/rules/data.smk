@@ -18,7 +18,7 @@ from spectral_collapse.worldclim import pinned_checksums, resolve_local_source
 if SOURCE_KIND == "worldclim":
     resolve_local_source(config["data"].get("worldclim_dir"), os.environ.get("WORLDCLIM_DIR"))
 else:
-    check_configured_paths(config["data"], workflow.basedir)
+    check_configured_paths(config["data"], REPO_ROOT)
 # WorldClim's record is the store's input as ancient() (below); a user's source rebuilds its store when it changes.
 VERIFIED_INPUT = ancient(VERIFIED) if SOURCE_KIND == "worldclim" else VERIFIED
 
@@ -62,9 +62,9 @@ rule hash_source:
     output:
         verified=update(SOURCE_VERIFIED),
     log:
-        "results/logs/data/hash_source.log",
+        "results/logs/data/{source_store}/hash_source.log",
     benchmark:
-        "results/benchmarks/data/hash_source.tsv"
+        "results/benchmarks/data/{source_store}/hash_source.tsv"
     conda:
         "../../envs/study.yaml"
     resources:

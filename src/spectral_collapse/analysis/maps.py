@@ -42,7 +42,8 @@ def encode_land(store_path: str | Path, model_path: str | Path):
 
     ds = open_store(store_path)
     land = ds["land_mask"].values.astype(bool)
-    raw = ds["layers"].values[:, land].T  # (n_valid, d)
+    layers = ds["layers"] if "layers" in ds else ds["bioclim"]  # a WorldClim store built before issue 20
+    raw = layers.values[:, land].T  # (n_valid, d)
     mean = ds["mean"].values
     std = ds["std"].values
     x = ((raw - mean) / std).astype(np.float32)

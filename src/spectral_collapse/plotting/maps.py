@@ -11,6 +11,8 @@ import seaborn as sns
 from .style import apply_style
 
 UNIT_SYMBOLS = {"degC": "\u00b0C", "deg C": "\u00b0C"}
+X_TICKS = (-120, -60, 0, 60, 120)  # degrees; a regional grid keeps those inside its extent
+Y_TICKS = (-30, 0, 30, 60)
 DRAW_CELL_DEG = 1.0 / 3.0  # draw cells of about 20' (2 x 2 means of the 10' grid): plenty for print, 4x lighter PDFs
 
 
@@ -45,7 +47,7 @@ def plot_maps(maps, correlations: pd.DataFrame, model: str):
         _draw_distributions(left, maps)
     _draw_correlations(right, correlations)
     T = maps.attrs.get("T")
-    where = "on land" if "lat" in maps.coords else "on the test rows"
+    where = "on the grid" if "lat" in maps.coords else "on the test rows"
     title = f"{model}: leading latent coordinates {where}" + (f" (model trained at T = {T:.3g})" if T is not None else "")
     fig.suptitle(title, fontsize=13)
     return fig
@@ -71,6 +73,9 @@ def _draw_maps(left, maps, n: int, nrows: int, ncols: int) -> None:
     coarsen = max(1, round(DRAW_CELL_DEG / cell)) if cell else 1  # a coarser map (the reference bundle's) as is
     extent = [lon.min() - half, lon.max() + half, lat.min() - half, lat.max() + half]
     origin = "upper" if lat[0] > lat[-1] else "lower"
+    ylim = (max(extent[2], -60.0), min(extent[3], 84.0))  # a global grid without Antarctica's ice
+    if ylim[0] >= ylim[1]:  # a grid wholly south of 60S or north of 84N: as it is
+        ylim = (extent[2], extent[3])
     M2 = maps["M2"].values
     latent = maps["latent"].values
     axes = np.atleast_1d(left.subplots(nrows, ncols)).ravel()
@@ -84,9 +89,11 @@ def _draw_maps(left, maps, n: int, nrows: int, ncols: int) -> None:
                        interpolation="nearest", rasterized=True)
         ax.set_facecolor("0.85")
         ax.set_xlim(extent[0], extent[1])
-        ax.set_ylim(max(extent[2], -60), min(extent[3], 84))  # a global grid without Antarctica's ice
-        ax.set_xticks([-120, -60, 0, 60, 120])
-        ax.set_yticks([-30, 0, 30, 60])
+        ax.set_ylim(*ylim)
+        ax.set_xticks([t for t in X_TICKS if extent[0] < t < extent[1]] or ax.get_xticks())
+        ax.set_yticks([t for t in Y_TICKS if ylim[0] < t < ylim[1]] or ax.get_yticks())
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(*ylim)
         ax.tick_params(labelsize=8)
         ax.grid(False)
         ax.set_title(f"rank {i + 1} (latent {latent[i]}),  $M^2$ = {M2[i]:.3f}", fontsize=10.5)
