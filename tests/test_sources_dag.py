@@ -89,6 +89,7 @@ def test_tiny_source_through_the_dag(kind: str, tmp_path: Path) -> None:
     assert store["variables"] == ([f"v{i}" for i in range(1, 6)] if kind == "raster" else [f"col_{c}" for c in "abcde"])
     if kind == "table":
         assert store["n_dropped"] == len(range(0, 16000, 997))
+        assert summary["data"]["store"]["n_dropped"] == store["n_dropped"]  # reported in the study summary too
     spectro = json.loads((work / "results/spectroscopy/spectroscopy.json").read_text())
     text = json.dumps(spectro)
     assert all(name in text for name in store["variables"])

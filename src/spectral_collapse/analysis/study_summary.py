@@ -28,8 +28,9 @@ def study_summary(models: Mapping[str, dict], pca: pd.DataFrame, verified: Mappi
         "data": {
             "files_sha256": dict(verified["files"]),
             "raster_source": store_description.get("raster_source"),  # where the store was built from: provenance only
-            "store": {k: store_description[k] for k in ("n_land", "n_train", "n_blocks", "V", "blocks", "cells")
-                      if k in store_description},
+            # n_land for a grid, n_rows and n_dropped (rows with a missing value) for a table
+            "store": {k: store_description[k] for k in ("n_land", "n_rows", "n_dropped", "n_train", "n_blocks", "V",
+                                                         "blocks", "cells") if k in store_description},
         },
         "config_hash": config_hash(dict(config)),
         "package_versions": package_versions(),
