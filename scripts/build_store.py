@@ -27,7 +27,8 @@ with rule_log(snakemake.log[0], "build_store") as log:
     verified = json.loads(Path(snakemake.input.verified).read_text())
     data = snakemake.config["data"]
     settings = dict(snakemake.params.store)
-    if source_kind(data) == "worldclim":
+    kind = source_kind(data)
+    if kind == "worldclim":
         local = resolve_local_source(data.get("worldclim_dir"), os.environ.get(ENV_VAR))
         folder, info, files = locate_rasters(local, data["url"], data["download_dir"])
         if files != verified["files"]:
@@ -40,13 +41,13 @@ with rule_log(snakemake.log[0], "build_store") as log:
         root = snakemake.scriptdir + "/.."
         files = source_checksums(data, root)
         if files != verified["files"]:
-            raise SourceError(f"the {source_kind(data)} source's files changed since they were hashed "
+            raise SourceError(f"the {kind} source's files changed since they were hashed "
                               f"({snakemake.input.verified}); rerun the workflow to hash them again.")
-        log.info("building %s from the %s source %s with %s", snakemake.output.store, source_kind(data),
-                 data[source_kind(data)]["path"], settings)
+        log.info("building %s from the %s source %s with %s", snakemake.output.store, kind, data[kind]["path"],
+                 settings)
         description = build_source_store(data, root, snakemake.output.store, settings,
                                          largest_batch_size(snakemake.config), sha256=files)
-        description["raster_source"] = {"source": source_kind(data), "origin": str(data[source_kind(data)]["path"])}
+        description["raster_source"] = {"source": kind, "origin": str(data[kind]["path"])}
     description["store"] = str(snakemake.output.store)
     description["sha256"] = files
     write_json(snakemake.output.description, description)

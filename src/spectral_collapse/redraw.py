@@ -49,8 +49,8 @@ def run_command(target: str, configfiles: Sequence[str] = ()) -> str:
     return f"`.venv/bin/snakemake {target}{presets}`"
 
 
-def missing_hint(models: Sequence[str], root: str | os.PathLike = ".", store_description: str = STORE_DESCRIPTION, verified: str = VERIFIED,
-                 configfiles: Sequence[str] = ()) -> str | None:
+def missing_hint(models: Sequence[str], root: str | os.PathLike = ".", store_description: str = STORE_DESCRIPTION,
+                 verified: str = VERIFIED, configfiles: Sequence[str] = ()) -> str | None:
     """The hint for missing cached inputs (their names and a command that makes them), or None."""
     root = Path(root)
     missing: dict[str, list[str]] = {}
@@ -76,8 +76,8 @@ def missing_hint(models: Sequence[str], root: str | os.PathLike = ".", store_des
     return "\n".join(lines)
 
 
-def corrupt_message(models: Sequence[str], root: str | os.PathLike = ".", store_description: str = STORE_DESCRIPTION, verified: str = VERIFIED,
-                    configfiles: Sequence[str] = ()) -> str | None:
+def corrupt_message(models: Sequence[str], root: str | os.PathLike = ".", store_description: str = STORE_DESCRIPTION,
+                    verified: str = VERIFIED, configfiles: Sequence[str] = ()) -> str | None:
     """Why the redraw cannot start because cached inputs are corrupt (naming them), or None."""
     root = Path(root)
     corrupt = [f"{path}: {problem}" for path in cached_inputs(models, store_description, verified)
@@ -91,8 +91,8 @@ def corrupt_message(models: Sequence[str], root: str | os.PathLike = ".", store_
     ])
 
 
-def check_cached_inputs(models: Sequence[str], root: str | os.PathLike = ".", store_description: str = STORE_DESCRIPTION, verified: str = VERIFIED,
-                        configfiles: Sequence[str] = ()) -> None:
+def check_cached_inputs(models: Sequence[str], root: str | os.PathLike = ".", store_description: str = STORE_DESCRIPTION,
+                        verified: str = VERIFIED, configfiles: Sequence[str] = ()) -> None:
     """Raise RedrawError naming every missing or corrupt cached input and a command that remakes it."""
     problems = [m for m in (missing_hint(models, root, store_description, verified, configfiles),
                             corrupt_message(models, root, store_description, verified, configfiles)) if m]

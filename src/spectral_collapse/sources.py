@@ -24,7 +24,6 @@ import numpy as np
 
 from spectral_collapse.provenance import sha256_file
 
-SOURCES = ("worldclim", "raster", "table")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
@@ -65,8 +64,8 @@ class TableData:
 
 
 def source_kind(data: Mapping[str, Any]) -> str:
-    """The configured kind of source (data.source)."""
-    return str(data.get("source", "worldclim"))
+    """The configured kind of source (data.source; the validated config always holds it)."""
+    return str(data["source"])
 
 
 def resolve(path: str | os.PathLike, root: str | os.PathLike, key: str) -> Path:
@@ -127,18 +126,26 @@ def raster_members(settings: Mapping[str, Any], root: str | os.PathLike) -> list
                       "the folder (or zip) that holds one single-band raster per variable.")
 
 
-def source_paths(data: Mapping[str, Any], root: str | os.PathLike) -> list[str]:
-    """Every file a raster or table source reads (rule hash_source's inputs); none for WorldClim (its files are
-    found, and checked against pinned checksums, at run time)."""
+def source_files(data: Mapping[str, Any], root: str | os.PathLike) -> dict[str, Path]:
+    """Every file a raster or table source reads, by the name its checksum is recorded under (a mask as
+    "mask/<name>"); none for WorldClim (its files are found, and checked against pinned checksums, at run time).
+    A configured path that does not exist is refused, naming its key."""
     kind = source_kind(data)
     if kind == "raster":
-        files = sorted({str(disk) for _, _, disk in raster_members(data["raster"], root)})
+        files = {disk.name: disk for _, _, disk in raster_members(data["raster"], root)}
         if data["raster"].get("mask"):
-            files.append(str(resolve(data["raster"]["mask"], root, "data.raster.mask")))
-        return files
+            mask = resolve(data["raster"]["mask"], root, "data.raster.mask")
+            files[f"mask/{mask.name}"] = mask
+        return dict(sorted(files.items()))
     if kind == "table":
-        return [str(resolve(data["table"]["path"], root, "data.table.path"))]
-    return []
+        path = resolve(data["table"]["path"], root, "data.table.path")
+        return {path.name: path}
+    return {}
+
+
+def source_paths(data: Mapping[str, Any], root: str | os.PathLike) -> list[str]:
+    """The files of ``source_files`` as paths (rule hash_source's inputs)."""
+    return [str(p) for p in source_files(data, root).values()]
 
 
 def n_variables(data: Mapping[str, Any], root: str | os.PathLike, store_description: str | os.PathLike | None = None) -> int:
@@ -164,25 +171,11 @@ def n_variables(data: Mapping[str, Any], root: str | os.PathLike, store_descript
         raise
 
 
-def check_configured_paths(data: Mapping[str, Any], root: str | os.PathLike) -> None:
-    """Refuse, when the workflow is parsed, a configured path that does not exist (naming its key)."""
-    source_paths(data, root)
-
-
 def source_checksums(data: Mapping[str, Any], root: str | os.PathLike) -> dict[str, str]:
     """SHA-256 of every file the configured raster or table source reads (the data's identity)."""
-    kind = source_kind(data)
-    if kind == "raster":
-        settings = data["raster"]
-        out = {disk.name: sha256_file(disk) for disk in {disk for _, _, disk in raster_members(settings, root)}}
-        if settings.get("mask"):
-            mask = resolve(settings["mask"], root, "data.raster.mask")
-            out[f"mask/{mask.name}"] = sha256_file(mask)
-        return dict(sorted(out.items()))
-    if kind == "table":
-        path = resolve(data["table"]["path"], root, "data.table.path")
-        return {path.name: sha256_file(path)}
-    raise ValueError(f"data.source {kind!r} has no generic checksums (WorldClim's are pinned)")
+    if source_kind(data) == "worldclim":
+        raise ValueError("data.source 'worldclim' has no generic checksums (WorldClim's are pinned)")
+    return {name: sha256_file(path) for name, path in source_files(data, root).items()}
 
 
 # --------------------------------------------------------------------------- rasters
@@ -365,15 +358,15 @@ def read_table(settings: Mapping[str, Any], root: str | os.PathLike) -> TableDat
     if missing:
         raise SourceError(f"{path}: no column {missing[0]!r} (config data.table); its columns are "
                           f"{list(frame.columns)[:20]}.")
-    for c in columns + ([settings["weight"]] if settings.get("weight") else []):
+    for c in columns + ([settings["weight"]] if settings.get("weight") else []):  # the numeric columns
         if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]):
             raise SourceError(f"{path}: column {c!r} is not numeric ({frame[c].dtype}); drop it from "
                               "data.table.columns or convert it to numbers.")
     used = frame[columns + extra]
-    complete = np.array(used.notna().all(axis=1), dtype=bool)
-    if settings.get("weight"):
-        complete &= np.isfinite(used[settings["weight"]].to_numpy(np.float64))
-    complete &= np.isfinite(used[columns].to_numpy(np.float64)).all(axis=1)
+    numeric = columns + ([settings["weight"]] if settings.get("weight") else [])
+    complete = np.isfinite(used[numeric].to_numpy(np.float64)).all(axis=1)  # NaN and inf in the numbers
+    if settings.get("group"):
+        complete &= used[settings["group"]].notna().to_numpy()
     kept = used[complete]
     if kept.empty:
         raise SourceError(f"{path}: every row has a missing value in {columns + extra}; check the columns.")

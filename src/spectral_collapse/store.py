@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -69,6 +69,21 @@ def standardization(x: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np
         raise SourceError(f"variables {bad} are constant over the training sample: they carry no variation. Drop "
                           "them from the source's variables, or raise store.n_train.")
     return mean, std
+
+
+Scaler = Callable[[np.ndarray], np.ndarray]
+
+
+def _standardized(train_raw: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, Scaler, np.ndarray, float]:
+    """(mean, std, the standardizing map, the standardized training sample, V = its total variance): what every
+    source's store is built on, from its training sample alone."""
+    mean, std = standardization(train_raw, names)
+
+    def scale(x: np.ndarray) -> np.ndarray:
+        return ((x - mean) / std).astype(np.float32)
+
+    train_x = scale(train_raw)
+    return mean, std, scale, train_x, float(train_x.astype(np.float64).var(axis=0).sum())
 
 
 def _random_streams(settings: Mapping[str, Any]) -> tuple[np.random.Generator, np.random.Generator]:
@@ -154,11 +169,7 @@ def build_dataset(stack: GridStack, settings: Mapping[str, Any], source: Mapping
     cells = {name: np.nonzero(split == code) for name, code in SPLIT_CODES.items()}
     rows, cols = cells["train"]
     pick = area_weighted_sample(area[rows, cols], int(settings["n_train"]), sample_rng)
-    train_raw = data[:, rows[pick], cols[pick]].T
-    mean, std = standardization(train_raw, variables.names)
-    scale = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
-    train_x = scale(train_raw)
-    V = float(train_x.astype(np.float64).var(axis=0).sum())
+    mean, std, scale, train_x, V = _standardized(data[:, rows[pick], cols[pick]].T, variables.names)
     d = len(variables.names)
 
     def grid_index(r: np.ndarray, c: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
@@ -248,11 +259,7 @@ def build_table_dataset(table: TableData, settings: Mapping[str, Any], block_row
         raise SourceError(f"{path}: the {empty[0]} split holds no row with a positive weight; lower "
                           "data.table.block_rows, give the group column more values, or raise store.heldout_fraction.")
     pick = area_weighted_sample(table.weights[rows["train"]], int(settings["n_train"]), sample_rng)
-    train_raw = table.x[rows["train"][pick]]
-    mean, std = standardization(train_raw, table.variables.names)
-    scale = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
-    train_x = scale(train_raw)
-    V = float(train_x.astype(np.float64).var(axis=0).sum())
+    mean, std, scale, train_x, V = _standardized(table.x[rows["train"][pick]], table.variables.names)
     data_vars: dict[str, Any] = {
         **_standardization_vars(mean, std),
     }
@@ -307,20 +314,18 @@ def build_source_store(data: Mapping[str, Any], root: str | os.PathLike, path: s
     from spectral_collapse.sources import read_raster_stack, read_table, resolve, source_kind
 
     kind = source_kind(data)
-    if kind == "raster":
-        settings_src = data["raster"]
-        title = settings_src.get("title") or f"raster stack {Path(str(settings_src['path'])).name}"
-        ds, description = build_dataset(read_raster_stack(settings_src, root), settings,
-                                         {"title": title, "source": str(settings_src.get("citation") or settings_src["path"])}, sha256)
-    elif kind == "table":
-        settings_src = data["table"]
-        table_path = resolve(settings_src["path"], root, "data.table.path")
-        title = settings_src.get("title") or f"table {table_path.name}"
-        ds, description = build_table_dataset(read_table(settings_src, root), settings, int(settings_src["block_rows"]),
-                                              min_train_rows, {"title": title, "source": str(settings_src.get("citation") or settings_src["path"])},
-                                              sha256, str(table_path))
-    else:
+    if kind not in ("raster", "table"):
         raise ValueError(f"data.source {kind!r} is built by build_store")
+    source_settings = data[kind]
+    where = str(resolve(source_settings["path"], root, f"data.{kind}.path"))
+    label = "raster stack" if kind == "raster" else "table"
+    source = {"title": source_settings.get("title") or f"{label} {Path(where).name}",
+              "source": str(source_settings.get("citation") or source_settings["path"])}
+    if kind == "raster":
+        ds, description = build_dataset(read_raster_stack(source_settings, root), settings, source, sha256)
+    else:
+        ds, description = build_table_dataset(read_table(source_settings, root), settings,
+                                              int(source_settings["block_rows"]), min_train_rows, source, sha256, where)
     write_store(ds, path, settings["tile"])
     return description
 

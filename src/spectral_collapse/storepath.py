@@ -56,10 +56,11 @@ def store_paths(settings: Mapping[str, Any], root: str | os.PathLike = ".", data
     A raster or table source (config data.source, issue 20) keys its store by its own settings too (its path
     included: a moved source is another source) and names it store.zarr, with its verified record beside it: it never
     shares a folder, a store or a record with WorldClim's or another source's."""
-    source = dict(data or {}).get("source", "worldclim")
+    data = dict(data or {"source": "worldclim"})  # no data block: a caller that knows only WorldClim's stores
+    source = data["source"]
     if source != "worldclim":
         key = config_hash({"store": {k: settings[k] for k in sorted(settings)}, "source": source,
-                           "settings": dict(data or {})[source]})[:10]
+                           "settings": data[source]})[:10]
         folder = f"{source}-{key}"
         return StorePaths(f"{DATA_ROOT}/{folder}/store.zarr", f"{DATA_ROOT}/{folder}/store.json",
                           SOURCE_VERIFIED.format(source_store=folder))

@@ -20,7 +20,7 @@ from spectral_collapse.integrity import set_aside_corrupt
 from spectral_collapse.paths import (ANALYSIS_DIR, ANALYSIS_ROOT, FIGURE_DIR, FIGURES, PCA_TABLE, PER_MODEL_CACHED,
                                      RUN_DIR, RUNS_ROOT, SOURCE_VERIFIED, SUMMARY)
 from spectral_collapse.paths import VERIFIED as WORLDCLIM_VERIFIED
-from spectral_collapse.sources import n_variables, source_paths
+from spectral_collapse.sources import n_variables
 from spectral_collapse.storepath import store_paths
 
 
@@ -79,11 +79,6 @@ def scan_tables(wildcards):
 def group_T(wildcards):
     """The scan points (exact grid values) a training job trains."""
     return GROUPS[wildcards.model][wildcards.group]
-
-
-def source_files(wildcards):
-    """The files a raster or table source reads (rule hash_source's inputs); none for WorldClim."""
-    return source_paths(config["data"], REPO_ROOT)
 
 
 def measured_splits(wildcards):

@@ -12,13 +12,14 @@
 # A raster stack or a table (data.source, issue 20) is the user's own data: its identity is the checksums of its
 # files (rule hash_source), which are that rule's inputs, so a changed file is hashed again and the store rebuilt.
 # Their paths are checked when the workflow is parsed, naming the config key.
-from spectral_collapse.sources import check_configured_paths
+from spectral_collapse.sources import source_paths
 from spectral_collapse.worldclim import pinned_checksums, resolve_local_source
 
 if SOURCE_KIND == "worldclim":
     resolve_local_source(config["data"].get("worldclim_dir"), os.environ.get("WORLDCLIM_DIR"))
-else:
-    check_configured_paths(config["data"], REPO_ROOT)
+# The files a raster or table source reads (none for WorldClim), listed once; a configured path that does not
+# exist stops the parse here, naming its key.
+SOURCE_FILES = source_paths(config["data"], REPO_ROOT)
 # WorldClim's record is the store's input as ancient() (below); a user's source rebuilds its store when it changes.
 VERIFIED_INPUT = ancient(VERIFIED) if SOURCE_KIND == "worldclim" else VERIFIED
 
@@ -58,7 +59,7 @@ rule fetch_worldclim:
 rule hash_source:
     """A raster stack's or a table's files (data.source): their SHA-256 checksums, the data's identity."""
     input:
-        files=source_files,
+        files=SOURCE_FILES,
     output:
         verified=update(SOURCE_VERIFIED),
     log:

@@ -45,3 +45,10 @@ def equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> 
               "max_m2_drift": float(max_drift),
               "rule": "converged (loss rule) AND max m2_drift <= max_m2_drift AND stable is not False"}
     return set(conv.index[keep]), counts
+
+
+def fit_points(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> tuple[set, dict, bool]:
+    """(run_ids, counts, fallback): the scan points every fit uses: those at equilibrium, or, when none is, every
+    point (fallback True: the analysis flags it as runs.fits_use_unconverged)."""
+    ids, counts = equilibrium(latents, runs, max_drift)
+    return (ids, counts, False) if ids else (set(latents["run_id"].unique()), counts, True)

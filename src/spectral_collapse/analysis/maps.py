@@ -9,6 +9,7 @@ valid cells (weights: cell area), between mu_k and each raw input variable.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,18 +59,34 @@ def _member_of(meta: dict) -> int:
     return int(np.argmin(Ts)) if isinstance(Ts, (list, tuple, np.ndarray)) else 0
 
 
+def variable_table(ds: xr.Dataset) -> pd.DataFrame:
+    """variable, long_name, units of a store's inputs, in store order (long_name and units empty where the store
+    holds none)."""
+    names = [str(v) for v in ds["variable"].values]
+    extra = {c: [str(v) for v in ds[c].values] if c in ds.coords else [""] * len(names) for c in ("long_name", "units")}
+    return pd.DataFrame({"variable": names, **extra})
+
+
+def carried_variables(mu: np.ndarray, x: np.ndarray, w: np.ndarray, latents: Sequence[int]) -> np.ndarray:
+    """r (len(latents), d): the weighted Pearson correlation of each latent's posterior mean with every input."""
+    return np.array([weighted_corr(mu[:, int(j)], x, w) for j in latents], dtype=float).reshape(len(latents),
+                                                                                                x.shape[1])
+
+
+def correlation_rows(points: pd.DataFrame, r: np.ndarray, info: pd.DataFrame) -> pd.DataFrame:
+    """Long rows: one per (latent row of ``points``, variable of ``info``), with r[i, v]."""
+    n, d = r.shape
+    rows = points.loc[points.index.repeat(d)].reset_index(drop=True)
+    vars_ = pd.concat([info] * n, ignore_index=True)
+    return pd.concat([rows, vars_], axis=1).assign(r=r.ravel())
+
+
 def _correlation_rows(mu: np.ndarray, M2: np.ndarray, order: np.ndarray, x: np.ndarray, w: np.ndarray,
                       ds: xr.Dataset) -> pd.DataFrame:
-    names = ds["variable"].values.astype(str)
-    long_names = ds["long_name"].values.astype(str) if "long_name" in ds.coords else names
-    units = ds["units"].values.astype(str) if "units" in ds.coords else np.array([""] * len(names))
-    rows = []
-    for i, j in enumerate(order):
-        r = weighted_corr(mu[:, j], x, w)
-        for v in range(len(names)):
-            rows.append({"rank": i + 1, "latent": int(j), "M2": float(M2[j]), "variable": names[v],
-                         "long_name": long_names[v], "units": units[v], "r": float(r[v])})
-    return pd.DataFrame(rows)
+    """The leading latents' (``order``) correlations with every input, one row per (rank, variable)."""
+    points = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "latent": order.astype(np.int64),
+                           "M2": M2[order].astype(float)})
+    return correlation_rows(points, carried_variables(mu, x, w, order), variable_table(ds))
 
 
 def latent_samples(store_path: str | Path, model_path: str | Path, n_latents: int):

@@ -20,7 +20,7 @@ from .agreement import (identity_r2_ci, leading_ranks, log_identity_r2, rank_agr
                         relative_error)
 from .claims import verdict
 from .d_eff import d_eff, pca_distortion, pca_heldout_distortion, powerlaw_crossover, powerlaw_fit
-from .equilibrium import equilibrium, stability_flags
+from .equilibrium import equilibrium, fit_points, stability_flags
 from .spectrum import EVAL_SPLIT, eval_split, run_max_drift, utility_spectrum
 from .thresholds import (MIN_ACTIVE_POINTS, MIN_MEANFIELD_POINTS, MIN_WINDOW_POINTS, fit_m2_threshold, fit_rate_threshold, fit_window,
                          in_scan, meanfield_exponent, threshold_status, window_support)
@@ -455,13 +455,11 @@ def analyse_model(latents: pd.DataFrame, pruning: pd.DataFrame, runs: pd.DataFra
     pca_held, pca_held_source = pca_heldout_distortion(pca, EVAL_SPLIT)
 
     max_drift = float(cfg["max_m2_drift"])
-    conv, eq_counts = equilibrium(lat, runs, max_drift)  # every fit uses these scan points only
+    conv, eq_counts, fallback = fit_points(lat, runs, max_drift)  # every fit uses these scan points only
     all_ids = set(lat["run_id"].unique())
-    fallback = not conv
     if fallback:
         warnings.warn(f"{model_id}: no scan point reached equilibrium; fitting on all points (flagged in "
                       "analysis.json's runs.fits_use_unconverged)")
-        conv = all_ids
     seeds = sorted(int(s) for s in lat["seed"].unique())
 
     def fit_seed_sets(ids: set) -> dict[int, tuple[pd.DataFrame, dict]]:

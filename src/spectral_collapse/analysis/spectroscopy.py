@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .d_eff import d_eff, pca_distortion
-from .equilibrium import equilibrium
-from .maps import weighted_corr
+from .equilibrium import fit_points as equilibrium_fit_points
+from .maps import carried_variables, correlation_rows, variable_table
 from .model_analysis import _clean
 from .spectrum import EVAL_SPLIT, eval_split
 
@@ -89,15 +89,11 @@ def components_for_share(lambda_over_V: Iterable[float], share: float) -> int:
 
 
 def variable_info(store_path: str | Path) -> pd.DataFrame:
-    """variable, long_name, units of the store's inputs, in store order (long_name, units empty when the store
-    does not hold them: a table source may name its columns only)."""
+    """variable, long_name, units of the store's inputs, in store order (``maps.variable_table``)."""
     from spectral_collapse.store import open_store
 
     with open_store(store_path) as ds:
-        names = [str(v) for v in ds["variable"].values]
-        extra = {c: [str(v) for v in ds[c].values] if c in ds.coords else [""] * len(names)
-                 for c in ("long_name", "units")}
-    return pd.DataFrame({"variable": names, **extra})
+        return variable_table(ds)
 
 
 def collinearity(store_path: str | Path, pca: pd.DataFrame, threshold: float, share: float) -> dict[str, Any]:
@@ -124,11 +120,10 @@ def collinearity(store_path: str | Path, pca: pd.DataFrame, threshold: float, sh
 
 
 def fit_points(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> tuple[set, bool]:
-    """(run_ids, at_equilibrium): the scan points every fit of the analysis uses, as analyse_model chooses them:
-    those at equilibrium, or all points (flagged False) when none is."""
-    lat = eval_split(latents)
-    ids, _ = equilibrium(lat, runs, max_drift)
-    return (ids, True) if ids else (set(lat["run_id"]), False)
+    """(run_ids, at_equilibrium): the scan points analyse_model fits on (``equilibrium.fit_points``), on the
+    evaluation split."""
+    ids, _, fallback = equilibrium_fit_points(eval_split(latents), runs, max_drift)
+    return ids, not fallback
 
 
 def _as_list(value: Any, n: int) -> list:
@@ -148,20 +143,6 @@ def members_of(meta: Mapping[str, Any], points: Mapping[tuple[float, int], str],
             if rid is not None and rid != own:
                 raise ValueError(f"{path}: member {own} matches scan point {rid} by (T, seed)")
     return ids
-
-
-def carried_variables(mu: np.ndarray, x: np.ndarray, w: np.ndarray, latents: Sequence[int]) -> np.ndarray:
-    """r (len(latents), d): the weighted Pearson correlation of each latent's posterior mean with every input."""
-    return np.array([weighted_corr(mu[:, int(j)], x, w) for j in latents], dtype=float).reshape(len(latents),
-                                                                                                x.shape[1])
-
-
-def correlation_rows(points: pd.DataFrame, r: np.ndarray, info: pd.DataFrame) -> pd.DataFrame:
-    """Long rows: one per (latent row of ``points``, variable of ``info``), with r[i, v]."""
-    n, d = r.shape
-    rows = points.loc[points.index.repeat(d)].reset_index(drop=True)
-    vars_ = pd.concat([info] * n, ignore_index=True)
-    return pd.concat([rows, vars_], axis=1).assign(r=r.ravel())
 
 
 def latent_variables(store_path: str | Path, model_paths: Sequence[str | Path], latents: pd.DataFrame,

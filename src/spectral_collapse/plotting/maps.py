@@ -104,6 +104,17 @@ def _draw_maps(left, maps, n: int, nrows: int, ncols: int) -> None:
                   fontsize=12, x=0.02, ha="left")
 
 
+def correlation_heatmap(mat: pd.DataFrame, ax, cbar_kws: dict) -> None:
+    """An annotated r heatmap (variables x latents) on a diverging scale fixed at [-1, 1]: the maps figure's and the
+    spectroscopy figure's."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # seaborn 0.13 on matplotlib 3.11
+        sns.heatmap(mat, ax=ax, cmap="RdBu_r", vmin=-1, vmax=1, center=0, annot=True, fmt=".2f",
+                    annot_kws={"fontsize": 8.5}, linewidths=0.4, linecolor="white", cbar_kws=cbar_kws)
+
+
 def _draw_correlations(right, correlations: pd.DataFrame) -> None:
     hax = right.subplots()
     corr = correlations.copy()
@@ -112,14 +123,8 @@ def _draw_correlations(right, correlations: pd.DataFrame) -> None:
     mat = corr.pivot(index="variable", columns="rank", values="r").reindex(order)
     mat.index = [labels[v] for v in mat.index]
     mat.columns = [f"rank {c}" for c in mat.columns]
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PendingDeprecationWarning)  # seaborn 0.13 on matplotlib 3.11
-        sns.heatmap(mat, ax=hax, cmap="RdBu_r", vmin=-1, vmax=1, center=0, annot=True, fmt=".2f",
-                    annot_kws={"fontsize": 8.5}, linewidths=0.4, linecolor="white",
-                    cbar_kws={"label": "Pearson $r$", "orientation": "horizontal",
-                               "shrink": 0.6, "pad": 0.06, "aspect": 30})
+    correlation_heatmap(mat, hax, {"label": "Pearson $r$", "orientation": "horizontal", "shrink": 0.6, "pad": 0.06,
+                                   "aspect": 30})
     hax.tick_params(axis="y", labelrotation=0, labelsize=9)
     hax.tick_params(axis="x", labelsize=9.5, labelrotation=0)
     hax.set_xlabel("")

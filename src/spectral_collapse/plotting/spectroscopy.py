@@ -3,14 +3,12 @@ the weighted Pearson r of each latent's posterior mean with each input variable 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
-from .maps import _variable_label
+from .maps import _variable_label, correlation_heatmap
 from .style import apply_style
 
 
@@ -19,8 +17,7 @@ def correlation_matrix(latents: Sequence[Mapping[str, Any]], variables: Sequence
     them), columns "z<latent>" with the rank and M^2."""
     info = pd.DataFrame(list(variables), columns=["variable", "long_name", "units"]).fillna("").set_index("variable")
     names = list(info.index) or list(dict.fromkeys(v for rec in latents for v in rec["r"]))
-    labels = [_variable_label(info.loc[v]) if v in info.index and str(info.at[v, "long_name"]).strip() else v
-              for v in names]
+    labels = [_variable_label(info.loc[v]) if v in info.index else v for v in names]
     columns = {f"z{rec['latent']}\nrank {rec['rank']}\n$M^2$ {rec['M2']:.2f}": [rec["r"].get(v) for v in names]
                for rec in latents}
     return pd.DataFrame(columns, index=labels, dtype=float)
@@ -37,11 +34,7 @@ def plot_latent_variables(entry: Mapping[str, Any], latents: Sequence[Mapping[st
         ax.axis("off")
         ax.text(0.5, 0.5, "no active latent at any scan point used", ha="center", va="center", fontsize=12)
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PendingDeprecationWarning)  # seaborn 0.13 on matplotlib 3.11
-            sns.heatmap(mat, ax=ax, cmap="RdBu_r", vmin=-1, vmax=1, center=0, annot=True, fmt=".2f",
-                        annot_kws={"fontsize": 8.5}, linewidths=0.4, linecolor="white",
-                        cbar_kws={"label": "weighted Pearson $r$ of $\\mu_k(x)$ with the variable", "shrink": 0.7})
+        correlation_heatmap(mat, ax, {"label": "weighted Pearson $r$ of $\\mu_k(x)$ with the variable", "shrink": 0.7})
         ax.tick_params(axis="y", labelrotation=0, labelsize=9)
         ax.tick_params(axis="x", labelrotation=0, labelsize=8.5)
         ax.set_xlabel("latent (rank by $M^2$ on the test split)")
