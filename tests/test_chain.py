@@ -161,3 +161,78 @@ def test_a_diverging_point_restarts_at_a_lower_learning_rate(data, tmp_path):
     with pytest.raises(NonFiniteLossError):
         train_group(dm, _settings(lr=1.0e4, lr_drops=0, max_updates=400), Ts, model_id="linear", seed=0,
                     run_dir=tmp_path / "no_drop_left")
+
+
+@pytest.mark.parametrize("family", ["linear", "mlp"])
+def test_reopen_gives_collapsed_latents_an_open_encoder_and_keeps_active_ones(data, family):
+    """training.chain_reopen: the latents whose validation M^2 is at most REOPEN_M2 get exactly the encoder
+    weights a point trained from scratch starts from (the seed's initialisation) and zero decoder weights; every
+    other weight is the warm state's."""
+    dm, _ = data
+    cfg = VAEConfig.build(family, dm.n_features, depth=2 if family == "mlp" else 0, latents=4, width=8)
+    torch.manual_seed(11)
+    warm = VAE(cfg)
+    with torch.no_grad():  # latents 1 and 3 shut: no mean from the encoder, no weight into the decoder
+        encoder, decoder = chain_mod.latent_parameters(warm)
+        for param, axis, offset in encoder[:2] + decoder:
+            for k in (1, 3):
+                param.select(axis, offset + k).zero_()
+    state = {name: v.clone() for name, v in warm.state_dict().items()}
+    reopened_state, reopened = chain_mod.reopen_collapsed(state, cfg, dm, seed=5)
+    assert reopened == [1, 3]
+    torch.manual_seed(5)
+    fresh = VAE(cfg)
+    back = VAE(cfg)
+    back.load_state_dict(reopened_state)
+    (enc_back, dec_back), (enc_fresh, _), (enc_warm, dec_warm) = (
+        chain_mod.latent_parameters(m) for m in (back, fresh, warm))
+    for (param, axis, offset), (init, _, _), (old, _, _) in zip(enc_back, enc_fresh, enc_warm):
+        for k in range(4):
+            torch.testing.assert_close(param.select(axis, offset + k), (init if k in (1, 3) else old).select(axis, offset + k))
+    for (param, axis, offset), (old, _, _) in zip(dec_back, dec_warm):
+        for k in range(4):
+            want = torch.zeros_like(old.select(axis, k)) if k in (1, 3) else old.select(axis, k)
+            torch.testing.assert_close(param.select(axis, offset + k), want)
+    # Weights shared by all latents (the trunks, the decoder's other layers, the biases) stay warm.
+    own = {id(p) for p, _, _ in enc_back + dec_back}
+    for (name, param), (_, old) in zip(back.named_parameters(), warm.named_parameters()):
+        if id(param) not in own:
+            torch.testing.assert_close(param, old, msg=name)
+    assert sum(id(p) not in own for p in back.parameters()) >= (1 if family == "linear" else 4)
+
+
+def test_reopening_chain_records_what_it_reopened_and_matches_the_oracle(data, tmp_path):
+    """With chain_reopen the chain's points still land on the exact oracle (issue 3's band), and the record says
+    which latents each point reopened (the first point none: it starts from the initialisation)."""
+    dm, lam = data
+    Ts = [b / dm.V for b in BETAS]
+    group = train_group(dm, _settings(chain_reopen=True), Ts, model_id="linear", seed=0, run_dir=tmp_path)
+    chain = group.record["chain"]
+    assert chain[0]["reopened"] == []
+    assert all(len(c["reopened"]) >= 1 for c in chain[1:]), chain  # beta 10 and 5 leave latents shut
+    assert all(m["status"] == "converged" for m in group.record["members"])
+    m2 = -np.sort(-measure_split(group.model, dm.train_tensor.numpy(), dm.V, 0.1)["M2"], axis=1)
+    for e, beta in enumerate(BETAS):
+        oracle = np.clip(1.0 - beta / lam, 0.0, None)
+        away, collapsed = lam > 1.5 * beta, lam < beta
+        assert np.all(np.abs(m2[e, away] - oracle[away]) < 0.02), (beta, m2[e], oracle)
+        assert np.all(m2[e, collapsed] < 0.01), (beta, m2[e])
+
+
+def test_chain_from_the_cold_side_starts_coldest_and_matches_the_oracle(data, tmp_path):
+    """training.chain_from: cold: the coldest point starts from the initialisation, every hotter point from its
+    colder neighbour, and the members still land on the exact oracle (latents collapse along the chain)."""
+    dm, lam = data
+    # Hottest first in the list; the chain runs the other way. Its first point, from the initialisation at the
+    # coldest T, needs ~10,000 updates for its four open latents to align (the hot-side chain's first has two).
+    Ts = [b / dm.V for b in BETAS]
+    group = train_group(dm, _settings(chain_from="cold", max_updates=12000), Ts, model_id="linear", seed=0, run_dir=tmp_path)
+    labels = ["T" + chain_mod.t_label(T) for T in Ts]
+    assert [c["init"] for c in group.record["chain"]] == [labels[1], labels[2], "initialisation"]
+    assert all(m["status"] == "converged" for m in group.record["members"])
+    m2 = -np.sort(-measure_split(group.model, dm.train_tensor.numpy(), dm.V, 0.1)["M2"], axis=1)
+    for e, beta in enumerate(BETAS):
+        oracle = np.clip(1.0 - beta / lam, 0.0, None)
+        away, collapsed = lam > 1.5 * beta, lam < beta
+        assert np.all(np.abs(m2[e, away] - oracle[away]) < 0.02), (beta, m2[e], oracle)
+        assert np.all(m2[e, collapsed] < 0.01), (beta, m2[e])

@@ -107,3 +107,50 @@ def test_validate_bundle_writes_the_tables_and_never_compares_a_run_with_itself(
     # the random-start tables of the same run: nothing independent to compare
     (old / "provenance.json").write_text(json.dumps({"config_hash": "c", "code_commit": "new"}))
     assert isinstance(start_check.validate_bundle(bundle, tmp_path / "out")["random_start"], str)
+
+
+def test_two_sides_agree_at_equilibrium_and_bracket_a_point_held_shut_or_open():
+    """two_sided_table: two exact oracle scans agree at every point (and are within the oracle); a latent held
+    shut on the hot side and one held open on the cold side make their points exceptions, and the oracle lies in
+    each bracket; a point where both sides are wrong the same way agrees but is flagged by the oracle."""
+    exact = _scan()["latents"]
+    table = start_check.two_sided_table(exact, exact, pca_table(T_K))
+    assert len(table) == len(GRID) and table["agree"].all() and table["within"].all() and table["bracketed"].all()
+    hot, cold = exact.copy(), exact.copy()
+    T_shut, T_open, T_both = GRID[10], GRID[14], GRID[20]
+    assert 1.0 - T_shut / T_K[2] > 0.5 and 0.2 < 1.0 - T_open / T_K[9] < 0.9 and 1.0 - T_both / T_K[12] > 0.2
+    hot.loc[(hot["T"] == T_shut) & (hot["rank"] == 3), "M2"] = 0.0  # held shut: reads low
+    cold.loc[(cold["T"] == T_open) & (cold["rank"] == 10), "M2"] = 0.99  # held open: reads high
+    for side in (hot, cold):  # both sides shut the same latent: they agree, the oracle disagrees
+        side.loc[(side["T"] == T_both) & (side["rank"] == 13), "M2"] = 0.0
+    table = start_check.two_sided_table(hot, cold, pca_table(T_K)).set_index("T")
+    assert set(table.index[~table["agree"]]) == {T_shut, T_open}
+    # Ranked M^2: a latent shut (or opened) moves the ranks below it, so the largest gap may be at another rank;
+    # the side that holds a latent shut reads lower there, the side that holds one open higher.
+    assert table.loc[T_shut, "M2_hot"] < table.loc[T_shut, "M2_cold"] - 0.05
+    assert table.loc[T_open, "M2_cold"] > table.loc[T_open, "M2_hot"] + 0.05
+    assert table.loc[[T_shut, T_open], "bracketed"].all() and not table.loc[[T_shut, T_open], "within"].any()
+    assert table.loc[T_both, "agree"] and not table.loc[T_both, "within"]
+    summary = start_check.two_sided_summary(table.reset_index())
+    assert summary["points"] == len(GRID) and summary["agree"] == len(GRID) - 2
+    assert summary["agree_within_oracle"] == len(GRID) - 3
+    assert [e["T"] for e in summary["exceptions"]] == sorted([T_shut, T_open], reverse=True)
+    # Without the oracle (an MLP) the table has the two sides only.
+    assert "within" not in start_check.two_sided_table(hot, cold)
+    with pytest.raises(ValueError, match="train"):
+        start_check.two_sided_table(hot[hot["split"] == "test"], cold)
+
+
+def test_two_sided_cli_writes_a_table_per_model_both_runs_hold(tmp_path):
+    exact = _scan()["latents"]
+    for side in ("hot", "cold"):
+        (tmp_path / side / "linear").mkdir(parents=True)
+        exact.to_parquet(tmp_path / side / "linear" / "scan_latents.parquet")
+    pca_table(T_K).to_parquet(tmp_path / "hot" / "pca.parquet")
+    (tmp_path / "hot" / "mlp-d2").mkdir()  # one side only: not compared
+    out = start_check.two_sided(tmp_path / "hot", tmp_path / "cold", tmp_path / "out")
+    assert set(out) - {"tolerance", "m2_tolerance", "split"} == {"linear"}
+    assert out["linear"]["agree"] == out["linear"]["agree_within_oracle"] == len(GRID)
+    assert (tmp_path / "out" / "two_sided_linear.csv").is_file() and (tmp_path / "out" / "two_sided.json").is_file()
+    with pytest.raises(FileNotFoundError, match="both"):
+        start_check.two_sided(tmp_path / "hot", tmp_path / "out", tmp_path / "out2")

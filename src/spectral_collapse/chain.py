@@ -9,6 +9,20 @@ own convergence rule with its annealing (``training.train``), and the measure jo
 collapsed latents from the other side, so a latent that stayed collapsed only because the chain came from the
 hot side fails the check instead of passing silently.
 
+From the cold side (``training.chain_from: cold``): the coldest point first, from the initialisation, then each
+hotter point from its colder neighbour. Latents then collapse along the chain instead of opening, so a latent
+held open that should be shut, or shut that should be open, shows as a disagreement with the chain from the hot
+side or with independent starts: the other side of the equilibrium check (issue 19).
+
+Reopening (``training.chain_reopen``): before each point after the first, the latents its hotter neighbour left
+collapsed (validation M^2 <= ``REOPEN_M2``) are reopened (``reopen_collapsed``: the weights of those latents
+alone), the active latents and the shared layers keep the neighbour's. Why: a fully collapsed latent is a stationary point of the loss, and the
+plain chain opened a latent only as fast as it escaped that saddle, so it held latents shut that the exact
+linear oracle has open (11 of 29 linear points, reference/chain_rerun/). Reopened, every latent a point leaves
+collapsed has collapsed from the open side during that point's own training, as from a random start, while the
+latents the hotter point needed start fitted. A reopened latent's decoder weights start at zero (the encoder's at
+the initialisation): see ``reopen_collapsed`` for why and what was measured. The record lists each point's reopened latents (``reopened``).
+
 Resume: each finished point is saved (``point.pt``: weights, training record and the key of everything it
 depends on: settings, code, data, seed and the points before it) in its own checkpoint folder, written
 atomically. An interrupted job reuses the finished points whose key matches and resumes the interrupted one
@@ -33,14 +47,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .callbacks import FINISHED
 from .provenance import atomic_path, config_hash
 from .scan import t_label
-from .vae import VAEConfig, stack_states
+from .vae import VAE, VAEConfig, stack_states
 
 POINT_FILE = "point.pt"
+REOPEN_M2 = 0.1  # training.chain_reopen: a latent at or below this validation M^2 (the default active threshold) reopens
 
 
 def point_key(cfg: VAEConfig, Ts: Sequence[float], V: float, seed: int, st: Any) -> str:
@@ -65,7 +81,8 @@ def _load_point(path: Path, key: str) -> dict[str, Any] | None:
 def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, seed: int,
                 checkpoint_dir: str | Path, log_dir: str | Path, run_name: str, threads: int | None = None,
                 progress: bool | None = None):
-    """Train ``Ts`` as a warm-start chain, hottest first (whatever their order); returns ``training.TrainResult``
+    """Train ``Ts`` as a warm-start chain, hottest first (``chain_from: cold``: coldest first), whatever their
+    order; returns ``training.TrainResult``
     of the stacked ensemble (member e = point ``Ts[e]``) with the combined record."""
     from .settings import TrainingSettings
     from .training import TrainResult, train
@@ -81,7 +98,8 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
         for old in checkpoint_dir.glob(f"T*/{POINT_FILE}"):
             old.unlink()
         finished.unlink()
-    order = sorted(range(len(Ts)), key=lambda e: -float(Ts[e]))
+    sign = -1.0 if st.chain_from == "hot" else 1.0
+    order = sorted(range(len(Ts)), key=lambda e: sign * float(Ts[e]))
     chain = [float(Ts[e]) for e in order]
     states, records = {}, {}
     prev_key, state = None, None
@@ -91,11 +109,14 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
         point_dir = checkpoint_dir / label
         saved = _load_point(point_dir / POINT_FILE, key)
         if saved is None:
+            reopened: list[int] = []
+            if st.chain_reopen and state is not None:
+                state, reopened = reopen_collapsed(state, single, data, seed)
             result, restarts = _train_point(data, single, T, st, seed=seed, point_dir=point_dir,
                                             log_dir=log_dir / label, run_name=f"{run_name} {label}", threads=threads,
                                             progress=progress, init_state=state, init_key=prev_key)
             record = {**result.record, "chain_init": "initialisation" if k == 0 else f"T{t_label(chain[k - 1])}",
-                      "chain_reused": False, "lr_restarts": restarts}
+                      "chain_reused": False, "lr_restarts": restarts, "chain_reopened": reopened}
             model_state = {name: v.detach().cpu().clone() for name, v in result.model.state_dict().items()}
             point_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(point_dir / POINT_FILE) as tmp:
@@ -112,6 +133,53 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
     ensemble = stack_states(single, [states[e] for e in members]).eval()
     return TrainResult(model=ensemble, record=combine_records([records[e] for e in members], cfg, run_name),
                        system=None)
+
+
+def latent_parameters(model: VAE) -> tuple[list[tuple[torch.Tensor, int, int]], list[tuple[torch.Tensor, int, int]]]:
+    """(encoder, decoder) lists of (parameter, axis, offset): the weights that belong to one latent alone, latent
+    k's slice being index ``offset + k`` along ``axis``. Encoder: linear, the mean column and bias and the
+    log-variance; mlp, the output layer's mean and log-variance outputs (weights and biases). Decoder: the
+    weights from the latent (linear, the decoder row; mlp, the first layer's weights)."""
+    L = model.config.latents
+    if model.config.family == "linear":
+        return [(model.enc_mu.weight, 2, 0), (model.enc_mu.bias, 2, 0), (model.enc_logvar, 2, 0)], \
+            [(model.dec.weight, 1, 0)]
+    out = model.enc.out
+    return [(out.weight, 2, 0), (out.weight, 2, L), (out.bias, 2, 0), (out.bias, 2, L)], \
+        [(model.dec.hidden[0].weight, 1, 0)]
+
+
+@torch.no_grad()
+def reopen_collapsed(state: Mapping[str, torch.Tensor], single: VAEConfig, data, seed: int
+                     ) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """``state`` with its collapsed latents (validation M^2 <= REOPEN_M2) reopened: their encoder weights those
+    of the initialisation (of a point trained from scratch with ``seed``: a mean that varies with the input, the
+    log-variance -4), their decoder weights zero; and the reopened latents' indices.
+
+    Why zero decoder weights: a reopened latent then adds nothing to the fitted reconstruction, and the gradient
+    of its decoder weights is the covariance of its (low-noise) mean with the residual, so it grows along what
+    the active latents leave unexplained. With the initialisation's decoder weights as well, Adam first shrinks
+    them (they add noise of the data's whole variance) and the latent collapsed again before it found the
+    residual: measured on the reference's linear chain at T = 1.6e-4, rank 13 stayed shut (M^2 0.002, oracle
+    0.43) with them, and opened to the oracle (within 0.013 at every rank) with zero decoder weights."""
+    from .measure import measure_split
+
+    model = VAE(single)
+    model.load_state_dict(state)
+    weights = data.weights.get("validation")
+    m2 = measure_split(model, data.val_tensor, data.V, REOPEN_M2,
+                       None if weights is None else weights.double().cpu().numpy(), curves=False)["M2"][0]
+    collapsed = [int(k) for k in np.flatnonzero(m2 <= REOPEN_M2)]
+    torch.manual_seed(int(seed))  # train() seeds the same way before it builds the initialisation
+    fresh = VAE(single)
+    encoder, decoder = latent_parameters(model)
+    for (param, axis, offset), (init, _, _) in zip(encoder, latent_parameters(fresh)[0]):
+        for k in collapsed:
+            param.select(axis, offset + k).copy_(init.select(axis, offset + k))
+    for param, axis, offset in decoder:
+        for k in collapsed:
+            param.select(axis, offset + k).zero_()
+    return {name: v.detach().clone() for name, v in model.state_dict().items()}, collapsed
 
 
 def _train_point(data, single: VAEConfig, T: float, st: Any, *, seed: int, point_dir: Path, log_dir: Path,
@@ -144,7 +212,8 @@ def combine_records(records: Sequence[Mapping[str, Any]], cfg: VAEConfig, run_na
     total = sum(int(r["updates"]) for r in records)
     ms = sum(float(r["ms_per_step"]) * int(r["updates"]) for r in records) / max(total, 1)
     return {
-        **{k: v for k, v in first.items() if k not in ("members", "chain_init", "chain_reused", "lr_restarts")},
+        **{k: v for k, v in first.items() if k not in ("members", "chain_init", "chain_reused", "lr_restarts",
+                                                   "chain_reopened")},
         "run_name": run_name,
         "updates": total,  # the job's steps: the points ran one after another
         "point_updates": sum(int(r["point_updates"]) for r in records),
@@ -158,5 +227,6 @@ def combine_records(records: Sequence[Mapping[str, Any]], cfg: VAEConfig, run_na
         "ms_per_step_all_members": ms,  # one member per point: nothing is ever frozen while a chain point trains
         "chain": [{"T": r["members"][0]["T_grid"], "init": r["chain_init"], "updates": int(r["updates"]),
                    "wall_time_s": float(r["wall_time_s"]), "reused": bool(r["chain_reused"]),
-                   "lr_restarts": len(r.get("lr_restarts", []))} for r in records],
+                   "lr_restarts": len(r.get("lr_restarts", [])),
+                   "reopened": list(r.get("chain_reopened", []))} for r in records],
     }

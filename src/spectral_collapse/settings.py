@@ -27,6 +27,8 @@ class TrainingSettings:
     lr_drop_factor: float
     freeze_converged: bool
     chain: bool
+    chain_reopen: bool
+    chain_from: str
 
     @classmethod
     def from_mapping(cls, settings: "Mapping[str, Any] | TrainingSettings") -> "TrainingSettings":
@@ -44,7 +46,9 @@ class TrainingSettings:
                    max_updates=int(merged["max_updates"]), tolerance=float(merged["tolerance"]),
                    patience_fraction=float(merged["patience_fraction"]), eval_every=int(merged["eval_every"]),
                    lr_drops=int(merged["lr_drops"]), lr_drop_factor=float(merged["lr_drop_factor"]),
-                   freeze_converged=bool(merged["freeze_converged"]), chain=bool(merged["chain"]))
+                   freeze_converged=bool(merged["freeze_converged"]), chain=bool(merged["chain"]),
+                   chain_reopen=bool(merged["chain_reopen"]),
+                   chain_from=str(merged["chain_from"]))
 
     @property
     def patience_evals(self) -> int:

@@ -10,6 +10,12 @@ Two checks, both on cached tables (nothing trains):
    same number of active latents; and their thresholds, fitted by the same analysis on the same split from
    each scan's equilibrium points, within ``AGREE_TOL`` for the ranks both resolve. A disagreement is a finding
    (hysteresis), listed point by point, never averaged away.
+3. **From both sides** (``two_sided_table``): a chain from the hot side (latents open along it) and a chain from
+   the cold side (latents collapse along it) of one model and seed. A latent held shut by the hot side reads
+   low, one held open by the cold side reads high, so where every ranked M_k^2 of the two is within
+   ``BRACKET_TOL`` the point is at equilibrium from both sides; elsewhere the two bracket it and the point is
+   an exception, both values listed. For the linear family the table says whether the oracle lies in the
+   bracket and whether the agreeing points are within ``M2_TOL`` of it (the rule's validation).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from .spectrum import eval_split
 M2_TOL = 0.05  # issue 19: every accepted point within 0.05 of the oracle's M^2
 TC_TOL = 0.02  # resolved thresholds within 2% of the training PCA's lambda_k / V
 AGREE_TOL = 0.05  # two starts: thresholds within 5%
+BRACKET_TOL = 0.05  # the two sides of a point agree when every ranked M_k^2 is within this
 
 
 def oracle_table(latents: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame, max_drift: float,
@@ -53,6 +60,56 @@ def oracle_table(latents: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame, m
                      "worst_rank": worst + 1, "M2": float(m2[worst]), "M2_oracle": float(oracle[worst]),
                      "within": bool(diff[worst] <= M2_TOL)})
     return pd.DataFrame(rows).sort_values(["seed", "T"], ascending=[True, False], ignore_index=True)
+
+
+def _ranked_m2(latents: pd.DataFrame, split: str) -> dict[tuple[int, float], np.ndarray]:
+    """{(seed, T): the M_k^2 of ``split``, largest first}."""
+    lat = latents[latents["split"] == split] if "split" in latents else latents
+    if lat.empty:
+        raise ValueError(f"no {split!r} rows in the latents table: measure the {split} split")
+    return {(int(seed), float(T)): np.sort(g["M2"].to_numpy(float))[::-1]
+            for (seed, T), g in lat.groupby(["seed", "T"])}
+
+
+def two_sided_table(hot: pd.DataFrame, cold: pd.DataFrame, pca: pd.DataFrame | None = None,
+                    split: str = "train") -> pd.DataFrame:
+    """One row per (seed, T) of both latents tables: the largest |M_k^2(hot) - M_k^2(cold)| over ranks, its rank
+    and both values, ``agree`` (within BRACKET_TOL at every rank). With ``pca`` (the linear family's oracle,
+    T_k = lambda_k / V): the oracle at that rank, each side's largest distance from the oracle, ``bracketed``
+    (at every rank the oracle lies between the two sides, up to BRACKET_TOL) and ``within`` (both sides within
+    M2_TOL of the oracle at every rank)."""
+    a, b = _ranked_m2(hot, split), _ranked_m2(cold, split)
+    T_k = None if pca is None else np.sort(pca["lambda_over_V"].to_numpy(float))[::-1]
+    rows = []
+    for key in sorted(set(a) & set(b), key=lambda k: (k[0], -k[1])):
+        seed, T = key
+        n = min(len(a[key]), len(b[key]), *(() if T_k is None else (len(T_k),)))
+        h, c = a[key][:n], b[key][:n]
+        diff = np.abs(h - c)
+        k = int(np.argmax(diff))
+        row = {"seed": seed, "T": T, "max_abs_dM2": float(diff[k]), "rank": k + 1, "M2_hot": float(h[k]),
+               "M2_cold": float(c[k]), "agree": bool(diff[k] <= BRACKET_TOL)}
+        if T_k is not None:
+            oracle = m2_oracle(T, T_k[:n])
+            lo, hi = np.minimum(h, c) - BRACKET_TOL, np.maximum(h, c) + BRACKET_TOL
+            row.update({"M2_oracle": float(oracle[k]), "hot_error": float(np.abs(h - oracle).max()),
+                        "cold_error": float(np.abs(c - oracle).max()),
+                        "bracketed": bool(np.all((lo <= oracle) & (oracle <= hi))),
+                        "within": bool(max(np.abs(h - oracle).max(), np.abs(c - oracle).max()) <= M2_TOL)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def two_sided_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """The counts of ``two_sided_table``: points, agreeing points and, with the oracle, how many agreeing points
+    are within it (the rule's validation: all of them) and how many points it brackets; the exceptions."""
+    agree = table[table["agree"]]
+    out: dict[str, Any] = {"points": int(len(table)), "agree": int(len(agree)),
+                           "exceptions": table[~table["agree"]].to_dict("records")}
+    if "within" in table:
+        out.update({"agree_within_oracle": int(agree["within"].sum()),
+                    "bracketed": int(table["bracketed"].sum())})
+    return out
 
 
 def threshold_table(analysis: Mapping[str, Any], pca: pd.DataFrame) -> pd.DataFrame:
@@ -178,12 +235,41 @@ def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[s
     return validation
 
 
+def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "train") -> dict[str, Any]:
+    """``two_sided_table`` of every model both analysis folders (``results/analysis`` of a hot-side and a
+    cold-side run) hold, with the oracle for the linear family (the hot run's PCA table); writes
+    ``two_sided_<model>.csv`` and ``two_sided.json`` (``two_sided_summary`` per model) to ``out``."""
+    hot, cold, out = Path(hot), Path(cold), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pca = pd.read_parquet(hot / "pca.parquet")
+    summary: dict[str, Any] = {"tolerance": BRACKET_TOL, "m2_tolerance": M2_TOL, "split": split}
+    models = sorted(p.name for p in hot.iterdir() if (p / "scan_latents.parquet").is_file()
+                    and (cold / p.name / "scan_latents.parquet").is_file())
+    if not models:
+        raise FileNotFoundError(f"no model's scan_latents.parquet in both {hot} and {cold}: run both scans first")
+    for model in models:
+        table = two_sided_table(pd.read_parquet(hot / model / "scan_latents.parquet"),
+                                pd.read_parquet(cold / model / "scan_latents.parquet"),
+                                pca if model == "linear" else None, split)
+        table.to_csv(out / f"two_sided_{model}.csv", index=False)
+        summary[model] = two_sided_summary(table)
+    (out / "two_sided.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="issue 19's validation of the reference bundle's warm-start chain")
+    parser = argparse.ArgumentParser(description="issue 19's validation of a start method: the reference bundle "
+                                                 "against the oracle and its random starts, or two sides of a scan")
     parser.add_argument("bundle", nargs="?", default="reference")
     parser.add_argument("--out", default=None, help="output folder (default BUNDLE/validation)")
+    parser.add_argument("--two-sided", nargs=2, metavar=("HOT", "COLD"), default=None,
+                        help="instead: the results/analysis folders of a hot-side and a cold-side run")
     args = parser.parse_args(argv)
-    print(json.dumps(validate_bundle(args.bundle, args.out), indent=1, default=float))
+    if args.two_sided:
+        result = two_sided(*args.two_sided, out=args.out or "two_sided")
+    else:
+        result = validate_bundle(args.bundle, args.out)
+    print(json.dumps(result, indent=1, default=float))
 
 
 if __name__ == "__main__":
