@@ -36,6 +36,17 @@ def data():
     return dm, lam_hat
 
 
+def _assert_members_on_the_oracle(model, dm, lam):
+    """Member e (beta = BETAS[e]) within issue 3's band of M_k^2 = [1 - beta / lambda_k]_+: 0.02 for modes away from
+    their threshold, collapsed modes below 0.01."""
+    m2 = -np.sort(-measure_split(model, dm.train_tensor.numpy(), dm.V, 0.1)["M2"], axis=1)
+    for e, beta in enumerate(BETAS):
+        oracle = np.clip(1.0 - beta / lam, 0.0, None)
+        away, collapsed = lam > 1.5 * beta, lam < beta
+        assert np.all(np.abs(m2[e, away] - oracle[away]) < 0.02), (beta, m2[e], oracle)
+        assert np.all(m2[e, collapsed] < 0.01), (beta, m2[e])
+
+
 def _settings(**training):
     return {"family": "linear", "depth": 0, "model": {"latents": 5}, "decoder": {"variance": "fixed", "sigma2": 1.0},
             "training": {**TRAINING, **training}}
@@ -51,13 +62,7 @@ def test_chain_members_match_the_oracle_and_start_from_their_neighbour(data, tmp
     assert record["updates"] == sum(c["updates"] for c in record["chain"]) == record["point_updates"]
     assert [m["T_grid"] for m in record["members"]] == Ts
     assert all(m["status"] == "converged" for m in record["members"]), [m["status"] for m in record["members"]]
-    m2 = -np.sort(-measure_split(group.model, dm.train_tensor.numpy(), dm.V, 0.1)["M2"], axis=1)
-    for e, beta in enumerate(BETAS):
-        oracle = np.clip(1.0 - beta / lam, 0.0, None)
-        away = lam > 1.5 * beta
-        collapsed = lam < beta
-        assert np.all(np.abs(m2[e, away] - oracle[away]) < 0.02), (beta, m2[e], oracle)
-        assert np.all(m2[e, collapsed] < 0.01), (beta, m2[e])
+    _assert_members_on_the_oracle(group.model, dm, lam)
     # The stacked model holds each point's own weights: member e of model.pt is the chain's point e.
     for e, T in enumerate(Ts):
         saved = torch.load(tmp_path / "checkpoints" / f"T{chain_mod.t_label(T)}" / chain_mod.POINT_FILE,
@@ -211,12 +216,7 @@ def test_reopening_chain_records_what_it_reopened_and_matches_the_oracle(data, t
     assert chain[0]["reopened"] == []
     assert all(len(c["reopened"]) >= 1 for c in chain[1:]), chain  # beta 10 and 5 leave latents shut
     assert all(m["status"] == "converged" for m in group.record["members"])
-    m2 = -np.sort(-measure_split(group.model, dm.train_tensor.numpy(), dm.V, 0.1)["M2"], axis=1)
-    for e, beta in enumerate(BETAS):
-        oracle = np.clip(1.0 - beta / lam, 0.0, None)
-        away, collapsed = lam > 1.5 * beta, lam < beta
-        assert np.all(np.abs(m2[e, away] - oracle[away]) < 0.02), (beta, m2[e], oracle)
-        assert np.all(m2[e, collapsed] < 0.01), (beta, m2[e])
+    _assert_members_on_the_oracle(group.model, dm, lam)
 
 
 def test_chain_from_the_cold_side_starts_coldest_and_matches_the_oracle(data, tmp_path):
@@ -230,9 +230,4 @@ def test_chain_from_the_cold_side_starts_coldest_and_matches_the_oracle(data, tm
     labels = ["T" + chain_mod.t_label(T) for T in Ts]
     assert [c["init"] for c in group.record["chain"]] == [labels[1], labels[2], "initialisation"]
     assert all(m["status"] == "converged" for m in group.record["members"])
-    m2 = -np.sort(-measure_split(group.model, dm.train_tensor.numpy(), dm.V, 0.1)["M2"], axis=1)
-    for e, beta in enumerate(BETAS):
-        oracle = np.clip(1.0 - beta / lam, 0.0, None)
-        away, collapsed = lam > 1.5 * beta, lam < beta
-        assert np.all(np.abs(m2[e, away] - oracle[away]) < 0.02), (beta, m2[e], oracle)
-        assert np.all(m2[e, collapsed] < 0.01), (beta, m2[e])
+    _assert_members_on_the_oracle(group.model, dm, lam)
