@@ -19,7 +19,7 @@ from spectral_collapse.callbacks import FINISHED
 from spectral_collapse.datamodule import ArrayDataModule
 from spectral_collapse.group import train_group
 from spectral_collapse.measure import measure_split
-from spectral_collapse.vae import VAE, VAEConfig, stack_members
+from spectral_collapse.vae import VAE, VAEConfig, latent_parameters, stack_members
 
 LAMBDA = np.array([25.0, 16.0, 9.0, 4.0, 1.0])
 BETAS = [10.0, 5.0, 2.0]  # a chain runs hottest first: beta 10 (rank 1-2 active), 5 (1-3), 2 (1-4)
@@ -170,7 +170,7 @@ def test_a_diverging_point_restarts_at_a_lower_learning_rate(data, tmp_path):
 
 @pytest.mark.parametrize("family", ["linear", "mlp"])
 def test_reopen_gives_collapsed_latents_an_open_encoder_and_keeps_active_ones(data, family):
-    """training.chain_reopen: the latents whose validation M^2 is at most REOPEN_M2 get exactly the encoder
+    """training.chain_reopen: the latents whose validation M^2 is at most the threshold get exactly the encoder
     weights a point trained from scratch starts from (the seed's initialisation) and zero decoder weights; every
     other weight is the warm state's."""
     dm, _ = data
@@ -178,19 +178,19 @@ def test_reopen_gives_collapsed_latents_an_open_encoder_and_keeps_active_ones(da
     torch.manual_seed(11)
     warm = VAE(cfg)
     with torch.no_grad():  # latents 1 and 3 shut: no mean from the encoder, no weight into the decoder
-        encoder, decoder = chain_mod.latent_parameters(warm)
+        encoder, decoder = latent_parameters(warm)
         for param, axis, offset in encoder[:2] + decoder:
             for k in (1, 3):
                 param.select(axis, offset + k).zero_()
     state = {name: v.clone() for name, v in warm.state_dict().items()}
-    reopened_state, reopened = chain_mod.reopen_collapsed(state, cfg, dm, seed=5)
+    reopened_state, reopened = chain_mod.reopen_collapsed(state, cfg, dm, seed=5, threshold=0.1)
     assert reopened == [1, 3]
     torch.manual_seed(5)
     fresh = VAE(cfg)
     back = VAE(cfg)
     back.load_state_dict(reopened_state)
     (enc_back, dec_back), (enc_fresh, _), (enc_warm, dec_warm) = (
-        chain_mod.latent_parameters(m) for m in (back, fresh, warm))
+        latent_parameters(m) for m in (back, fresh, warm))
     for (param, axis, offset), (init, _, _), (old, _, _) in zip(enc_back, enc_fresh, enc_warm):
         for k in range(4):
             torch.testing.assert_close(param.select(axis, offset + k), (init if k in (1, 3) else old).select(axis, offset + k))
@@ -211,12 +211,30 @@ def test_reopening_chain_records_what_it_reopened_and_matches_the_oracle(data, t
     which latents each point reopened (the first point none: it starts from the initialisation)."""
     dm, lam = data
     Ts = [b / dm.V for b in BETAS]
-    group = train_group(dm, _settings(chain_reopen=True), Ts, model_id="linear", seed=0, run_dir=tmp_path)
+    group = train_group(dm, {**_settings(chain_reopen=True), "reopen_threshold": 0.1}, Ts, model_id="linear", seed=0,
+                        run_dir=tmp_path)
     chain = group.record["chain"]
     assert chain[0]["reopened"] == []
     assert all(len(c["reopened"]) >= 1 for c in chain[1:]), chain  # beta 10 and 5 leave latents shut
     assert all(m["status"] == "converged" for m in group.record["members"])
     _assert_members_on_the_oracle(group.model, dm, lam)
+
+
+def test_reopening_takes_its_threshold_from_the_analysis_and_refuses_to_guess(data, tmp_path):
+    """The latents a chain reopens are those at or below analysis.active_threshold (scan.model_settings passes it,
+    and only to a reopening chain: other jobs' settings are unchanged); a reopening chain without it stops."""
+    from spectral_collapse.config import load_config
+    from spectral_collapse.scan import model_settings
+
+    config = load_config()
+    assert "reopen_threshold" not in model_settings(config, "linear")
+    config["training"]["chain_reopen"] = True
+    config["analysis"]["active_threshold"] = 0.2
+    assert model_settings(config, "mlp-d2")["reopen_threshold"] == 0.2
+    dm, _ = data
+    with pytest.raises(ValueError, match="reopen_threshold"):
+        train_group(dm, _settings(chain_reopen=True), [b / dm.V for b in BETAS], model_id="linear", seed=0,
+                    run_dir=tmp_path)
 
 
 def test_chain_from_the_cold_side_starts_coldest_and_matches_the_oracle(data, tmp_path):

@@ -15,7 +15,7 @@ held open that should be shut, or shut that should be open, shows as a disagreem
 side or with independent starts: the other side of the equilibrium check (issue 19).
 
 Reopening (``training.chain_reopen``): before each point after the first, the latents its hotter neighbour left
-collapsed (validation M^2 <= ``REOPEN_M2``) are reopened (``reopen_collapsed``: the weights of those latents
+collapsed (validation M^2 <= ``analysis.active_threshold``, passed as ``reopen_threshold``) are reopened (``reopen_collapsed``: the weights of those latents
 alone), the active latents and the shared layers keep the neighbour's. Why: a fully collapsed latent is a stationary point of the loss, and the
 plain chain opened a latent only as fast as it escaped that saddle, so it held latents shut that the exact
 linear oracle has open (11 of 29 linear points, reference/chain_rerun/). Reopened, every latent a point leaves
@@ -53,19 +53,21 @@ import torch
 from .callbacks import FINISHED
 from .provenance import atomic_path, config_hash
 from .scan import t_label
-from .vae import VAE, VAEConfig, stack_states
+from .vae import VAE, VAEConfig, latent_parameters, stack_states
 
 POINT_FILE = "point.pt"
-REOPEN_M2 = 0.1  # training.chain_reopen: a latent at or below this validation M^2 (the default active threshold) reopens
 
 
-def point_key(cfg: VAEConfig, Ts: Sequence[float], V: float, seed: int, st: Any) -> str:
+def point_key(cfg: VAEConfig, Ts: Sequence[float], V: float, seed: int, st: Any,
+              reopen_threshold: float | None = None) -> str:
     """What the chain's point ``len(Ts) - 1`` depends on: the model, the settings, the training code, the data's
-    V, the seed, and every hotter point of the chain (they made its starting weights)."""
+    V, the seed, every point of the chain before it (they made its starting weights) and, when the chain
+    reopens, the threshold that decides what it reopens."""
     from .training import training_code_hash
 
+    reopen = {} if reopen_threshold is None else {"reopen_threshold": float(reopen_threshold)}
     return config_hash({"vae": asdict(cfg), "chain": [float(t) for t in Ts], "V": float(V), "seed": int(seed),
-                        "training": st.as_dict(), "code": training_code_hash()})
+                        "training": st.as_dict(), "code": training_code_hash(), **reopen})
 
 
 def _load_point(path: Path, key: str) -> dict[str, Any] | None:
@@ -80,14 +82,20 @@ def _load_point(path: Path, key: str) -> dict[str, Any] | None:
 
 def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, seed: int,
                 checkpoint_dir: str | Path, log_dir: str | Path, run_name: str, threads: int | None = None,
-                progress: bool | None = None):
+                progress: bool | None = None, reopen_threshold: float | None = None):
     """Train ``Ts`` as a warm-start chain, hottest first (``chain_from: cold``: coldest first), whatever their
     order; returns ``training.TrainResult``
-    of the stacked ensemble (member e = point ``Ts[e]``) with the combined record."""
+    of the stacked ensemble (member e = point ``Ts[e]``) with the combined record. ``reopen_threshold``
+    (``training.chain_reopen``): the validation M^2 at or below which a latent counts as collapsed, the
+    config's ``analysis.active_threshold`` (``scan.model_settings`` passes it)."""
     from .settings import TrainingSettings
     from .training import TrainResult, train
 
     st = TrainingSettings.from_mapping(settings)
+    if st.chain_reopen and reopen_threshold is None:
+        raise ValueError("training.chain_reopen needs the threshold below which a latent counts as collapsed: "
+                         "pass reopen_threshold (scan.model_settings sets it from analysis.active_threshold)")
+    reopen_threshold = float(reopen_threshold) if st.chain_reopen else None
     single = cfg.with_ensemble(1)
     checkpoint_dir, log_dir = Path(checkpoint_dir), Path(log_dir)
     finished = checkpoint_dir / FINISHED
@@ -105,13 +113,13 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
     prev_key, state = None, None
     for k, T in enumerate(chain):
         label = f"T{t_label(T)}"
-        key = point_key(single, chain[: k + 1], data.V, seed, st)
+        key = point_key(single, chain[: k + 1], data.V, seed, st, reopen_threshold)
         point_dir = checkpoint_dir / label
         saved = _load_point(point_dir / POINT_FILE, key)
         if saved is None:
             reopened: list[int] = []
             if st.chain_reopen and state is not None:
-                state, reopened = reopen_collapsed(state, single, data, seed)
+                state, reopened = reopen_collapsed(state, single, data, seed, reopen_threshold)
             result, restarts = _train_point(data, single, T, st, seed=seed, point_dir=point_dir,
                                             log_dir=log_dir / label, run_name=f"{run_name} {label}", threads=threads,
                                             progress=progress, init_state=state, init_key=prev_key)
@@ -135,24 +143,10 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
                        system=None)
 
 
-def latent_parameters(model: VAE) -> tuple[list[tuple[torch.Tensor, int, int]], list[tuple[torch.Tensor, int, int]]]:
-    """(encoder, decoder) lists of (parameter, axis, offset): the weights that belong to one latent alone, latent
-    k's slice being index ``offset + k`` along ``axis``. Encoder: linear, the mean column and bias and the
-    log-variance; mlp, the output layer's mean and log-variance outputs (weights and biases). Decoder: the
-    weights from the latent (linear, the decoder row; mlp, the first layer's weights)."""
-    L = model.config.latents
-    if model.config.family == "linear":
-        return [(model.enc_mu.weight, 2, 0), (model.enc_mu.bias, 2, 0), (model.enc_logvar, 2, 0)], \
-            [(model.dec.weight, 1, 0)]
-    out = model.enc.out
-    return [(out.weight, 2, 0), (out.weight, 2, L), (out.bias, 2, 0), (out.bias, 2, L)], \
-        [(model.dec.hidden[0].weight, 1, 0)]
-
-
 @torch.no_grad()
-def reopen_collapsed(state: Mapping[str, torch.Tensor], single: VAEConfig, data, seed: int
+def reopen_collapsed(state: Mapping[str, torch.Tensor], single: VAEConfig, data, seed: int, threshold: float
                      ) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """``state`` with its collapsed latents (validation M^2 <= REOPEN_M2) reopened: their encoder weights those
+    """``state`` with its collapsed latents (validation M^2 <= ``threshold``) reopened: their encoder weights those
     of the initialisation (of a point trained from scratch with ``seed``: a mean that varies with the input, the
     log-variance -4), their decoder weights zero; and the reopened latents' indices.
 
@@ -167,9 +161,9 @@ def reopen_collapsed(state: Mapping[str, torch.Tensor], single: VAEConfig, data,
     model = VAE(single)
     model.load_state_dict(state)
     weights = data.weights.get("validation")
-    m2 = measure_split(model, data.val_tensor, data.V, REOPEN_M2,
+    m2 = measure_split(model, data.val_tensor, data.V, threshold,
                        None if weights is None else weights.double().cpu().numpy(), curves=False)["M2"][0]
-    collapsed = [int(k) for k in np.flatnonzero(m2 <= REOPEN_M2)]
+    collapsed = [int(k) for k in np.flatnonzero(m2 <= threshold)]
     torch.manual_seed(int(seed))  # train() seeds the same way before it builds the initialisation
     fresh = VAE(single)
     encoder, decoder = latent_parameters(model)

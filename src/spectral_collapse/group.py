@@ -88,6 +88,7 @@ def train_group(
             data, cfg, Ts, settings=st, seed=int(seed),
             checkpoint_dir=checkpoint_dir or base / "checkpoints", log_dir=log_dir or base / "logs",
             run_name=f"{name} chain", threads=threads, progress=progress,
+            reopen_threshold=settings.get("reopen_threshold"),
         )
         return GroupResult(record=result.record, model=result.model, run_ids=run_ids)
     result = train(

@@ -112,15 +112,21 @@ def largest_batch_size(config: Mapping[str, Any]) -> int:
 
 def model_settings(config: Mapping[str, Any], model_id: str) -> dict[str, Any]:
     """Everything a training job needs to know about its model: family, depth, the family's model block,
-    the decoder and the training settings (the ``settings`` of ``group.train_group``)."""
+    the decoder and the training settings (the ``settings`` of ``group.train_group``); with
+    ``training.chain_reopen``, ``reopen_threshold``: the analysis' active threshold, which decides the latents a
+    chain reopens (one threshold for what is collapsed, in training and in the measurements)."""
     spec = ModelSpec.from_id(model_id)
     model = {k: v for k, v in config["models"].get(spec.family, {}).items() if k in VAE_KEYS}
+    training = training_settings(config, spec.family)
+    reopen = {"reopen_threshold": float(config["analysis"]["active_threshold"])} if training.get("chain_reopen") \
+        else {}
     return {
         "family": spec.family,
         "depth": spec.depth,
         "model": model,
         "decoder": dict(config["decoder"]),
-        "training": training_settings(config, spec.family),
+        "training": training,
+        **reopen,
     }
 
 

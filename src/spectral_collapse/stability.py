@@ -39,7 +39,7 @@ import torch
 from .datamodule import ArrayDataModule
 from .elbo_grad import beta_vae_loss
 from .measure import measure_split
-from .vae import VAE
+from .vae import VAE, latent_parameters
 
 
 EPOCH_UPDATES = 1000  # updates per datamodule epoch of the continuation (memory of one gathered epoch)
@@ -72,11 +72,10 @@ class StabilitySettings:
 
 def collapsed_weights(model: VAE) -> tuple[torch.Tensor, torch.Tensor]:
     """(encoder, decoder) weight views of the latents: encoder (E, in, L), one column per latent's mean;
-    decoder (E, L, out), one row per latent."""
-    L = model.config.latents
-    if model.config.family == "linear":
-        return model.enc_mu.weight, model.dec.weight
-    return model.enc.out.weight[..., :L], model.dec.hidden[0].weight
+    decoder (E, L, out), one row per latent (``vae.latent_parameters``: the mean's weights, the decoder's)."""
+    encoder, decoder = latent_parameters(model)
+    (enc, axis, offset), (dec, _, _) = encoder[0], decoder[0]
+    return enc.narrow(axis, offset, model.config.latents), dec
 
 
 @torch.no_grad()

@@ -224,6 +224,21 @@ class VAE(nn.Module):
         return copy.deepcopy(self.rows(e, e + 1))
 
 
+def latent_parameters(model: VAE) -> tuple[list[tuple[torch.Tensor, int, int]], list[tuple[torch.Tensor, int, int]]]:
+    """(encoder, decoder) lists of (parameter, axis, offset): the weights that belong to one latent alone, latent
+    k's slice being index ``offset + k`` along ``axis``. Encoder: linear, the mean column and bias and the
+    log-variance; mlp, the output layer's mean and log-variance outputs (weights and biases). Decoder: the
+    weights from the latent (linear, the decoder row; mlp, the first layer's weights). The first of each list holds
+    the mean's weights: what the stability check perturbs (``stability.collapsed_weights``)."""
+    L = model.config.latents
+    if model.config.family == "linear":
+        return [(model.enc_mu.weight, 2, 0), (model.enc_mu.bias, 2, 0), (model.enc_logvar, 2, 0)], \
+            [(model.dec.weight, 1, 0)]
+    out = model.enc.out
+    return [(out.weight, 2, 0), (out.weight, 2, L), (out.bias, 2, 0), (out.bias, 2, L)], \
+        [(model.dec.hidden[0].weight, 1, 0)]
+
+
 def stack_members(models: "Sequence[VAE]") -> VAE:
     """One ensemble VAE whose member ``e`` is ``models[e]`` (each a VAE of the same architecture, any
     ensemble size; members in order): the warm-start chain trains its points one by one and ships them as one

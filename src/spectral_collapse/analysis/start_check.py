@@ -45,18 +45,16 @@ def oracle_table(latents: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame, m
     M^2 against the oracle's modes in order), the rank where it is, and whether it is within M2_TOL."""
     eq, _ = equilibrium(eval_split(latents), runs, max_drift)
     T_k = np.sort(pca["lambda_over_V"].to_numpy(float))[::-1]
+    ranked = _ranked_m2(latents, split)
+    lat = latents[(latents["split"] == split) & latents["run_id"].isin(eq)]
     rows = []
-    lat = latents[latents["split"] == split]
-    if lat.empty:
-        raise ValueError(f"no {split!r} rows in the latents table: the oracle check needs the {split} split measured")
-    for run_id, g in lat[lat["run_id"].isin(eq)].groupby("run_id"):
-        T = float(g["T"].iloc[0])
-        m2 = np.sort(g["M2"].to_numpy(float))[::-1]
+    for run_id, seed, T in lat[["run_id", "seed", "T"]].drop_duplicates().itertuples(index=False):
+        T, m2 = float(T), ranked[(int(seed), float(T))]
         n = min(len(m2), len(T_k))
         oracle = m2_oracle(T, T_k[:n])
         diff = np.abs(m2[:n] - oracle)
         worst = int(np.argmax(diff))
-        rows.append({"run_id": run_id, "seed": int(g["seed"].iloc[0]), "T": T, "max_abs_dM2": float(diff[worst]),
+        rows.append({"run_id": run_id, "seed": int(seed), "T": T, "max_abs_dM2": float(diff[worst]),
                      "worst_rank": worst + 1, "M2": float(m2[worst]), "M2_oracle": float(oracle[worst]),
                      "within": bool(diff[worst] <= M2_TOL)})
     return pd.DataFrame(rows).sort_values(["seed", "T"], ascending=[True, False], ignore_index=True)
