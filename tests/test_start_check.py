@@ -154,3 +154,67 @@ def test_two_sided_cli_writes_a_table_per_model_both_runs_hold(tmp_path):
     assert (tmp_path / "out" / "two_sided_linear.csv").is_file() and (tmp_path / "out" / "two_sided.json").is_file()
     with pytest.raises(FileNotFoundError, match="both"):
         start_check.two_sided(tmp_path / "hot", tmp_path / "out", tmp_path / "out2")
+
+
+def _two_sided_scans():
+    """An exact oracle scan as the hot side with rank 3 held shut at one point, and as the cold side with rank 10
+    held open at another: the two points where the sides disagree."""
+    hot, cold = _scan(), _scan()
+    T_shut, T_open = GRID[10], GRID[14]
+    hot["latents"].loc[(hot["latents"]["T"] == T_shut) & (hot["latents"]["rank"] == 3), "M2"] = 0.0
+    cold["latents"].loc[(cold["latents"]["T"] == T_open) & (cold["latents"]["rank"] == 10), "M2"] = 0.99
+    return hot, cold, T_shut, T_open
+
+
+def test_the_sides_check_removes_the_points_where_the_sides_disagree():
+    """equilibrium's fourth check: sides_agree False removes the point and is counted; NaN (not compared) passes
+    and is counted; a scan never compared keeps the three-check counts and rule."""
+    from spectral_collapse.analysis.equilibrium import equilibrium, first_failed_check
+
+    hot, cold, T_shut, T_open = _two_sided_scans()
+    table = start_check.two_sided_table(hot["latents"], cold["latents"], pca_table(T_K))
+    runs = start_check.mark_sides(hot["runs"], table)
+    assert runs["sides_agree"].eq(0.0).sum() == 2 and runs["sides_agree"].eq(1.0).sum() == len(GRID) - 2
+    lat = hot["latents"][hot["latents"]["split"] == "test"]
+    ids, counts = equilibrium(lat, runs, CFG["max_m2_drift"])
+    assert counts["removed"]["sides"] == 2 and counts["equilibrium"] == len(GRID) - 2
+    assert counts["sides_not_compared"] == 0 and "sides_agree" in counts["rule"]
+    assert {float(runs.set_index("run_id").loc[r, "T"]) for r in set(runs["run_id"]) - ids} == {T_shut, T_open}
+    runs.loc[runs["T"] == GRID[0], "sides_agree"] = np.nan
+    assert equilibrium(lat, runs, CFG["max_m2_drift"])[1]["sides_not_compared"] == 1
+    plain_ids, plain = equilibrium(lat, hot["runs"], CFG["max_m2_drift"])
+    assert "sides" not in plain["removed"] and "sides_not_compared" not in plain and len(plain_ids) == len(GRID)
+    assert (first_failed_check(lat, hot["runs"], CFG["max_m2_drift"])["failed"] == "").all()
+
+
+def test_two_sided_analysis_fits_only_points_at_equilibrium_from_both_sides():
+    """The hot side analysed with the two-sided check: the two disagreeing points are the only exceptions, each
+    with its reason and gap; the thresholds, fitted on the rest, are within 2% of the oracle at every resolved
+    rank; a seed with no point at equilibrium resolves nothing (no fallback fit on unaccepted points)."""
+    hot, cold, T_shut, T_open = _two_sided_scans()
+    table = start_check.two_sided_table(hot["latents"], cold["latents"], pca_table(T_K))
+    result = start_check.two_sided_analysis(hot, table, pca_table(T_K), CFG, "linear")
+    assert result["at_equilibrium"] == len(GRID) - 2 and result["removed_by"]["sides"] == 2
+    exceptions = result["not_at_equilibrium"]
+    assert [e["T"] for e in exceptions] == [T_shut, T_open] and {e["check"] for e in exceptions} == {"sides"}
+    assert all("ranked M^2 differ by" in e["reason"] for e in exceptions)
+    assert result["resolved_ranks"]["0"] >= 10 and result["ranks_within"]["0"] == result["resolved_ranks"]["0"]
+    disagree_everywhere = table.assign(agree=False)
+    none = start_check.two_sided_analysis(hot, disagree_everywhere, pca_table(T_K), CFG, "linear")
+    assert none["at_equilibrium"] == 0 and none["resolved_ranks"]["0"] == 0 and len(none["not_at_equilibrium"]) == len(GRID)
+
+
+def test_two_sided_cli_analyses_a_whole_scan(tmp_path):
+    hot, cold, T_shut, T_open = _two_sided_scans()
+    for side, scan in (("hot", hot), ("cold", cold)):
+        (tmp_path / side / "linear").mkdir(parents=True)
+        for name, t in scan.items():
+            t.to_parquet(tmp_path / side / "linear" / f"scan_{name}.parquet")
+    pca_table(T_K).to_parquet(tmp_path / "hot" / "pca.parquet")
+    start_check.main(["--two-sided", str(tmp_path / "hot"), str(tmp_path / "cold"), "--out", str(tmp_path / "out")])
+    import json
+
+    summary = json.loads((tmp_path / "out" / "two_sided.json").read_text())["linear"]
+    assert summary["agree"] == len(GRID) - 2 and summary["analysis"]["at_equilibrium"] == len(GRID) - 2
+    marked = pd.read_parquet(tmp_path / "out" / "scan_runs_linear.parquet")
+    assert set(marked.loc[marked["sides_agree"] == 0.0, "T"]) == {T_shut, T_open}

@@ -7,6 +7,12 @@ A point is at equilibrium when three checks pass, in this order:
 3. stability, from the collapsed side: a perturbation of the collapsed latents relaxed back (the runs table's
    `stable`; False fails, True passes, missing or NaN = not checked, which passes and is counted as such).
    A settled M^2 does not prove equilibrium: a collapsed mode sits at a saddle, where nothing moves for a long time.
+4. both sides, where a scan was compared with its other side (issue 19: a chain from the hot side with its
+   collapsed latents reopened, and one from the cold side; ``start_check.mark_sides``): the runs table's
+   `sides_agree` (False fails: the two sides' ranked M_k^2 differ by more than ``start_check.BRACKET_TOL`` at
+   some rank). A scan without the column is not compared, and its counts and rule do not mention the check.
+   Why: on the linear family the two sides agree only where both are within 0.05 of the exact oracle, so
+   agreement is an equilibrium test the oracle validates (reference/cold_end/).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import pandas as pd
 
 from .spectrum import run_max_drift
 
-CHECKS = ("loss_rule", "drift", "stability")
+CHECKS = ("loss_rule", "drift", "stability", "sides")
 
 
 def stability_flags(runs: pd.DataFrame) -> pd.Series:
@@ -28,23 +34,52 @@ def stability_flags(runs: pd.DataFrame) -> pd.Series:
     return flags.astype(float)
 
 
-def equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> tuple[set, dict]:
-    """(run_ids at equilibrium, counts): the counts of the points each check removed (a point is counted
-    by the first check it fails), how many were not stability-checked, and the total."""
+def side_flags(runs: pd.DataFrame) -> pd.Series | None:
+    """Per run_id: 1.0 the two sides agree, 0.0 they disagree, NaN not compared; None: the scan was never
+    compared with its other side (no `sides_agree` column)."""
+    if "sides_agree" not in runs or "run_id" not in runs:
+        return None
+    return pd.to_numeric(runs.set_index("run_id")["sides_agree"].astype("object"), errors="coerce").astype(float)
+
+
+def first_failed_check(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> pd.DataFrame:
+    """Per run_id (index): ``failed``, the first check the point fails ("" at equilibrium), ``stable`` and
+    ``sides_agree`` (the flags, NaN where not checked). The column ``sides_agree`` is there only for a scan that
+    was compared with its other side."""
     conv = latents.groupby("run_id")["converged"].all().astype(bool)
     drifting = (run_max_drift(latents).reindex(conv.index) > float(max_drift)).to_numpy(bool)
-    stable = stability_flags(runs).reindex(conv.index)
-    unstable = (stable == 0.0).to_numpy(bool)
-    ok = conv.to_numpy(bool)
-    removed = {"loss_rule": int((~ok).sum()), "drift": int((ok & drifting).sum()),
-               "stability": int((ok & ~drifting & unstable).sum())}
-    keep = ok & ~drifting & ~unstable
-    counts = {"points": int(len(conv)), "removed": removed, "equilibrium": int(keep.sum()),
-              "stability_not_checked": int((keep & ~np.isfinite(stable.to_numpy(float))).sum()),
-              "stability_checked": bool(np.isfinite(stable.to_numpy(float)).any()),
-              "max_m2_drift": float(max_drift),
-              "rule": "converged (loss rule) AND max m2_drift <= max_m2_drift AND stable is not False"}
-    return set(conv.index[keep]), counts
+    stable = stability_flags(runs).reindex(conv.index).to_numpy(float)
+    sides = side_flags(runs)
+    sides = None if sides is None else sides.reindex(conv.index).to_numpy(float)
+    failing = [~conv.to_numpy(bool), drifting, stable == 0.0] + ([] if sides is None else [sides == 0.0])
+    failed = np.full(len(conv), "", dtype=object)
+    for name, fails in zip(CHECKS, failing):
+        failed[(failed == "") & fails] = name
+    table = pd.DataFrame({"failed": failed, "stable": stable}, index=conv.index)
+    if sides is not None:
+        table["sides_agree"] = sides
+    return table
+
+
+def equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> tuple[set, dict]:
+    """(run_ids at equilibrium, counts): the counts of the points each check removed (a point is counted
+    by the first check it fails), how many were not stability-checked (or not compared with the other side),
+    and the total."""
+    table = first_failed_check(latents, runs, max_drift)
+    compared = "sides_agree" in table
+    keep = (table["failed"] == "").to_numpy(bool)
+    stable = table["stable"].to_numpy(float)
+    removed = {name: int((table["failed"] == name).sum()) for name in CHECKS if compared or name != "sides"}
+    rule = "converged (loss rule) AND max m2_drift <= max_m2_drift AND stable is not False"
+    side_counts = {}
+    if compared:
+        side_counts = {"sides_not_compared": int((keep & ~np.isfinite(table["sides_agree"].to_numpy(float))).sum())}
+        rule += " AND sides_agree is not False"
+    counts = {"points": int(len(table)), "removed": removed, "equilibrium": int(keep.sum()),
+              "stability_not_checked": int((keep & ~np.isfinite(stable)).sum()),
+              "stability_checked": bool(np.isfinite(stable).any()),
+              **side_counts, "max_m2_drift": float(max_drift), "rule": rule}
+    return set(table.index[keep]), counts
 
 
 def fit_points(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> tuple[set, dict, bool]:

@@ -16,6 +16,10 @@ Two checks, both on cached tables (nothing trains):
    ``BRACKET_TOL`` the point is at equilibrium from both sides; elsewhere the two bracket it and the point is
    an exception, both values listed. For the linear family the table says whether the oracle lies in the
    bracket and whether the agreeing points are within ``M2_TOL`` of it (the rule's validation).
+4. **The analysis from both sides** (``two_sided_analysis``): the hot side's scan with each point marked by
+   whether the sides agree (``mark_sides``: the runs table's ``sides_agree``, the fourth check of
+   ``equilibrium.equilibrium``), analysed as any scan: thresholds, d_eff and claims come only from the points at
+   equilibrium from both sides, and every other point is listed with the first check it failed and why.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import pandas as pd
 
 from ..oracle import m2 as m2_oracle
 from ..paths import ANALYSIS_ROOT, PCA_TABLE
-from .equilibrium import equilibrium
+from ..scan import t_label
+from .equilibrium import equilibrium, first_failed_check
 from .spectrum import eval_split
 
 M2_TOL = 0.05  # issue 19: every accepted point within 0.05 of the oracle's M^2
@@ -107,6 +112,72 @@ def two_sided_summary(table: pd.DataFrame) -> dict[str, Any]:
     if "within" in table:
         out.update({"agree_within_oracle": int(agree["within"].sum()),
                     "bracketed": int(table["bracketed"].sum())})
+    return out
+
+
+def mark_sides(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (one side's runs table) with ``sides_agree``: 1.0 where ``two_sided_table`` found the two sides
+    agreeing at the run's (seed, T), 0.0 where they disagree, NaN where the other side has no such point."""
+    flags = {(int(seed), t_label(T)): float(agree) for seed, T, agree in table[["seed", "T", "agree"]].itertuples(index=False)}
+    out = runs.copy()
+    out["sides_agree"] = [flags.get((int(seed), t_label(T)), np.nan) for seed, T in zip(runs["seed"], runs["T"])]
+    return out
+
+
+REASONS = {  # why a point is not at equilibrium, by the first check it failed (equilibrium.CHECKS)
+    "loss_rule": "not converged by the loss rule within the update budget",
+    "drift": "an M_k^2 still drifting faster than analysis.max_m2_drift",
+    "stability": "a perturbation of its collapsed latents did not relax back (stability check)",
+    "sides": "the hot and cold sides disagree",
+}
+
+
+def not_at_equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float,
+                       table: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """Every point not at equilibrium: seed, T, the first check it failed and the reason, with the two sides'
+    largest ranked-M^2 gap (``table``, ``two_sided_table``) where the sides disagree."""
+    checks = first_failed_check(eval_split(latents), runs, max_drift)
+    info = runs.drop_duplicates("run_id").set_index("run_id")
+    gaps = {} if table is None else {(int(r.seed), t_label(r.T)): r for r in table.itertuples(index=False)}
+    out = []
+    for run_id, failed in checks["failed"].items():
+        if not failed:
+            continue
+        seed, T = int(info.loc[run_id, "seed"]), float(info.loc[run_id, "T"])
+        row = {"seed": seed, "T": T, "check": failed, "reason": REASONS[failed]}
+        gap = gaps.get((seed, t_label(T)))
+        if failed == "sides" and gap is not None:
+            row["reason"] += (f": ranked M^2 differ by {gap.max_abs_dM2:.3f} at rank {gap.rank} "
+                              f"(hot {gap.M2_hot:.3f}, cold {gap.M2_cold:.3f})")
+        out.append(row)
+    return sorted(out, key=lambda r: (r["seed"], -r["T"]))
+
+
+def two_sided_analysis(hot: Mapping[str, pd.DataFrame], table: pd.DataFrame, pca: pd.DataFrame,
+                       cfg: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The hot side's scan (``hot``: latents, pruning, runs) analysed with the two-sided check (``table``):
+    per seed the points at equilibrium from both sides, the resolved thresholds (their rate on the train split),
+    every other point with its reason; for the linear family each resolved T_c against the training PCA's
+    lambda_k / V (within TC_TOL). Why the hot side's tables: where the sides agree, every ranked M_k^2 of the
+    two is within BRACKET_TOL, so either side measures the same state."""
+    marked = {**hot, "runs": mark_sides(hot["runs"], table)}
+    max_drift = float(cfg["max_m2_drift"])
+    eq, counts = equilibrium(eval_split(marked["latents"]), marked["runs"], max_drift)
+    T_c = _thresholds_on(marked, pca, cfg, model, "train")
+    lat = marked["latents"]
+    seeds_at_eq = {int(s) for s in lat.loc[lat["run_id"].isin(eq), "seed"]}
+    T_c = {seed: (ranks if seed in seeds_at_eq else {}) for seed, ranks in T_c.items()}  # no fallback fit
+    out: dict[str, Any] = {"points": counts["points"], "at_equilibrium": counts["equilibrium"],
+                           "removed_by": counts["removed"],
+                           "not_at_equilibrium": not_at_equilibrium(marked["latents"], marked["runs"], max_drift,
+                                                                    table),
+                           "resolved_ranks": {str(seed): len(ranks) for seed, ranks in T_c.items()},
+                           "T_c": {str(seed): {str(k): t for k, t in ranks.items()} for seed, ranks in T_c.items()}}
+    if model == "linear":
+        lam = pca.sort_values("k")["lambda_over_V"].to_numpy(float)
+        errors = {str(seed): {str(k): t / lam[k - 1] - 1.0 for k, t in ranks.items()} for seed, ranks in T_c.items()}
+        out["T_c_relative_error"] = errors
+        out["ranks_within"] = {seed: int(sum(abs(e) <= TC_TOL for e in errs.values())) for seed, errs in errors.items()}
     return out
 
 
@@ -233,12 +304,19 @@ def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[s
     return validation
 
 
-def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "train") -> dict[str, Any]:
+def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "train",
+              cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``two_sided_table`` of every model both analysis folders (``results/analysis`` of a hot-side and a
     cold-side run) hold, with the oracle for the linear family (the hot run's PCA table); writes
-    ``two_sided_<model>.csv`` and ``two_sided.json`` (``two_sided_summary`` per model) to ``out``."""
+    ``two_sided_<model>.csv`` and ``two_sided.json`` (``two_sided_summary`` per model) to ``out``. Where the hot
+    folder holds the model's whole scan (latents, pruning, runs), also ``two_sided_analysis`` under the model's
+    ``analysis`` (``cfg``: the analysis settings, default config.yaml's) and the marked runs table
+    ``scan_runs_<model>.parquet``."""
+    from ..config import load_config
+
     hot, cold, out = Path(hot), Path(cold), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config()["analysis"] if cfg is None else cfg
     pca = pd.read_parquet(hot / "pca.parquet")
     summary: dict[str, Any] = {"tolerance": BRACKET_TOL, "m2_tolerance": M2_TOL, "split": split}
     models = sorted(p.name for p in hot.iterdir() if (p / "scan_latents.parquet").is_file()
@@ -251,6 +329,10 @@ def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "
                                 pca if model == "linear" else None, split)
         table.to_csv(out / f"two_sided_{model}.csv", index=False)
         summary[model] = two_sided_summary(table)
+        if all((hot / model / f"scan_{name}.parquet").is_file() for name in TABLES):
+            tables = _tables(hot / model)
+            summary[model]["analysis"] = two_sided_analysis(tables, table, pca, cfg, model)
+            mark_sides(tables["runs"], table).to_parquet(out / f"scan_runs_{model}.parquet")
     (out / "two_sided.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     return summary
 
@@ -262,9 +344,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default BUNDLE/validation)")
     parser.add_argument("--two-sided", nargs=2, metavar=("HOT", "COLD"), default=None,
                         help="instead: the results/analysis folders of a hot-side and a cold-side run")
+    parser.add_argument("--configfile", nargs="*", default=[],
+                        help="with --two-sided: the presets the runs used, merged over config.yaml (their analysis "
+                             "settings)")
     args = parser.parse_args(argv)
     if args.two_sided:
-        result = two_sided(*args.two_sided, out=args.out or "two_sided")
+        from ..config import load_config
+
+        cfg = load_config(*args.configfile)["analysis"]
+        result = two_sided(*args.two_sided, out=args.out or "two_sided", cfg=cfg)
     else:
         result = validate_bundle(args.bundle, args.out)
     print(json.dumps(result, indent=1, default=float))
