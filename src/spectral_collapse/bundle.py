@@ -103,7 +103,7 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
         "data_sha256": verified["files"],
         "package_versions": package_versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_name()},
-        "jobs": _job_times(run_dir, models),
+        "jobs": job_times(run_dir, models),
         # the config hash each job ran under: jobs of one run may differ in what they do not share (e.g. another
         # model's settings, changed between them)
         "job_configs": {rel: payload.get("config_hash") for rel, payload in _shipped_runs(run_dir, models)},
@@ -165,7 +165,7 @@ def _coarsen_maps(src: Path, dst: Path) -> None:
         write_netcdf(coarse.astype({"mu": "float32"}), dst)
 
 
-def _job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
+def job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
     """Every training and measurement job of ``models``: wall and CPU seconds (Snakemake's benchmark), and for
     training the updates, the point-updates computed and those the job would have computed with no member
     frozen."""

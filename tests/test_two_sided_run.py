@@ -1,0 +1,84 @@
+"""Issue 19's two-sided reference run assembled from its runs (two_sided_run.assemble), on exact linear-oracle
+tables written as two workflow runs (no training): the scan tables of each side are copied, the two-sided test
+marks the point where the hot side held a latent shut as the one exception with its reason, the linear
+thresholds from the other points are within 2% of lambda_k / V, and the cost tables hold every job and chain point
+of both sides; a pair whose sides used different stores, or a side never run, stops with the fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spectral_collapse import two_sided_run
+from spectral_collapse.analysis.synthetic import linear_scan_tables, pca_table
+from spectral_collapse.scan import t_grid, t_label
+
+T_K = np.sort(np.array([9.8, 4.2, 1.9, 1.2, 0.65, 0.53, 0.31, 0.17, 0.11, 0.067, 0.018, 0.015]) / 19.0)[::-1]
+GRID = t_grid({"max": 1.0, "min": 1e-4, "per_decade": 5})
+
+
+def _write_run(root, side, shut_T=None, pca=None):
+    """A workflow run of the linear family's scan: analysis tables, PCA, the training and measurement jobs'
+    benchmarks and train.json with its chain."""
+    lat, prn, runs = linear_scan_tables(T_K, GRID, splits=("test", "train"))
+    if shut_T is not None:
+        lat.loc[(lat["T"] == shut_T) & (lat["rank"] == 2), "M2"] = 0.0
+    runs = pd.DataFrame([{k: v for k, v in r.items() if k != "totals"} for r in runs])
+    analysis = root / "results/analysis/linear"
+    analysis.mkdir(parents=True)
+    for name, table in (("latents", lat), ("pruning", prn), ("runs", runs)):
+        table.to_parquet(analysis / f"scan_{name}.parquet")
+    (pca if pca is not None else pca_table(T_K)).to_parquet(root / "results/analysis/pca.parquet")
+    group = f"T{t_label(GRID[0])}_T{t_label(GRID[-1])}"
+    for rule, cpu in (("train", 100.0), ("measure", 10.0)):
+        bench = root / "results/benchmarks" / rule / "linear" / group
+        bench.mkdir(parents=True)
+        (bench / "seed0.tsv").write_text(f"s\tcpu_time\tmax_rss\n{cpu + 1}\t{cpu}\t500\n")
+    chain = [{"T": T, "init": "initialisation" if i == 0 else "T?", "updates": 1000, "wall_time_s": 1.0,
+              "reused": False, "lr_restarts": 0, "reopened": [3] if side == "hot" and i else []}
+             for i, T in enumerate(GRID)]
+    record = {"members": [{"status": "converged"} for _ in GRID], "updates": 1000 * len(GRID),
+              "point_updates": 1000 * len(GRID), "point_updates_unfrozen": 1000 * len(GRID), "ms_per_step": 1.0,
+              "chain": chain}
+    run = root / "results/runs/linear" / group / "seed0"
+    run.mkdir(parents=True)
+    (run / "train.json").write_text(json.dumps(record))
+    (root / "presets").mkdir()
+    (root / "presets/overlay.yaml").write_text(f"# the {side} side\n")
+    return root
+
+
+def test_assemble_tests_the_pair_and_costs_every_job(tmp_path):
+    shut = GRID[6]
+    hot = _write_run(tmp_path / "hot", "hot", shut_T=shut)
+    cold = _write_run(tmp_path / "cold", "cold")
+    summary = two_sided_run.assemble(tmp_path / "out", {"linear": (hot, cold)})
+    pair = summary["pairs"]["linear"]["linear"]
+    assert pair["points"] == len(GRID) and pair["agree"] == len(GRID) - 1
+    analysis = pair["analysis"]
+    assert [(e["T"], e["check"]) for e in analysis["not_at_equilibrium"]] == [(shut, "sides")]
+    assert analysis["resolved_ranks"]["0"] >= 8 and analysis["ranks_within"] == analysis["resolved_ranks"]
+    for side in ("hot", "cold"):
+        assert (tmp_path / "out/linear" / side / "linear/scan_latents.parquet").is_file()
+    jobs = pd.read_csv(tmp_path / "out/cost_jobs.csv")
+    assert sorted(zip(jobs["side"], jobs["rule"])) == [("cold", "measure"), ("cold", "train"), ("hot", "measure"),
+                                                      ("hot", "train")]
+    assert summary["cost"]["cpu_s"] == 220.0 and summary["cost"]["train_cpu_s"] == 200.0
+    points = pd.read_csv(tmp_path / "out/cost_points.csv")
+    assert len(points) == 2 * len(GRID) and points.loc[points["side"] == "hot", "reopened"].sum() == len(GRID) - 1
+    provenance = json.loads((tmp_path / "out/provenance.json").read_text())
+    assert set(provenance["runs"]) == {"linear/hot", "linear/cold"}
+    assert "hot side" in provenance["runs"]["linear/hot"]["presets"]["overlay.yaml"]
+
+
+def test_assemble_stops_on_a_side_never_run_or_another_store(tmp_path):
+    hot = _write_run(tmp_path / "hot", "hot")
+    with pytest.raises(FileNotFoundError, match="cold side"):
+        two_sided_run.assemble(tmp_path / "out", {"linear": (hot, tmp_path / "missing")})
+    other = pca_table(T_K * 1.01)
+    cold = _write_run(tmp_path / "cold", "cold", pca=other)
+    with pytest.raises(ValueError, match="different stores"):
+        two_sided_run.assemble(tmp_path / "out2", {"linear": (hot, cold)})
