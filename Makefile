@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: example-table-data venv run run-ci run-slurm run-paper test bench bench-dag bench-optimizer gpu-check depth-cost figures report reference-figures reference-tables reference-validation lint clean-venv
+.PHONY: example-table-data venv run run-ci run-slurm run-paper test bench bench-dag bench-optimizer gpu-check depth-cost figures report reference-figures reference-tables reference-validation reference-two-sided lint clean-venv
 
 venv: $(STAMP)
 
@@ -107,6 +107,14 @@ reference-tables: $(STAMP)
 # with the independent random-start tables in reference/random_start/ (analysis.start_check).
 reference-validation: $(STAMP)
 	$(BIN)/python -m spectral_collapse.analysis.start_check reference
+
+# Issue 19's reference run from both sides (hours on 2 cores: start it first). Every side of every pair runs in its
+# own working directory under TWO_SIDED_ROOT, outside the repository; run it again to resume. Longest pairs first,
+# so that the two streams finish together. Then: python -m spectral_collapse.two_sided_run assemble OUT --pair ...
+TWO_SIDED_ROOT ?= ../two_sided_run
+TWO_SIDED_PAIRS ?= mlp-d8:0 mlp-d4:0 mlp-d4:1 mlp-d2:0 mlp-d2:1 linear
+reference-two-sided: $(STAMP)
+	$(BIN)/python -m spectral_collapse.two_sided_run run $(TWO_SIDED_ROOT) --pairs $(TWO_SIDED_PAIRS) --streams 2
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -82,3 +82,47 @@ def test_assemble_stops_on_a_side_never_run_or_another_store(tmp_path):
     cold = _write_run(tmp_path / "cold", "cold", pca=other)
     with pytest.raises(ValueError, match="different stores"):
         two_sided_run.assemble(tmp_path / "out2", {"linear": (hot, cold)})
+
+
+def test_prepare_writes_one_working_directory_per_side_that_selects_its_model_seed_and_side(tmp_path):
+    from spectral_collapse.config import load_config
+    from spectral_collapse.scan import model_seeds, model_specs
+
+    dirs = two_sided_run.prepare(tmp_path / "root", ["mlp-d4:1", "linear"])
+    assert set(dirs) == {"mlp-d4_seed1", "linear_seed0"}
+    for name, sides in dirs.items():
+        for side, work in sides.items():
+            config = load_config(work / "presets/reference.yaml", work / "presets/overlay.yaml")
+            specs = [s.model_id for s in model_specs(config)]
+            assert specs == [name.split("_seed")[0]]
+            assert model_seeds(config, specs[0]) == [int(name.split("_seed")[1])]
+            assert config["training"]["chain"] and config["training"]["chain_reopen"] == (side == "hot")
+            assert config["training"]["chain_from"] == ("cold" if side == "cold" else "hot")
+            assert (work / "config.yaml").is_file() and (work / "code_commit.txt").read_text().strip()
+    # a rerun keeps the directories; another side's overlay in one, or a root inside the repository, stops
+    assert two_sided_run.prepare(tmp_path / "root", ["linear"])["linear_seed0"]["hot"] == dirs["linear_seed0"]["hot"]
+    (dirs["linear_seed0"]["hot"] / "presets/overlay.yaml").write_text("training: {chain_from: cold}\n")
+    with pytest.raises(ValueError, match="another side"):
+        two_sided_run.prepare(tmp_path / "root", ["linear"])
+    with pytest.raises(ValueError, match="outside the work tree"):
+        two_sided_run.prepare(two_sided_run.REPO_ROOT / "results" / "two_sided", ["linear"])
+    with pytest.raises(ValueError, match="seed"):
+        two_sided_run.parse_pair("mlp-d4:x")
+
+
+def test_run_runs_every_side_and_reports_failures(tmp_path, monkeypatch):
+    import sys
+
+    real = two_sided_run.snakemake_command
+    command = real(tmp_path)
+    assert command[1:3] == ["-m", "snakemake"] and "presets/overlay.yaml" in command and "--rerun-incomplete" in command
+
+    def fake(work, preset=two_sided_run.PRESET):
+        code = "import pathlib, sys; pathlib.Path('ran').write_text('x'); sys.exit('cold' in pathlib.Path.cwd().name)"
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(two_sided_run, "snakemake_command", fake)
+    status = two_sided_run.run(tmp_path / "root", ["linear", "mlp-d2:1"], streams=2)
+    assert len(status) == 4 and all((tmp_path / "root" / w / "ran").is_file() for w in
+                                    ("linear_seed0_hot", "linear_seed0_cold", "mlp-d2_seed1_hot", "mlp-d2_seed1_cold"))
+    assert sorted(rc for rc in status.values()) == [0, 0, 1, 1]

@@ -17,7 +17,13 @@ tables (latents, pruning, runs: what the analysis reads) and writes:
 - ``summary.json``: per pair the counts, exceptions and resolved ranks, the cost per pair and in all;
 - ``provenance.json``: each run's code commit, presets, data checksums; packages and machine.
 
-``python -m spectral_collapse.two_sided_run OUT --pair NAME HOT_DIR COLD_DIR [--pair ...]`` (run directories).
+Running it (``prepare`` and ``run``): every side of every pair is a working directory of its own under a root
+outside the work tree (config.yaml, the presets, an overlay that picks the model, seed and side, the code commit),
+run by Snakemake with one core; ``streams`` sides run at a time. The chains save every finished point, so a run
+that was stopped continues where it stopped when ``run`` is called again (a finished side is not retrained).
+
+    python -m spectral_collapse.two_sided_run run ROOT --pairs linear mlp-d2:0 mlp-d2:1 --streams 2
+    python -m spectral_collapse.two_sided_run assemble OUT --pair NAME HOT_DIR COLD_DIR [--pair ...]
 """
 
 from __future__ import annotations
@@ -27,16 +33,108 @@ import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from .config import REPO_ROOT
 from .paths import ANALYSIS_ROOT, PCA_TABLE, VERIFIED
 from .provenance import package_versions, write_json
+from .scan import ModelSpec
 
 SIDES = ("hot", "cold")
 TABLES = ("latents", "pruning", "runs")
+SIDE_TRAINING = {"hot": {"chain_reopen": True}, "cold": {"chain_from": "cold"}}  # training.chain is the preset's
+PRESET = "presets/reference.yaml"
+
+
+def parse_pair(spec: str) -> tuple[str, int]:
+    """``mlp-d4:1`` -> ("mlp-d4", 1); ``linear`` -> ("linear", 0)."""
+    model_id, _, seed = spec.partition(":")
+    ModelSpec.from_id(model_id)  # a clear error for an unknown model id
+    if seed and not seed.isdigit():
+        raise ValueError(f"pair {spec!r}: the seed after ':' must be a number (e.g. mlp-d4:1)")
+    return model_id, int(seed or 0)
+
+
+def side_overlay(model_id: str, seed: int, side: str) -> dict[str, Any]:
+    """The preset layer that makes a working directory one side of one model and seed."""
+    spec = ModelSpec.from_id(model_id)
+    overlay: dict[str, Any] = {"scan": {"families": [spec.family], "seeds": [seed], "model_seeds": {model_id: [seed]}},
+                               "training": dict(SIDE_TRAINING[side])}
+    if spec.family == "mlp":
+        overlay["models"] = {"mlp": {"depths": [spec.depth]}}
+    return overlay
+
+
+def prepare(root: str | os.PathLike, pairs: Sequence[str], preset: str = PRESET) -> dict[str, dict[str, Path]]:
+    """The working directories of ``pairs`` (``parse_pair`` specs) under ``root``: {pair name: {side: dir}}.
+    An existing directory keeps its results (a rerun resumes), and its overlay must be the one it would get."""
+    import yaml
+
+    from .config import load_config
+
+    root = Path(root).resolve()
+    if REPO_ROOT.resolve() in (root, *root.parents):
+        raise ValueError(f"{root} is inside the repository: give a root outside the work tree (its checkpoints and "
+                         "results must not be committed or cleaned with it)")
+    out: dict[str, dict[str, Path]] = {}
+    for spec in pairs:
+        model_id, seed = parse_pair(spec)
+        name = f"{model_id}_seed{seed}"
+        out[name] = {}
+        for side in SIDES:
+            work = root / f"{name}_{side}"
+            overlay = yaml.safe_dump(side_overlay(model_id, seed, side), sort_keys=True)
+            target = work / "presets" / "overlay.yaml"
+            if target.is_file() and target.read_text() != overlay:
+                raise ValueError(f"{target} holds another side's overlay: remove {work} or choose another root")
+            (work / "presets").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO_ROOT / "config.yaml", work / "config.yaml")
+            shutil.copyfile(REPO_ROOT / preset, work / "presets" / Path(preset).name)
+            target.write_text(overlay)
+            load_config(work / "presets" / Path(preset).name, target)  # validated before anything runs
+            (work / "code_commit.txt").write_text(_commit() + "\n")
+            out[name][side] = work
+    return out
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def snakemake_command(work: Path, preset: str = PRESET) -> list[str]:
+    """One side's Snakemake call: the repository's workflow, the working directory's config and presets, one
+    core (the training and measurement jobs single-threaded), resuming an interrupted job."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--configfile", "config.yaml",
+            f"presets/{Path(preset).name}", "presets/overlay.yaml", "--cores", "1",
+            "--set-threads", "train=1", "measure=1", "--rerun-incomplete"]
+
+
+def run(root: str | os.PathLike, pairs: Sequence[str], streams: int = 2, preset: str = PRESET) -> dict[str, int]:
+    """Run every side of ``pairs`` (``prepare``), ``streams`` at a time, in the order given (a pair's hot side,
+    then its cold side); each side's log in its ``snakemake.log``. Returns {working dir: exit status}."""
+    dirs = prepare(root, pairs, preset)
+    works = [work for sides in dirs.values() for work in sides.values()]
+
+    def one(work: Path) -> int:
+        with open(work / "snakemake.log", "a") as log:
+            return subprocess.run(snakemake_command(work, preset), cwd=work, stdout=log, stderr=subprocess.STDOUT).returncode
+
+    with ThreadPoolExecutor(max_workers=max(1, int(streams))) as pool:
+        status = dict(zip((str(w) for w in works), pool.map(one, works)))
+    failed = [w for w, rc in status.items() if rc]
+    if failed:
+        print("failed (see snakemake.log there; run again to resume):\n  " + "\n  ".join(failed), file=sys.stderr)
+    return status
 
 
 def _models(run_dir: Path) -> list[str]:
@@ -158,22 +256,34 @@ def _run_provenance(run_dir: Path) -> dict[str, Any]:
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="assemble the two-sided reference run's evidence (issue 19)")
-    parser.add_argument("out")
-    parser.add_argument("--pair", nargs=3, action="append", metavar=("NAME", "HOT", "COLD"), required=True,
-                        help="a model and seed's hot-side and cold-side run directories")
-    parser.add_argument("--configfile", nargs="*", default=[], help="the presets the runs used (analysis settings)")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="issue 19's reference run from both sides: run it, assemble it")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run (or resume) both sides of each pair in working directories under ROOT")
+    run_p.add_argument("root", help="a folder outside the repository")
+    run_p.add_argument("--pairs", nargs="+", required=True, help="model[:seed], e.g. linear mlp-d4:0 mlp-d4:1")
+    run_p.add_argument("--streams", type=int, default=2, help="sides run at a time (one core each)")
+    asm = sub.add_parser("assemble", help="the evidence folder OUT from finished pairs")
+    asm.add_argument("out")
+    asm.add_argument("--pair", nargs=3, action="append", metavar=("NAME", "HOT", "COLD"), required=True,
+                     help="a model and seed's hot-side and cold-side run directories")
+    asm.add_argument("--configfile", nargs="*", default=[PRESET], help="the presets the runs used (analysis settings)")
     args = parser.parse_args(argv)
-    tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
+    if args.command == "run":
+        status = run(args.root, args.pairs, args.streams)
+        return int(any(status.values()))
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    summary = assemble(tmp, {name: (hot, cold) for name, hot, cold in args.pair}, args.configfile)
-    if Path(args.out).exists():
-        shutil.rmtree(args.out)
-    tmp.rename(args.out)  # complete or not there: never a half-written folder under the final name
+    summary = assemble(tmp, {name: (hot, cold) for name, hot, cold in args.pair},
+                       [str(REPO_ROOT / c) if not Path(c).is_absolute() else c for c in args.configfile])
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)  # complete or not there: never a half-written folder under the final name
     print(json.dumps(summary["cost"], indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
