@@ -63,15 +63,20 @@ def test_assemble_tests_the_pair_and_costs_every_job(tmp_path):
     assert analysis["resolved_ranks"]["0"] >= 8 and analysis["ranks_within"] == analysis["resolved_ranks"]
     for side in ("hot", "cold"):
         assert (tmp_path / "out/linear" / side / "linear/scan_latents.parquet").is_file()
+    marked = pd.read_parquet(tmp_path / "out/linear/two_sided/scan_runs_linear.parquet")
+    assert marked["sides_agree"].eq(0.0).sum() == 1
     jobs = pd.read_csv(tmp_path / "out/cost_jobs.csv")
     assert sorted(zip(jobs["side"], jobs["rule"])) == [("cold", "measure"), ("cold", "train"), ("hot", "measure"),
                                                       ("hot", "train")]
     assert summary["cost"]["cpu_s"] == 220.0 and summary["cost"]["train_cpu_s"] == 200.0
     points = pd.read_csv(tmp_path / "out/cost_points.csv")
     assert len(points) == 2 * len(GRID) and points.loc[points["side"] == "hot", "reopened"].sum() == len(GRID) - 1
-    provenance = json.loads((tmp_path / "out/provenance.json").read_text())
-    assert set(provenance["runs"]) == {"linear/hot", "linear/cold"}
-    assert "hot side" in provenance["runs"]["linear/hot"]["presets"]["overlay.yaml"]
+    provenance = json.loads((tmp_path / "out/linear/pair.json").read_text())["runs"]
+    assert "hot side" in provenance["hot"]["presets"]["overlay.yaml"]
+    # A second pair (another session's) is added beside the first; the summary holds both, costs summed.
+    again = two_sided_run.assemble(tmp_path / "out", {"linear_again": (cold, cold)})
+    assert set(again["pairs"]) == {"linear", "linear_again"} and again["pairs"]["linear_again"]["linear"]["agree"] == len(GRID)
+    assert again["cost"]["cpu_s"] == 440.0 and not list((tmp_path / "out").glob(".*.tmp"))
 
 
 def test_assemble_stops_on_a_side_never_run_or_another_store(tmp_path):

@@ -4,18 +4,21 @@ folder with its equilibrium test, cost and provenance.
 Each side of a model and seed is a workflow run of its own (a working directory with config.yaml, its presets
 and results/): the hot side is the warm-start chain with collapsed latents reopened (``training.chain_reopen``),
 the cold side the chain from the cold end (``training.chain_from: cold``). ``assemble`` copies each pair's scan
-tables (latents, pruning, runs: what the analysis reads) and writes:
+tables (latents, pruning, runs: what the analysis reads) into an evidence folder, pair by pair (a run done over
+several sessions is added to as its pairs finish):
 
-- ``<pair>/hot/``, ``<pair>/cold/``: the scan tables of each side;
+- ``<pair>/hot/<model>/``, ``<pair>/cold/<model>/``: the scan tables of each side (the hot side also its latent
+  correlations and maps, coarsened as in the reference bundle);
 - ``<pair>/two_sided/``: ``analysis.start_check.two_sided`` on the pair: per point the two sides' largest
   ranked-M^2 gap, the hot side's analysis with the two-sided check (points at equilibrium from both sides, every
-  other point with its reason, resolved thresholds per seed, for the linear family against lambda_k / V);
-- ``pca.parquet``: the training PCA (the same store for every run: checked);
-- ``cost_jobs.csv``: every training and measurement job (CPU and wall seconds from Snakemake's benchmark,
-  updates, points at the update budget); ``cost_points.csv``: every chain point (updates, wall seconds, what it
-  started from, the latents it reopened);
-- ``summary.json``: per pair the counts, exceptions and resolved ranks, the cost per pair and in all;
-- ``provenance.json``: each run's code commit, presets, data checksums; packages and machine.
+  other point with its reason, resolved thresholds per seed, for the linear family against lambda_k / V), and
+  the hot side's runs table marked with ``sides_agree``;
+- ``<pair>/cost_jobs.csv``: every training and measurement job (CPU and wall seconds from Snakemake's benchmark,
+  updates); ``<pair>/cost_points.csv``: every chain point (updates, wall seconds, what it started from, the
+  latents it reopened); ``<pair>/pair.json``: the pair's counts, exceptions, resolved ranks, points at the
+  budget, cost, and each run's presets, code commit and data checksums;
+- ``pca.parquet``: the training PCA (the same store for every pair: checked);
+- ``summary.json``, ``cost_jobs.csv``, ``cost_points.csv``: every pair's, with the cost in all.
 
 Running it (``prepare`` and ``run``): every side of every pair is a working directory of its own under a root
 outside the work tree (config.yaml, the presets, an overlay that picks the model, seed and side, the code commit),
@@ -178,68 +181,100 @@ def _budget_points(run_dir: Path, models: Sequence[str]) -> int:
     return int((runs["status"] == "budget").sum())
 
 
-def _pair_cost(jobs: pd.DataFrame) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for side, g in jobs.groupby("side"):
-        for rule, r in g.groupby("rule"):
-            out[f"{side}_{rule}_cpu_s"] = float(r["cpu_s"].sum())
+def _cpu(jobs: pd.DataFrame) -> dict[str, Any]:
+    """CPU seconds by side and rule, by rule, and in all."""
+    out: dict[str, Any] = {f"{side}_{rule}_cpu_s": float(g["cpu_s"].sum())
+                           for (side, rule), g in jobs.groupby(["side", "rule"])}
+    out.update({f"{rule}_cpu_s": float(g["cpu_s"].sum()) for rule, g in jobs.groupby("rule")})
     out["cpu_s"] = float(jobs["cpu_s"].sum())
     return out
 
 
+def add_pair(out: Path, name: str, hot: Path, cold: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``out/name`` (under a temporary name, renamed when complete) from one pair's runs; returns the pair's
+    record (``pair.json``). The hot side also keeps its latent correlations and maps (coarsened as in the
+    reference bundle): what a bundle shipped from the hot side redraws its maps from."""
+    from .analysis.start_check import two_sided
+    from .bundle import _coarsen_maps
+
+    runs = {"hot": Path(hot), "cold": Path(cold)}
+    models = _check_pair(name, runs)
+    pca = pd.read_parquet(runs["hot"] / PCA_TABLE)
+    if (out / "pca.parquet").is_file() and not pd.read_parquet(out / "pca.parquet").equals(pca):
+        raise ValueError(f"pair {name}: its PCA table differs from {out / 'pca.parquet'}: the runs used another "
+                         "store than the pairs already there")
+    tmp = out / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    jobs, points, provenance = [], [], {}
+    for side, run_dir in runs.items():
+        for model in models:
+            src, dst = run_dir / ANALYSIS_ROOT / model, tmp / side / model
+            dst.mkdir(parents=True)
+            for table in TABLES:
+                shutil.copyfile(src / f"scan_{table}.parquet", dst / f"scan_{table}.parquet")
+            if side == "hot":
+                if (src / "latent_correlations.parquet").is_file():
+                    shutil.copyfile(src / "latent_correlations.parquet", dst / "latent_correlations.parquet")
+                if (src / "latent_maps.nc").is_file():
+                    _coarsen_maps(src / "latent_maps.nc", dst / "latent_maps.nc")
+        side_jobs, side_points = cost_tables(run_dir, models, name, side)
+        jobs.append(side_jobs)
+        points.append(side_points)
+        provenance[side] = _run_provenance(run_dir)
+    pca.to_parquet(tmp / "hot" / "pca.parquet")
+    result = two_sided(tmp / "hot", tmp / "cold", tmp / "two_sided", cfg=cfg)
+    (tmp / "hot" / "pca.parquet").unlink()
+    jobs, points = pd.concat(jobs, ignore_index=True), pd.concat(points, ignore_index=True)
+    jobs.to_csv(tmp / "cost_jobs.csv", index=False)
+    points.to_csv(tmp / "cost_points.csv", index=False)
+    record = {"pair": name, "models": models, "runs": provenance,
+              **{model: {k: v for k, v in result[model].items() if k != "exceptions"} for model in models},
+              "points_at_budget": {side: _budget_points(run_dir, models) for side, run_dir in runs.items()},
+              "cost": _cpu(jobs)}
+    write_json(tmp / "pair.json", record)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "pca.parquet").is_file():
+        pca.to_parquet(out / "pca.parquet")
+    if (out / name).exists():
+        shutil.rmtree(out / name)
+    tmp.rename(out / name)
+    return record
+
+
+def summarize(out: str | os.PathLike) -> dict[str, Any]:
+    """``summary.json``, ``cost_jobs.csv`` and ``cost_points.csv`` of every pair in ``out``."""
+    out = Path(out)
+    pairs = sorted(p.parent for p in out.glob("*/pair.json"))
+    if not pairs:
+        raise FileNotFoundError(f"{out} holds no pair (no */pair.json): assemble a pair first")
+    jobs = pd.concat([pd.read_csv(p / "cost_jobs.csv") for p in pairs], ignore_index=True)
+    points = pd.concat([pd.read_csv(p / "cost_points.csv") for p in pairs], ignore_index=True)
+    jobs.to_csv(out / "cost_jobs.csv", index=False)
+    points.to_csv(out / "cost_points.csv", index=False)
+    summary = {"pairs": {p.name: json.loads((p / "pair.json").read_text()) for p in pairs},
+               "agreement": "two sides agree when every ranked M_k^2 (train split) is within 0.05 "
+                            "(analysis.start_check.BRACKET_TOL)",
+               "cost": {**_cpu(jobs), "core_hours": float(jobs["cpu_s"].sum()) / 3600.0},
+               "package_versions": package_versions(),
+               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
+    for record in summary["pairs"].values():
+        record.pop("runs", None)  # each pair's provenance stays in its pair.json
+    write_json(out / "summary.json", summary)
+    return summary
+
+
 def assemble(out: str | os.PathLike, pairs: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]],
              configfiles: Sequence[str] = ()) -> dict[str, Any]:
-    """Write the evidence folder ``out`` from ``pairs`` ({name: (hot run dir, cold run dir)}); returns the
+    """Add ``pairs`` ({name: (hot run dir, cold run dir)}) to the evidence folder ``out`` (pairs already there
+    stay: a run done over several sessions is assembled pair by pair), then ``summarize`` it; returns the
     summary. ``configfiles``: the presets (merged over config.yaml) whose analysis settings the runs used."""
-    from .analysis.start_check import two_sided
     from .config import load_config
 
     out = Path(out)
     cfg = load_config(*configfiles)["analysis"]
-    summary: dict[str, Any] = {"pairs": {}, "tolerance_note": "two sides agree when every ranked M_k^2 (train split) "
-                               "is within 0.05 (analysis.start_check.BRACKET_TOL)"}
-    provenance: dict[str, Any] = {"runs": {}, "package_versions": package_versions(),
-                                  "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                                  "assembled": "python -m spectral_collapse.two_sided_run OUT --pair NAME HOT COLD ..."}
-    all_jobs, all_points, pca = [], [], None
     for name, (hot, cold) in pairs.items():
-        runs = {"hot": Path(hot), "cold": Path(cold)}
-        models = _check_pair(name, runs)
-        for side, run_dir in runs.items():
-            for model in models:
-                dst = out / name / side / model
-                dst.mkdir(parents=True, exist_ok=True)
-                for table in TABLES:
-                    shutil.copyfile(run_dir / ANALYSIS_ROOT / model / f"scan_{table}.parquet",
-                                    dst / f"scan_{table}.parquet")
-            jobs, points = cost_tables(run_dir, models, name, side)
-            all_jobs.append(jobs)
-            all_points.append(points)
-            provenance["runs"][f"{name}/{side}"] = _run_provenance(run_dir)
-        side_pca = pd.read_parquet(runs["hot"] / PCA_TABLE)
-        if pca is None:
-            pca = side_pca
-            pca.to_parquet(out / "pca.parquet")
-        elif not pca.equals(side_pca):
-            raise ValueError(f"pair {name}: its PCA table differs from the first pair's: the runs used different stores")
-        shutil.copyfile(runs["hot"] / PCA_TABLE, out / name / "hot" / "pca.parquet")
-        result = two_sided(out / name / "hot", out / name / "cold", out / name / "two_sided", cfg=cfg)
-        (out / name / "hot" / "pca.parquet").unlink()
-        pair_jobs = pd.concat([j for j in all_jobs if len(j) and (j["pair"] == name).any()])
-        summary["pairs"][name] = {
-            "models": models,
-            **{model: {k: v for k, v in result[model].items() if k != "exceptions"} for model in models},
-            "points_at_budget": {side: _budget_points(run_dir, models) for side, run_dir in runs.items()},
-            "cost": _pair_cost(pair_jobs)}
-    jobs, points = pd.concat(all_jobs, ignore_index=True), pd.concat(all_points, ignore_index=True)
-    jobs.to_csv(out / "cost_jobs.csv", index=False)
-    points.to_csv(out / "cost_points.csv", index=False)
-    summary["cost"] = {"cpu_s": float(jobs["cpu_s"].sum()), "core_hours": float(jobs["cpu_s"].sum()) / 3600.0,
-                       "train_cpu_s": float(jobs.loc[jobs["rule"] == "train", "cpu_s"].sum()),
-                       "measure_cpu_s": float(jobs.loc[jobs["rule"] == "measure", "cpu_s"].sum())}
-    write_json(out / "summary.json", summary)
-    write_json(out / "provenance.json", provenance)
-    return summary
+        add_pair(out, name, Path(hot), Path(cold), cfg)
+    return summarize(out)
 
 
 def _run_provenance(run_dir: Path) -> dict[str, Any]:
@@ -272,15 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         status = run(args.root, args.pairs, args.streams)
         return int(any(status.values()))
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    summary = assemble(tmp, {name: (hot, cold) for name, hot, cold in args.pair},
+    summary = assemble(args.out, {name: (hot, cold) for name, hot, cold in args.pair},
                        [str(REPO_ROOT / c) if not Path(c).is_absolute() else c for c in args.configfile])
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)  # complete or not there: never a half-written folder under the final name
     print(json.dumps(summary["cost"], indent=1))
     return 0
 
