@@ -220,7 +220,7 @@ def test_reopening_chain_records_what_it_reopened_and_matches_the_oracle(data, t
     _assert_members_on_the_oracle(group.model, dm, lam)
 
 
-def test_reopening_takes_its_threshold_from_the_analysis_and_refuses_to_guess(data, tmp_path):
+def test_reopening_takes_its_threshold_from_the_analysis_and_refuses_to_guess(data, tmp_path, monkeypatch):
     """The latents a chain reopens are those at or below analysis.active_threshold (scan.model_settings passes it,
     and only to a reopening chain: other jobs' settings are unchanged); a reopening chain without it stops."""
     from spectral_collapse.config import load_config
@@ -235,6 +235,28 @@ def test_reopening_takes_its_threshold_from_the_analysis_and_refuses_to_guess(da
     with pytest.raises(ValueError, match="reopen_threshold"):
         train_group(dm, _settings(chain_reopen=True), [b / dm.V for b in BETAS], model_id="linear", seed=0,
                     run_dir=tmp_path)
+    # The threshold reaches the reopening and the point key: another threshold, another key (a retraining).
+    from spectral_collapse.settings import TrainingSettings
+
+    st = TrainingSettings.from_mapping({**TRAINING, "chain_reopen": True})
+    cfg = VAEConfig.build("linear", dm.n_features, latents=5)
+    keys = {chain_mod.point_key(cfg, [1.0, 0.5], dm.V, 0, st, t) for t in (0.1, 0.2)}
+    assert len(keys) == 2
+    seen = []
+    real = chain_mod.reopen_collapsed
+
+    def spy(state, single, data, seed, threshold):
+        seen.append(threshold)
+        return real(state, single, data, seed, threshold)
+
+    monkeypatch.setattr(chain_mod, "reopen_collapsed", spy)
+    train_group(dm, {**_settings(chain_reopen=True, max_updates=400), "reopen_threshold": 0.37},
+                [b / dm.V for b in BETAS[:2]], model_id="linear", seed=0, run_dir=tmp_path / "spy")
+    assert seen == [0.37]
+    # Every latent at or below a threshold above 1 reopens; none below 0.
+    state = {name: v.clone() for name, v in VAE(cfg).state_dict().items()}
+    assert chain_mod.reopen_collapsed(state, cfg, dm, 0, 1.1)[1] == list(range(5))
+    assert chain_mod.reopen_collapsed(state, cfg, dm, 0, -0.1)[1] == []
 
 
 def test_chain_from_the_cold_side_starts_coldest_and_matches_the_oracle(data, tmp_path):

@@ -183,7 +183,13 @@ def test_the_sides_check_removes_the_points_where_the_sides_disagree():
     runs.loc[runs["T"] == GRID[0], "sides_agree"] = np.nan
     assert equilibrium(lat, runs, CFG["max_m2_drift"])[1]["sides_not_compared"] == 1
     plain_ids, plain = equilibrium(lat, hot["runs"], CFG["max_m2_drift"])
-    assert "sides" not in plain["removed"] and "sides_not_compared" not in plain and len(plain_ids) == len(GRID)
+    assert plain == {"points": len(GRID), "removed": {"loss_rule": 0, "drift": 0, "stability": 0},
+                     "equilibrium": len(GRID), "stability_not_checked": len(GRID), "stability_checked": False,
+                     "max_m2_drift": CFG["max_m2_drift"],
+                     "rule": "converged (loss rule) AND max m2_drift <= max_m2_drift AND stable is not False"}
+    assert len(plain_ids) == len(GRID) and list(plain) == ["points", "removed", "equilibrium",
+                                                           "stability_not_checked", "stability_checked",
+                                                           "max_m2_drift", "rule"]
     assert (first_failed_check(lat, hot["runs"], CFG["max_m2_drift"])["failed"] == "").all()
 
 

@@ -20,41 +20,50 @@ T_K = np.sort(np.array([9.8, 4.2, 1.9, 1.2, 0.65, 0.53, 0.31, 0.17, 0.11, 0.067,
 GRID = t_grid({"max": 1.0, "min": 1e-4, "per_decade": 5})
 
 
-def _write_run(root, side, shut_T=None, pca=None):
-    """A workflow run of the linear family's scan: analysis tables, PCA, the training and measurement jobs'
-    benchmarks and train.json with its chain."""
-    lat, prn, runs = linear_scan_tables(T_K, GRID, splits=("test", "train"))
-    if shut_T is not None:
-        lat.loc[(lat["T"] == shut_T) & (lat["rank"] == 2), "M2"] = 0.0
-    runs = pd.DataFrame([{k: v for k, v in r.items() if k != "totals"} for r in runs])
-    analysis = root / "results/analysis/linear"
-    analysis.mkdir(parents=True)
-    for name, table in (("latents", lat), ("pruning", prn), ("runs", runs)):
-        table.to_parquet(analysis / f"scan_{name}.parquet")
-    (pca if pca is not None else pca_table(T_K)).to_parquet(root / "results/analysis/pca.parquet")
-    group = f"T{t_label(GRID[0])}_T{t_label(GRID[-1])}"
-    for rule, cpu in (("train", 100.0), ("measure", 10.0)):
-        bench = root / "results/benchmarks" / rule / "linear" / group
-        bench.mkdir(parents=True)
-        (bench / "seed0.tsv").write_text(f"s\tcpu_time\tmax_rss\n{cpu + 1}\t{cpu}\t500\n")
-    chain = [{"T": T, "init": "initialisation" if i == 0 else "T?", "updates": 1000, "wall_time_s": 1.0,
-              "reused": False, "lr_restarts": 0, "reopened": [3] if side == "hot" and i else []}
-             for i, T in enumerate(GRID)]
-    record = {"members": [{"status": "converged"} for _ in GRID], "updates": 1000 * len(GRID),
-              "point_updates": 1000 * len(GRID), "point_updates_unfrozen": 1000 * len(GRID), "ms_per_step": 1.0,
-              "chain": chain}
-    run = root / "results/runs/linear" / group / "seed0"
-    run.mkdir(parents=True)
-    (run / "train.json").write_text(json.dumps(record))
-    (root / "presets").mkdir()
-    (root / "presets/overlay.yaml").write_text(f"# the {side} side\n")
-    return root
+def _write_runs(root, shut_T=None, cold_pca=None, drop_cold_T=None):
+    """Both sides of the linear pair as finished workflow runs (``prepare``'s working directories): analysis
+    tables, PCA, summary and run.json with the run's config, the training and measurement jobs' benchmarks and
+    train.json with its chain. ``shut_T``: the hot side holds rank 2 shut there."""
+    from spectral_collapse.bundle import _run_config
+    from spectral_collapse.provenance import config_hash
+
+    sides = two_sided_run.prepare(root, ["linear"])["linear_seed0"]
+    for side, work in sides.items():
+        lat, prn, runs = linear_scan_tables(T_K, GRID, splits=("test", "train"))
+        if side == "hot" and shut_T is not None:
+            lat.loc[(lat["T"] == shut_T) & (lat["rank"] == 2), "M2"] = 0.0
+        if side == "cold" and drop_cold_T is not None:
+            lat = lat[lat["T"] != drop_cold_T]
+        runs = pd.DataFrame([{k: v for k, v in r.items() if k != "totals"} for r in runs])
+        analysis = work / "results/analysis/linear"
+        analysis.mkdir(parents=True)
+        for name, table in (("latents", lat), ("pruning", prn), ("runs", runs)):
+            table.to_parquet(analysis / f"scan_{name}.parquet")
+        pca = cold_pca if side == "cold" and cold_pca is not None else pca_table(T_K)
+        pca.to_parquet(work / "results/analysis/pca.parquet")
+        config = _run_config(work, two_sided_run.side_presets())
+        (work / "results/summary.json").write_text(json.dumps({"config_hash": config_hash(config)}))
+        group = f"T{t_label(GRID[0])}_T{t_label(GRID[-1])}"
+        for rule, cpu in (("train", 100.0), ("measure", 10.0)):
+            bench = work / "results/benchmarks" / rule / "linear" / group
+            bench.mkdir(parents=True)
+            (bench / "seed0.tsv").write_text(f"s\tcpu_time\tmax_rss\n{cpu + 1}\t{cpu}\t500\n")
+        chain = [{"T": T, "init": "initialisation" if i == 0 else "T?", "updates": 1000, "wall_time_s": 1.0,
+                  "reused": i == 1, "lr_restarts": 0, "reopened": [3] if side == "hot" and i else []}
+                 for i, T in enumerate(GRID)]
+        record = {"members": [{"status": "converged"} for _ in GRID], "updates": 1000 * len(GRID),
+                  "point_updates": 1000 * len(GRID), "point_updates_unfrozen": 1000 * len(GRID), "ms_per_step": 1.0,
+                  "chain": chain}
+        run = work / "results/runs/linear" / group / "seed0"
+        run.mkdir(parents=True)
+        (run / "train.json").write_text(json.dumps(record))
+        (run / "run.json").write_text(json.dumps({"config": config}))
+    return sides["hot"], sides["cold"]
 
 
 def test_assemble_tests_the_pair_and_costs_every_job(tmp_path):
     shut = GRID[6]
-    hot = _write_run(tmp_path / "hot", "hot", shut_T=shut)
-    cold = _write_run(tmp_path / "cold", "cold")
+    hot, cold = _write_runs(tmp_path / "runs", shut_T=shut)
     summary = two_sided_run.assemble(tmp_path / "out", {"linear": (hot, cold)})
     pair = summary["pairs"]["linear"]["linear"]
     assert pair["points"] == len(GRID) and pair["agree"] == len(GRID) - 1
@@ -68,25 +77,29 @@ def test_assemble_tests_the_pair_and_costs_every_job(tmp_path):
     jobs = pd.read_csv(tmp_path / "out/cost_jobs.csv")
     assert sorted(zip(jobs["side"], jobs["rule"])) == [("cold", "measure"), ("cold", "train"), ("hot", "measure"),
                                                       ("hot", "train")]
+    assert jobs["seed"].tolist() == [0, 0, 0, 0] and jobs.loc[jobs["rule"] == "train", "reused_points"].tolist() == [1, 1]
     assert summary["cost"]["cpu_s"] == 220.0 and summary["cost"]["train_cpu_s"] == 200.0
     points = pd.read_csv(tmp_path / "out/cost_points.csv")
     assert len(points) == 2 * len(GRID) and points.loc[points["side"] == "hot", "reopened"].sum() == len(GRID) - 1
     provenance = json.loads((tmp_path / "out/linear/pair.json").read_text())["runs"]
-    assert "hot side" in provenance["hot"]["presets"]["overlay.yaml"]
+    assert "chain_reopen: true" in provenance["hot"]["presets"]["overlay.yaml"]
+    assert provenance["hot"]["code"][0]["commit"]
     # A second pair (another session's) is added beside the first; the summary holds both, costs summed.
-    again = two_sided_run.assemble(tmp_path / "out", {"linear_again": (cold, cold)})
-    assert set(again["pairs"]) == {"linear", "linear_again"} and again["pairs"]["linear_again"]["linear"]["agree"] == len(GRID)
-    assert again["cost"]["cpu_s"] == 440.0 and not list((tmp_path / "out").glob(".*.tmp"))
+    again = two_sided_run.assemble(tmp_path / "out", {"linear_again": (hot, cold)})
+    assert set(again["pairs"]) == {"linear", "linear_again"} and again["cost"]["cpu_s"] == 440.0
+    assert not list((tmp_path / "out").glob(".*"))
 
 
-def test_assemble_stops_on_a_side_never_run_or_another_store(tmp_path):
-    hot = _write_run(tmp_path / "hot", "hot")
-    with pytest.raises(FileNotFoundError, match="cold side"):
-        two_sided_run.assemble(tmp_path / "out", {"linear": (hot, tmp_path / "missing")})
-    other = pca_table(T_K * 1.01)
-    cold = _write_run(tmp_path / "cold", "cold", pca=other)
-    with pytest.raises(ValueError, match="different stores"):
-        two_sided_run.assemble(tmp_path / "out2", {"linear": (hot, cold)})
+@pytest.mark.parametrize("problem, error, match", [
+    ("missing", FileNotFoundError, "cold side"), ("swapped", ValueError, "not a hot-side run"),
+    ("store", ValueError, "different stores"), ("point", ValueError, "one side only")])
+def test_assemble_stops_on_a_pair_that_is_not_one_and_leaves_nothing(tmp_path, problem, error, match):
+    hot, cold = _write_runs(tmp_path / "runs", cold_pca=pca_table(T_K * 1.01) if problem == "store" else None,
+                            drop_cold_T=GRID[3] if problem == "point" else None)
+    pair = {"missing": (hot, tmp_path / "missing"), "swapped": (cold, hot)}.get(problem, (hot, cold))
+    with pytest.raises(error, match=match):
+        two_sided_run.assemble(tmp_path / "out", {"linear": pair})
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 def test_prepare_writes_one_working_directory_per_side_that_selects_its_model_seed_and_side(tmp_path):
@@ -103,7 +116,7 @@ def test_prepare_writes_one_working_directory_per_side_that_selects_its_model_se
             assert model_seeds(config, specs[0]) == [int(name.split("_seed")[1])]
             assert config["training"]["chain"] and config["training"]["chain_reopen"] == (side == "hot")
             assert config["training"]["chain_from"] == ("cold" if side == "cold" else "hot")
-            assert (work / "config.yaml").is_file() and (work / "code_commit.txt").read_text().strip()
+            assert (work / "config.yaml").is_file() and json.loads((work / "code.jsonl").read_text())["commit"]
     # a rerun keeps the directories; another side's overlay in one, or a root inside the repository, stops
     assert two_sided_run.prepare(tmp_path / "root", ["linear"])["linear_seed0"]["hot"] == dirs["linear_seed0"]["hot"]
     (dirs["linear_seed0"]["hot"] / "presets/overlay.yaml").write_text("training: {chain_from: cold}\n")
@@ -113,6 +126,8 @@ def test_prepare_writes_one_working_directory_per_side_that_selects_its_model_se
         two_sided_run.prepare(two_sided_run.REPO_ROOT / "results" / "two_sided", ["linear"])
     with pytest.raises(ValueError, match="seed"):
         two_sided_run.parse_pair("mlp-d4:x")
+    with pytest.raises(ValueError, match="twice"):
+        two_sided_run.prepare(tmp_path / "other", ["linear", "linear:0"])
 
 
 def test_run_runs_every_side_and_reports_failures(tmp_path, monkeypatch):
@@ -127,6 +142,10 @@ def test_run_runs_every_side_and_reports_failures(tmp_path, monkeypatch):
         return [sys.executable, "-c", code]
 
     monkeypatch.setattr(two_sided_run, "snakemake_command", fake)
+    monkeypatch.delenv("WORLDCLIM_DIR", raising=False)
+    with pytest.raises(ValueError, match="WORLDCLIM_DIR"):
+        two_sided_run.run(tmp_path / "root", ["linear"])
+    monkeypatch.setenv("WORLDCLIM_DIR", str(tmp_path))
     status = two_sided_run.run(tmp_path / "root", ["linear", "mlp-d2:1"], streams=2)
     assert len(status) == 4 and all((tmp_path / "root" / w / "ran").is_file() for w in
                                     ("linear_seed0_hot", "linear_seed0_cold", "mlp-d2_seed1_hot", "mlp-d2_seed1_cold"))

@@ -46,11 +46,11 @@ import pandas as pd
 
 from .config import REPO_ROOT
 from .paths import ANALYSIS_ROOT, PCA_TABLE, VERIFIED
-from .provenance import package_versions, write_json
+from .analysis.start_check import BRACKET_TOL, TABLES, scanned_models
+from .provenance import atomic_path, package_versions, write_json, write_parquet
 from .scan import ModelSpec
 
 SIDES = ("hot", "cold")
-TABLES = ("latents", "pruning", "runs")
 SIDE_TRAINING = {"hot": {"chain_reopen": True}, "cold": {"chain_from": "cold"}}  # training.chain is the preset's
 PRESET = "presets/reference.yaml"
 
@@ -74,57 +74,76 @@ def side_overlay(model_id: str, seed: int, side: str) -> dict[str, Any]:
     return overlay
 
 
+def side_presets(preset: str = PRESET) -> list[str]:
+    """A side's presets, relative to its working directory, in the order they are merged over config.yaml."""
+    return [f"presets/{Path(preset).name}", "presets/overlay.yaml"]
+
+
+def _write_once(path: Path, text: str, work: Path) -> None:
+    """Write ``path`` unless it is there; one that differs stops: a resumed side must keep the settings it was
+    started with (anything else would retrain it, and the record would name settings it did not run with)."""
+    if path.is_file():
+        if path.read_text() != text:
+            raise ValueError(f"{path} differs from what this run would write (another side, or config.yaml / the "
+                             f"preset changed since it started): remove {work} to start that side afresh, or "
+                             "choose another root")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def prepare(root: str | os.PathLike, pairs: Sequence[str], preset: str = PRESET) -> dict[str, dict[str, Path]]:
     """The working directories of ``pairs`` (``parse_pair`` specs) under ``root``: {pair name: {side: dir}}.
-    An existing directory keeps its results (a rerun resumes), and its overlay must be the one it would get."""
+    An existing directory keeps its results (a rerun resumes) and must hold the config, preset and overlay it
+    would get; each call appends the code it runs with to the side's ``code.jsonl``."""
     import yaml
 
+    from .bundle import _git
     from .config import load_config
 
     root = Path(root).resolve()
     if REPO_ROOT.resolve() in (root, *root.parents):
         raise ValueError(f"{root} is inside the repository: give a root outside the work tree (its checkpoints and "
                          "results must not be committed or cleaned with it)")
+    specs = [parse_pair(spec) for spec in pairs]
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"--pairs {' '.join(pairs)} names a pair twice: two runs would share one working directory")
+    code = {"commit": _git(REPO_ROOT, "rev-parse", "HEAD") or "unknown (not a git checkout)",
+            "dirty": bool(_git(REPO_ROOT, "status", "--porcelain", "--untracked-files=no"))}
     out: dict[str, dict[str, Path]] = {}
-    for spec in pairs:
-        model_id, seed = parse_pair(spec)
+    for model_id, seed in specs:
         name = f"{model_id}_seed{seed}"
         out[name] = {}
         for side in SIDES:
             work = root / f"{name}_{side}"
-            overlay = yaml.safe_dump(side_overlay(model_id, seed, side), sort_keys=True)
-            target = work / "presets" / "overlay.yaml"
-            if target.is_file() and target.read_text() != overlay:
-                raise ValueError(f"{target} holds another side's overlay: remove {work} or choose another root")
-            (work / "presets").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(REPO_ROOT / "config.yaml", work / "config.yaml")
-            shutil.copyfile(REPO_ROOT / preset, work / "presets" / Path(preset).name)
-            target.write_text(overlay)
-            load_config(work / "presets" / Path(preset).name, target)  # validated before anything runs
-            (work / "code_commit.txt").write_text(_commit() + "\n")
+            _write_once(work / "config.yaml", (REPO_ROOT / "config.yaml").read_text(), work)
+            _write_once(work / "presets" / Path(preset).name, (REPO_ROOT / preset).read_text(), work)
+            _write_once(work / "presets" / "overlay.yaml",
+                        yaml.safe_dump(side_overlay(model_id, seed, side), sort_keys=True), work)
+            load_config(*(work / p for p in side_presets(preset)))  # validated before anything runs
+            with open(work / "code.jsonl", "a") as log:
+                log.write(json.dumps(code) + "\n")
             out[name][side] = work
     return out
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 def snakemake_command(work: Path, preset: str = PRESET) -> list[str]:
     """One side's Snakemake call: the repository's workflow, the working directory's config and presets, one
     core (the training and measurement jobs single-threaded), resuming an interrupted job."""
     return [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--configfile", "config.yaml",
-            f"presets/{Path(preset).name}", "presets/overlay.yaml", "--cores", "1",
+            *side_presets(preset), "--cores", "1",
             "--set-threads", "train=1", "measure=1", "--rerun-incomplete"]
 
 
 def run(root: str | os.PathLike, pairs: Sequence[str], streams: int = 2, preset: str = PRESET) -> dict[str, int]:
     """Run every side of ``pairs`` (``prepare``), ``streams`` at a time, in the order given (a pair's hot side,
     then its cold side); each side's log in its ``snakemake.log``. Returns {working dir: exit status}."""
+    from .config import load_config
+
+    if not os.environ.get("WORLDCLIM_DIR") and load_config()["data"]["worldclim_dir"] is None:
+        raise ValueError("set WORLDCLIM_DIR to a local WorldClim 2.1 copy (the folder of wc2.1_10m_bio_*.tif or the "
+                         "zip): without it every side would download the archive and build its own store")
     dirs = prepare(root, pairs, preset)
     works = [work for sides in dirs.values() for work in sides.values()]
 
@@ -140,24 +159,46 @@ def run(root: str | os.PathLike, pairs: Sequence[str], streams: int = 2, preset:
     return status
 
 
-def _models(run_dir: Path) -> list[str]:
-    analysis = run_dir / ANALYSIS_ROOT
-    return sorted(p.name for p in analysis.iterdir() if all((p / f"scan_{t}.parquet").is_file() for t in TABLES))
+def side_config(name: str, side: str, run_dir: Path, preset: str = PRESET) -> tuple[dict[str, Any], list[str]]:
+    """(config, models) of one side's finished run: its own config.yaml and presets, checked against its summary
+    and every job's recorded settings (``bundle._check_run``), and that it is the side it is named as."""
+    from .bundle import _check_run, _run_config
+
+    if not (run_dir / ANALYSIS_ROOT).is_dir():
+        raise FileNotFoundError(f"pair {name}: {run_dir} holds no {ANALYSIS_ROOT}: run the {side} side's scan "
+                                "there first (snakemake in that working directory)")
+    presets = side_presets(preset)
+    config = _run_config(run_dir, presets)
+    training = config["training"]
+    is_side = training["chain"] and (training["chain_reopen"] and training["chain_from"] == "hot" if side == "hot"
+                                     else training["chain_from"] == "cold")
+    if not is_side:
+        raise ValueError(f"pair {name}: {run_dir} is not a {side}-side run (training.chain {training['chain']}, "
+                         f"chain_reopen {training['chain_reopen']}, chain_from {training['chain_from']}): "
+                         "pass the hot side first, then the cold side")
+    models = scanned_models(run_dir / ANALYSIS_ROOT)
+    _check_run(run_dir, config, models, presets)
+    return config, models
 
 
-def _check_pair(name: str, runs: Mapping[str, Path]) -> list[str]:
-    """The models both sides scanned; a missing run or a different store is an error naming the fix."""
+def _check_pair(name: str, runs: Mapping[str, Path]) -> tuple[list[str], dict[str, Any]]:
+    """(the models both sides scanned, the analysis settings they share); a missing run, a side that is not the
+    one it is named as, sides of another scan (models, seeds, T grid, store) or another analysis stops."""
+    configs, models = {}, {}
     for side, run_dir in runs.items():
-        if not (run_dir / ANALYSIS_ROOT).is_dir():
-            raise FileNotFoundError(f"pair {name}: {run_dir} holds no {ANALYSIS_ROOT}: run the {side} side's scan "
-                                    "there first (snakemake in that working directory)")
-    models = sorted(set(_models(runs["hot"])) & set(_models(runs["cold"])))
-    if not models:
+        configs[side], models[side] = side_config(name, side, run_dir)
+    same = {key: configs["hot"][key] == configs["cold"][key] for key in ("scan", "models", "store", "data", "analysis")}
+    if not all(same.values()):
+        raise ValueError(f"pair {name}: the two sides differ in {[k for k, v in same.items() if not v]} "
+                         f"({runs['hot']}, {runs['cold']}): both sides must scan the same models, seeds and T grid "
+                         "of one store with one analysis")
+    both = sorted(set(models["hot"]) & set(models["cold"]))
+    if not both:
         raise FileNotFoundError(f"pair {name}: no model scanned on both sides in {runs['hot']} and {runs['cold']}")
     pcas = [pd.read_parquet(run_dir / PCA_TABLE) for run_dir in runs.values()]
     if not pcas[0].equals(pcas[1]):
         raise ValueError(f"pair {name}: the two sides' PCA tables differ: the runs used different stores")
-    return models
+    return both, configs["hot"]["analysis"]
 
 
 def cost_tables(run_dir: Path, models: Sequence[str], pair: str, side: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -167,12 +208,17 @@ def cost_tables(run_dir: Path, models: Sequence[str], pair: str, side: str) -> t
     jobs, points = [], []
     for job in job_times(run_dir, list(models)):
         chain = job.pop("chain", None) or []
+        job["seed"] = int(str(job["seed"]).removeprefix("seed"))
+        # Snakemake's benchmark times the last attempt only: a chain that reused points of an interrupted
+        # attempt cost more than its benchmark says (its reused points' own times are in cost_points).
+        job["reused_points"] = sum(bool(point.get("reused")) for point in chain)
         jobs.append({"pair": pair, "side": side, **{k: v for k, v in job.items() if not isinstance(v, (list, dict))}})
         for point in chain:
             points.append({"pair": pair, "side": side, "model": job["model"], "seed": job["seed"],
                            "T": float(point["T"]), "updates": int(point["updates"]),
                            "wall_s": float(point["wall_time_s"]), "init": point["init"],
-                           "reopened": len(point.get("reopened", [])), "lr_restarts": int(point.get("lr_restarts", 0))})
+                           "reused": bool(point.get("reused")), "reopened": len(point.get("reopened", [])),
+                           "lr_restarts": int(point.get("lr_restarts", 0))})
     return pd.DataFrame(jobs), pd.DataFrame(points)
 
 
@@ -190,21 +236,37 @@ def _cpu(jobs: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def add_pair(out: Path, name: str, hot: Path, cold: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def add_pair(out: Path, name: str, hot: Path, cold: Path) -> dict[str, Any]:
     """Write ``out/name`` (under a temporary name, renamed when complete) from one pair's runs; returns the pair's
     record (``pair.json``). The hot side also keeps its latent correlations and maps (coarsened as in the
-    reference bundle): what a bundle shipped from the hot side redraws its maps from."""
-    from .analysis.start_check import two_sided
-    from .bundle import _coarsen_maps
-
+    reference bundle): what a bundle shipped from the hot side redraws its maps from. The analysis settings are
+    the runs' own (the same on both sides: checked); a point one side lacks stops."""
     runs = {"hot": Path(hot), "cold": Path(cold)}
-    models = _check_pair(name, runs)
+    models, cfg = _check_pair(name, runs)
     pca = pd.read_parquet(runs["hot"] / PCA_TABLE)
     if (out / "pca.parquet").is_file() and not pd.read_parquet(out / "pca.parquet").equals(pca):
         raise ValueError(f"pair {name}: its PCA table differs from {out / 'pca.parquet'}: the runs used another "
                          "store than the pairs already there")
     tmp = out / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        record = _write_pair(tmp, name, runs, models, cfg, pca)
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / "pca.parquet").is_file():
+            write_parquet(pca, out / "pca.parquet")
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+        tmp.rename(out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return record
+
+
+def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str], cfg: Mapping[str, Any],
+                pca: pd.DataFrame) -> dict[str, Any]:
+    from .analysis.start_check import two_sided
+    from .bundle import _coarsen_maps
+
     jobs, points, provenance = [], [], {}
     for side, run_dir in runs.items():
         for model in models:
@@ -224,6 +286,11 @@ def add_pair(out: Path, name: str, hot: Path, cold: Path, cfg: Mapping[str, Any]
     pca.to_parquet(tmp / "hot" / "pca.parquet")
     result = two_sided(tmp / "hot", tmp / "cold", tmp / "two_sided", cfg=cfg)
     (tmp / "hot" / "pca.parquet").unlink()
+    for model in models:
+        unmatched = dict(result[model]["unmatched"], not_compared=result[model]["analysis"]["sides_not_compared"])
+        if any(unmatched.values()):
+            raise ValueError(f"pair {name}, {model}: points on one side only ({unmatched}): both sides must hold "
+                             f"every point of the scan ({runs['hot']}, {runs['cold']})")
     jobs, points = pd.concat(jobs, ignore_index=True), pd.concat(points, ignore_index=True)
     jobs.to_csv(tmp / "cost_jobs.csv", index=False)
     points.to_csv(tmp / "cost_points.csv", index=False)
@@ -232,19 +299,13 @@ def add_pair(out: Path, name: str, hot: Path, cold: Path, cfg: Mapping[str, Any]
               "points_at_budget": {side: _budget_points(run_dir, models) for side, run_dir in runs.items()},
               "cost": _cpu(jobs)}
     write_json(tmp / "pair.json", record)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "pca.parquet").is_file():
-        pca.to_parquet(out / "pca.parquet")
-    if (out / name).exists():
-        shutil.rmtree(out / name)
-    tmp.rename(out / name)
     return record
 
 
 def summarize(out: str | os.PathLike) -> dict[str, Any]:
     """``summary.json``, ``cost_jobs.csv`` and ``cost_points.csv`` of every pair in ``out``."""
     out = Path(out)
-    pairs = sorted(p.parent for p in out.glob("*/pair.json"))
+    pairs = sorted(p.parent for p in out.glob("*/pair.json") if not p.parent.name.startswith("."))
     if not pairs:
         raise FileNotFoundError(f"{out} holds no pair (no */pair.json): assemble a pair first")
     jobs = pd.concat([pd.read_csv(p / "cost_jobs.csv") for p in pairs], ignore_index=True)
@@ -252,28 +313,26 @@ def summarize(out: str | os.PathLike) -> dict[str, Any]:
     jobs.to_csv(out / "cost_jobs.csv", index=False)
     points.to_csv(out / "cost_points.csv", index=False)
     summary = {"pairs": {p.name: json.loads((p / "pair.json").read_text()) for p in pairs},
-               "agreement": "two sides agree when every ranked M_k^2 (train split) is within 0.05 "
+               "agreement": f"two sides agree when every ranked M_k^2 (train split) is within {BRACKET_TOL} "
                             "(analysis.start_check.BRACKET_TOL)",
                "cost": {**_cpu(jobs), "core_hours": float(jobs["cpu_s"].sum()) / 3600.0},
-               "package_versions": package_versions(),
-               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
+               # the runs leave no record of their machine: the assembly runs where their results are
+               "assembled_on": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                "package_versions": package_versions()}}
     for record in summary["pairs"].values():
         record.pop("runs", None)  # each pair's provenance stays in its pair.json
     write_json(out / "summary.json", summary)
     return summary
 
 
-def assemble(out: str | os.PathLike, pairs: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]],
-             configfiles: Sequence[str] = ()) -> dict[str, Any]:
+def assemble(out: str | os.PathLike, pairs: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]]
+             ) -> dict[str, Any]:
     """Add ``pairs`` ({name: (hot run dir, cold run dir)}) to the evidence folder ``out`` (pairs already there
     stay: a run done over several sessions is assembled pair by pair), then ``summarize`` it; returns the
-    summary. ``configfiles``: the presets (merged over config.yaml) whose analysis settings the runs used."""
-    from .config import load_config
-
+    summary."""
     out = Path(out)
-    cfg = load_config(*configfiles)["analysis"]
     for name, (hot, cold) in pairs.items():
-        add_pair(out, name, Path(hot), Path(cold), cfg)
+        add_pair(out, name, Path(hot), Path(cold))
     return summarize(out)
 
 
@@ -285,9 +344,9 @@ def _run_provenance(run_dir: Path) -> dict[str, Any]:
     verified = run_dir / VERIFIED
     if verified.is_file():
         record["data_sha256"] = json.loads(verified.read_text()).get("files")
-    code = run_dir / "code_commit.txt"
-    if code.is_file():
-        record["code_commit"] = code.read_text().strip()
+    code = run_dir / "code.jsonl"
+    if code.is_file():  # one line per `run` call: the code each attempt ran with
+        record["code"] = [json.loads(line) for line in code.read_text().splitlines() if line.strip()]
     return record
 
 
@@ -302,13 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     asm.add_argument("out")
     asm.add_argument("--pair", nargs=3, action="append", metavar=("NAME", "HOT", "COLD"), required=True,
                      help="a model and seed's hot-side and cold-side run directories")
-    asm.add_argument("--configfile", nargs="*", default=[PRESET], help="the presets the runs used (analysis settings)")
     args = parser.parse_args(argv)
     if args.command == "run":
         status = run(args.root, args.pairs, args.streams)
         return int(any(status.values()))
-    summary = assemble(args.out, {name: (hot, cold) for name, hot, cold in args.pair},
-                       [str(REPO_ROOT / c) if not Path(c).is_absolute() else c for c in args.configfile])
+    summary = assemble(args.out, {name: (hot, cold) for name, hot, cold in args.pair})
     print(json.dumps(summary["cost"], indent=1))
     return 0
 

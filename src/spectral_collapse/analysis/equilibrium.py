@@ -1,6 +1,6 @@
 """Which scan points are at equilibrium, and how many each check removed (issue 17, item 3).
 
-A point is at equilibrium when three checks pass, in this order:
+A point is at equilibrium when every check it was given passes, in this order:
 
 1. the loss rule: the run converged (validation loss within tolerance: the latents table's `converged`);
 2. drift: no latent's M^2 still moves faster than ``analysis.max_m2_drift`` (a run without a record passes);

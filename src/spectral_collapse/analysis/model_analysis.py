@@ -284,6 +284,8 @@ def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set
         "removed_by": eq_counts["removed"],
         "stability_checked": eq_counts["stability_checked"],
         "stability_not_checked": eq_counts["stability_not_checked"],
+        # a scan compared with its other side (issue 19): equilibrium points the other side lacked
+        **({"sides_not_compared": eq_counts["sides_not_compared"]} if "sides_not_compared" in eq_counts else {}),
         "equilibrium": len(conv) if not fallback else 0,
         "fits_use": eq_counts["rule"],
         "fits_use_unconverged": bool(fallback),

@@ -54,7 +54,7 @@ def oracle_table(latents: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame, m
     lat = latents[(latents["split"] == split) & latents["run_id"].isin(eq)]
     rows = []
     for run_id, seed, T in lat[["run_id", "seed", "T"]].drop_duplicates().itertuples(index=False):
-        T, m2 = float(T), ranked[(int(seed), float(T))]
+        T, m2 = ranked[(int(seed), t_label(T))]
         n = min(len(m2), len(T_k))
         oracle = m2_oracle(T, T_k[:n])
         diff = np.abs(m2[:n] - oracle)
@@ -65,12 +65,13 @@ def oracle_table(latents: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame, m
     return pd.DataFrame(rows).sort_values(["seed", "T"], ascending=[True, False], ignore_index=True)
 
 
-def _ranked_m2(latents: pd.DataFrame, split: str) -> dict[tuple[int, float], np.ndarray]:
-    """{(seed, T): the M_k^2 of ``split``, largest first}."""
+def _ranked_m2(latents: pd.DataFrame, split: str) -> dict[tuple[int, str], tuple[float, np.ndarray]]:
+    """{(seed, T label): (T, the M_k^2 of ``split``, largest first)}; points are matched by their T label
+    (``scan.t_label``), never by float equality."""
     lat = latents[latents["split"] == split] if "split" in latents else latents
     if lat.empty:
         raise ValueError(f"no {split!r} rows in the latents table: measure the {split} split")
-    return {(int(seed), float(T)): np.sort(g["M2"].to_numpy(float))[::-1]
+    return {(int(seed), t_label(T)): (float(T), np.sort(g["M2"].to_numpy(float))[::-1])
             for (seed, T), g in lat.groupby(["seed", "T"])}
 
 
@@ -84,10 +85,10 @@ def two_sided_table(hot: pd.DataFrame, cold: pd.DataFrame, pca: pd.DataFrame | N
     a, b = _ranked_m2(hot, split), _ranked_m2(cold, split)
     T_k = None if pca is None else np.sort(pca["lambda_over_V"].to_numpy(float))[::-1]
     rows = []
-    for key in sorted(set(a) & set(b), key=lambda k: (k[0], -k[1])):
-        seed, T = key
-        n = min(len(a[key]), len(b[key]), *(() if T_k is None else (len(T_k),)))
-        h, c = a[key][:n], b[key][:n]
+    for key in sorted(set(a) & set(b), key=lambda k: (k[0], -a[k][0])):
+        seed, T = key[0], a[key][0]
+        n = min(len(a[key][1]), len(b[key][1]), *(() if T_k is None else (len(T_k),)))
+        h, c = a[key][1][:n], b[key][1][:n]
         diff = np.abs(h - c)
         k = int(np.argmax(diff))
         row = {"seed": seed, "T": T, "max_abs_dM2": float(diff[k]), "rank": k + 1, "M2_hot": float(h[k]),
@@ -100,7 +101,9 @@ def two_sided_table(hot: pd.DataFrame, cold: pd.DataFrame, pca: pd.DataFrame | N
                         "bracketed": bool(np.all((lo <= oracle) & (oracle <= hi))),
                         "within": bool(max(np.abs(h - oracle).max(), np.abs(c - oracle).max()) <= M2_TOL)})
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["unmatched"] = {"hot_only": len(set(a) - set(b)), "cold_only": len(set(b) - set(a))}
+    return table
 
 
 def two_sided_summary(table: pd.DataFrame) -> dict[str, Any]:
@@ -108,6 +111,7 @@ def two_sided_summary(table: pd.DataFrame) -> dict[str, Any]:
     are within it (the rule's validation: all of them) and how many points it brackets; the exceptions."""
     agree = table[table["agree"]]
     out: dict[str, Any] = {"points": int(len(table)), "agree": int(len(agree)),
+                           "unmatched": dict(table.attrs.get("unmatched", {"hot_only": 0, "cold_only": 0})),
                            "exceptions": table[~table["agree"]].to_dict("records")}
     if "within" in table:
         out.update({"agree_within_oracle": int(agree["within"].sum()),
@@ -168,7 +172,7 @@ def two_sided_analysis(hot: Mapping[str, pd.DataFrame], table: pd.DataFrame, pca
     seeds_at_eq = {int(s) for s in lat.loc[lat["run_id"].isin(eq), "seed"]}
     T_c = {seed: (ranks if seed in seeds_at_eq else {}) for seed, ranks in T_c.items()}  # no fallback fit
     out: dict[str, Any] = {"points": counts["points"], "at_equilibrium": counts["equilibrium"],
-                           "removed_by": counts["removed"],
+                           "removed_by": counts["removed"], "sides_not_compared": counts["sides_not_compared"],
                            "not_at_equilibrium": not_at_equilibrium(marked["latents"], marked["runs"], max_drift,
                                                                     table),
                            "resolved_ranks": {str(seed): len(ranks) for seed, ranks in T_c.items()},
@@ -245,6 +249,12 @@ def start_agreement(a: Mapping[str, pd.DataFrame], b: Mapping[str, pd.DataFrame]
 TABLES = ("latents", "pruning", "runs")
 
 
+def scanned_models(analysis: Path, tables: tuple[str, ...] = TABLES) -> list[str]:
+    """The models of an analysis folder (``results/analysis``) that hold every one of ``tables``."""
+    return sorted(p.name for p in Path(analysis).iterdir()
+                  if p.is_dir() and all((p / f"scan_{t}.parquet").is_file() for t in tables))
+
+
 def _tables(folder: Path) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(folder / f"scan_{name}.parquet") for name in TABLES}
 
@@ -319,8 +329,7 @@ def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "
     cfg = load_config()["analysis"] if cfg is None else cfg
     pca = pd.read_parquet(hot / "pca.parquet")
     summary: dict[str, Any] = {"tolerance": BRACKET_TOL, "m2_tolerance": M2_TOL, "split": split}
-    models = sorted(p.name for p in hot.iterdir() if (p / "scan_latents.parquet").is_file()
-                    and (cold / p.name / "scan_latents.parquet").is_file())
+    models = sorted(set(scanned_models(hot, ("latents",))) & set(scanned_models(cold, ("latents",))))
     if not models:
         raise FileNotFoundError(f"no model's scan_latents.parquet in both {hot} and {cold}: run both scans first")
     for model in models:
@@ -329,7 +338,7 @@ def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "
                                 pca if model == "linear" else None, split)
         table.to_csv(out / f"two_sided_{model}.csv", index=False)
         summary[model] = two_sided_summary(table)
-        if all((hot / model / f"scan_{name}.parquet").is_file() for name in TABLES):
+        if model in scanned_models(hot):
             tables = _tables(hot / model)
             summary[model]["analysis"] = two_sided_analysis(tables, table, pca, cfg, model)
             mark_sides(tables["runs"], table).to_parquet(out / f"scan_runs_{model}.parquet")
