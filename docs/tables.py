@@ -255,5 +255,46 @@ def _cost_table(jobs: list[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+TWO_SIDED = BUNDLE / "two_sided_run"  # issue 19's run from both sides (spectral_collapse.two_sided_run)
+
+
+def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
+    """Issue 19's run from both sides: per model and seed the points where the two sides agree, the points at
+    equilibrium (every check, the two sides included) and what removed the others, the resolved thresholds (for
+    the linear family: within 2% of lambda_k / V), points at the update budget; then the cost per side. Empty
+    when the evidence folder is not there."""
+    path = Path(evidence) / "summary.json"
+    if not path.is_file():
+        return ""
+    summary = json.loads(path.read_text())
+    out = ["| pair | model | points | sides agree | at equilibrium | removed: loss rule / drift / stability / sides "
+           "| resolved thresholds | linear: within 2% of lambda_k/V | at the budget: hot / cold |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, pair in summary["pairs"].items():
+        for model in pair["models"]:
+            m, a = pair[model], pair[model]["analysis"]
+            removed = " / ".join(str(a["removed_by"].get(k, 0)) for k in ("loss_rule", "drift", "stability", "sides"))
+            resolved = ", ".join(f"{n}" for _, n in sorted(a["resolved_ranks"].items()))
+            within = ", ".join(f"{n}" for _, n in sorted(a.get("ranks_within", {}).items())) or "-"
+            budget = pair["points_at_budget"]
+            out.append(f"| {name} | {model} | {m['points']} | {m['agree']} | {a['at_equilibrium']} | {removed} | "
+                       f"{resolved} | {within} | {budget['hot']} / {budget['cold']} |")
+    out += ["", "| pair | hot: train CPU s | hot: measure CPU s | cold: train CPU s | cold: measure CPU s | all, core-h |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, pair in summary["pairs"].items():
+        c = pair["cost"]
+        cells = " | ".join(f"{c.get(k, 0.0):,.0f}" for k in ("hot_train_cpu_s", "hot_measure_cpu_s", "cold_train_cpu_s",
+                                                             "cold_measure_cpu_s"))
+        out.append(f"| {name} | {cells} | {c['cpu_s'] / 3600:.2f} |")
+    total = summary["cost"]
+    out += ["", f"The pairs so far: {total['cpu_s']:,.0f} CPU s = {total['core_hours']:.2f} core-hours (training "
+                f"{total.get('train_cpu_s', 0.0) / 3600:.2f}, measurement with the stability check "
+                f"{total.get('measure_cpu_s', 0.0) / 3600:.2f})."]
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     print(readme_tables(sys.argv[1] if len(sys.argv) > 1 else BUNDLE))
+    two_sided = two_sided_tables()
+    if two_sided:
+        print("\n" + two_sided)

@@ -41,9 +41,10 @@ MAX_BYTES = 10 * 10**6  # the whole bundle
 MAX_FILE_BYTES = 2 * 2**20  # any one file
 MAP_COARSEN = 6  # 10' cells -> 1 degree
 # Kept by a new export: the random-start scan tables a re-run is validated against, the warm-start chain
-# re-run and the cold-end pilots kept as evidence (reference/chain_rerun/README.md, reference/cold_end/README.md)
+# re-run, the cold-end pilots and the run from both sides kept as evidence (reference/chain_rerun/README.md,
+# reference/cold_end/README.md, reference/two_sided_run/README.md)
 # (issue 19; analysis.start_check writes the validation tables after an export).
-KEEP = ("random_start", "chain_rerun", "cold_end")
+KEEP = ("random_start", "chain_rerun", "cold_end", "two_sided_run")
 PROVENANCE_KEYS = ("config_hash", "code_commit", "data_sha256", "package_versions", "machine", "jobs", "exported")
 
 
