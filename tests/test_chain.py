@@ -204,6 +204,15 @@ def test_reopen_gives_collapsed_latents_an_open_encoder_and_keeps_active_ones(da
         if id(param) not in own:
             torch.testing.assert_close(param, old, msg=name)
     assert sum(id(p) not in own for p in back.parameters()) >= (1 if family == "linear" else 4)
+    # Every latent shut: nothing fitted to keep, the point starts from the seed's initialisation, whole.
+    with torch.no_grad():
+        for param, axis, offset in encoder[:2] + decoder:
+            param.zero_()
+    whole, reopened = chain_mod.reopen_collapsed({n: v.clone() for n, v in warm.state_dict().items()}, cfg, dm,
+                                                 seed=5, threshold=0.1)
+    assert reopened == [0, 1, 2, 3]
+    for name, value in fresh.state_dict().items():
+        torch.testing.assert_close(whole[name], value, msg=name)
 
 
 def test_reopening_chain_records_what_it_reopened_and_matches_the_oracle(data, tmp_path):

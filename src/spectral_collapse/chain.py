@@ -15,7 +15,7 @@ held open that should be shut, or shut that should be open, shows as a disagreem
 side or with independent starts: the other side of the equilibrium check (issue 19).
 
 Reopening (``training.chain_reopen``): before each point after the first, the latents its hotter neighbour left
-collapsed (validation M^2 <= ``analysis.active_threshold``, passed as ``reopen_threshold``) are reopened (``reopen_collapsed``: the weights of those latents
+collapsed (all of them: the whole model from the initialisation, see ``reopen_collapsed``) (validation M^2 <= ``analysis.active_threshold``, passed as ``reopen_threshold``) are reopened (``reopen_collapsed``: the weights of those latents
 alone), the active latents and the shared layers keep the neighbour's. Why: a fully collapsed latent is a stationary point of the loss, and the
 plain chain opened a latent only as fast as it escaped that saddle, so it held latents shut that the exact
 linear oracle has open (11 of 29 linear points, reference/chain_rerun/). Reopened, every latent a point leaves
@@ -155,7 +155,14 @@ def reopen_collapsed(state: Mapping[str, torch.Tensor], single: VAEConfig, data,
     the active latents leave unexplained. With the initialisation's decoder weights as well, Adam first shrinks
     them (they add noise of the data's whole variance) and the latent collapsed again before it found the
     residual: measured on the reference's linear chain at T = 1.6e-4, rank 13 stayed shut (M^2 0.002, oracle
-    0.43) with them, and opened to the oracle (within 0.013 at every rank) with zero decoder weights."""
+    0.43) with them, and opened to the oracle (within 0.013 at every rank) with zero decoder weights.
+
+    A neighbour with every latent collapsed is reopened whole: the point starts from the initialisation. Such a
+    model's decoder carries nothing fitted (it outputs the data's mean), and with all its inputs silent an MLP
+    decoder's hidden layers sit at a saddle of their own, so zero decoder weights from the latents have no
+    gradient to grow along: measured on the reference's mlp-d4 chain (seeds 0 and 1), every latent collapsed at
+    T = 1 (as at equilibrium there) and the chain then stayed fully collapsed at all 31 points down to T = 1e-6,
+    at validation loss 8.6 where the cold side reaches 0.003, each point passing the loss rule in 18,000 updates."""
     from .measure import measure_split
 
     model = VAE(single)
@@ -166,6 +173,8 @@ def reopen_collapsed(state: Mapping[str, torch.Tensor], single: VAEConfig, data,
     collapsed = [int(k) for k in np.flatnonzero(m2 <= threshold)]
     torch.manual_seed(int(seed))  # train() seeds the same way before it builds the initialisation
     fresh = VAE(single)
+    if len(collapsed) == single.latents:  # nothing fitted to keep: the whole model from the initialisation
+        return {name: v.detach().clone() for name, v in fresh.state_dict().items()}, collapsed
     encoder, decoder = latent_parameters(model)
     for (param, axis, offset), (init, _, _) in zip(encoder, latent_parameters(fresh)[0]):
         for k in collapsed:
