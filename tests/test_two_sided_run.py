@@ -26,6 +26,8 @@ def _write_runs(root, shut_T=None, cold_pca=None, drop_cold_T=None):
     train.json with its chain. ``shut_T``: the hot side holds rank 2 shut there."""
     from spectral_collapse.bundle import _run_config
     from spectral_collapse.provenance import config_hash
+    from spectral_collapse.storepath import store_paths
+    from spectral_collapse.worldclim import pinned_checksums
 
     sides = two_sided_run.prepare(root, ["linear"])["linear_seed0"]
     for side, work in sides.items():
@@ -43,6 +45,10 @@ def _write_runs(root, shut_T=None, cold_pca=None, drop_cold_T=None):
         pca.to_parquet(work / "results/analysis/pca.parquet")
         config = _run_config(work, two_sided_run.side_presets())
         (work / "results/summary.json").write_text(json.dumps({"config_hash": config_hash(config)}))
+        paths = store_paths(config["store"], work, data=config["data"])
+        for rel, payload in ((paths.description, {"store": "described"}), (paths.verified, {"files": pinned_checksums()})):
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            (work / rel).write_text(json.dumps(payload))
         group = f"T{t_label(GRID[0])}_T{t_label(GRID[-1])}"
         for rule, cpu in (("train", 100.0), ("measure", 10.0)):
             bench = work / "results/benchmarks" / rule / "linear" / group
@@ -150,3 +156,4 @@ def test_run_runs_every_side_and_reports_failures(tmp_path, monkeypatch):
     assert len(status) == 4 and all((tmp_path / "root" / w / "ran").is_file() for w in
                                     ("linear_seed0_hot", "linear_seed0_cold", "mlp-d2_seed1_hot", "mlp-d2_seed1_cold"))
     assert sorted(rc for rc in status.values()) == [0, 0, 1, 1]
+

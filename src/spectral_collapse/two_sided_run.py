@@ -7,8 +7,8 @@ the cold side the chain from the cold end (``training.chain_from: cold``). ``ass
 tables (latents, pruning, runs: what the analysis reads) into an evidence folder, pair by pair (a run done over
 several sessions is added to as its pairs finish):
 
-- ``<pair>/hot/<model>/``, ``<pair>/cold/<model>/``: the scan tables of each side (the hot side also its latent
-  correlations and maps, coarsened as in the reference bundle);
+- ``<pair>/hot/<model>/``, ``<pair>/cold/<model>/``: the scan tables of each side (the hot side of seed
+  ``MAP_SEED`` also its latent correlations and maps, coarsened as in the reference bundle);
 - ``<pair>/two_sided/``: ``analysis.start_check.two_sided`` on the pair: per point the two sides' largest
   ranked-M^2 gap, the hot side's analysis with the two-sided check (points at equilibrium from both sides, every
   other point with its reason, resolved thresholds per seed, for the linear family against lambda_k / V), and
@@ -27,6 +27,7 @@ that was stopped continues where it stopped when ``run`` is called again (a fini
 
     python -m spectral_collapse.two_sided_run run ROOT --pairs linear mlp-d2:0 mlp-d2:1 --streams 2
     python -m spectral_collapse.two_sided_run assemble OUT --pair NAME HOT_DIR COLD_DIR [--pair ...]
+    python -m spectral_collapse.two_sided_run ship OUT     # the reference bundle from the assembled pairs
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ from .config import REPO_ROOT
 from .paths import ANALYSIS_ROOT, PCA_TABLE, VERIFIED
 from .analysis.start_check import BRACKET_TOL, TABLES, scanned_models
 from .provenance import atomic_path, package_versions, write_json, write_parquet
-from .scan import ModelSpec
+from .scan import ModelSpec, model_seeds
 
 SIDES = ("hot", "cold")
+RUN_FILES = "run_files"  # a pair's copies of the hot run's data records, at their paths in the run
+MAP_SEED = 0  # the workflow draws a model's maps from its first seed, 0 for every model of the reference
 SIDE_TRAINING = {"hot": {"chain_reopen": True}, "cold": {"chain_from": "cold"}}  # training.chain is the preset's
 PRESET = "presets/reference.yaml"
 
@@ -182,8 +185,8 @@ def side_config(name: str, side: str, run_dir: Path, preset: str = PRESET) -> tu
 
 
 def _check_pair(name: str, runs: Mapping[str, Path]) -> tuple[list[str], dict[str, Any]]:
-    """(the models both sides scanned, the analysis settings they share); a missing run, a side that is not the
-    one it is named as, sides of another scan (models, seeds, T grid, store) or another analysis stops."""
+    """(the models both sides scanned, the hot side's config); a missing run, a side that is not the one it is
+    named as, sides of another scan (models, seeds, T grid, store) or another analysis stops."""
     configs, models = {}, {}
     for side, run_dir in runs.items():
         configs[side], models[side] = side_config(name, side, run_dir)
@@ -198,7 +201,7 @@ def _check_pair(name: str, runs: Mapping[str, Path]) -> tuple[list[str], dict[st
     pcas = [pd.read_parquet(run_dir / PCA_TABLE) for run_dir in runs.values()]
     if not pcas[0].equals(pcas[1]):
         raise ValueError(f"pair {name}: the two sides' PCA tables differ: the runs used different stores")
-    return both, configs["hot"]["analysis"]
+    return both, configs["hot"]
 
 
 def cost_tables(run_dir: Path, models: Sequence[str], pair: str, side: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -242,7 +245,7 @@ def add_pair(out: Path, name: str, hot: Path, cold: Path) -> dict[str, Any]:
     reference bundle): what a bundle shipped from the hot side redraws its maps from. The analysis settings are
     the runs' own (the same on both sides: checked); a point one side lacks stops."""
     runs = {"hot": Path(hot), "cold": Path(cold)}
-    models, cfg = _check_pair(name, runs)
+    models, config = _check_pair(name, runs)
     pca = pd.read_parquet(runs["hot"] / PCA_TABLE)
     if (out / "pca.parquet").is_file() and not pd.read_parquet(out / "pca.parquet").equals(pca):
         raise ValueError(f"pair {name}: its PCA table differs from {out / 'pca.parquet'}: the runs used another "
@@ -250,7 +253,7 @@ def add_pair(out: Path, name: str, hot: Path, cold: Path) -> dict[str, Any]:
     tmp = out / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        record = _write_pair(tmp, name, runs, models, cfg, pca)
+        record = _write_pair(tmp, name, runs, models, config, pca)
         out.mkdir(parents=True, exist_ok=True)
         if not (out / "pca.parquet").is_file():
             write_parquet(pca, out / "pca.parquet")
@@ -262,10 +265,17 @@ def add_pair(out: Path, name: str, hot: Path, cold: Path) -> dict[str, Any]:
     return record
 
 
-def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str], cfg: Mapping[str, Any],
+def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str], config: Mapping[str, Any],
                 pca: pd.DataFrame) -> dict[str, Any]:
     from .analysis.start_check import two_sided
     from .bundle import _coarsen_maps
+    from .storepath import store_paths
+
+    cfg = config["analysis"]
+    paths = store_paths(config["store"], runs["hot"], data=config["data"])
+    for rel in (paths.description, paths.verified):  # the data's records, as a bundle shipped from it holds them
+        (tmp / RUN_FILES / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(runs["hot"] / rel, tmp / RUN_FILES / rel)
 
     jobs, points, provenance = [], [], {}
     for side, run_dir in runs.items():
@@ -274,11 +284,9 @@ def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str
             dst.mkdir(parents=True)
             for table in TABLES:
                 shutil.copyfile(src / f"scan_{table}.parquet", dst / f"scan_{table}.parquet")
-            if side == "hot":
-                if (src / "latent_correlations.parquet").is_file():
-                    shutil.copyfile(src / "latent_correlations.parquet", dst / "latent_correlations.parquet")
-                if (src / "latent_maps.nc").is_file():
-                    _coarsen_maps(src / "latent_maps.nc", dst / "latent_maps.nc")
+            if side == "hot" and model_seeds(config, model)[0] == MAP_SEED:  # 1 MB: one seed's
+                shutil.copyfile(src / "latent_correlations.parquet", dst / "latent_correlations.parquet")
+                _coarsen_maps(src / "latent_maps.nc", dst / "latent_maps.nc")
         side_jobs, side_points = cost_tables(run_dir, models, name, side)
         jobs.append(side_jobs)
         points.append(side_points)
@@ -294,7 +302,7 @@ def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str
     jobs, points = pd.concat(jobs, ignore_index=True), pd.concat(points, ignore_index=True)
     jobs.to_csv(tmp / "cost_jobs.csv", index=False)
     points.to_csv(tmp / "cost_points.csv", index=False)
-    record = {"pair": name, "models": models, "runs": provenance,
+    record = {"pair": name, "models": models, "runs": provenance, "config": config,
               **{model: {k: v for k, v in result[model].items() if k != "exceptions"} for model in models},
               "points_at_budget": {side: _budget_points(run_dir, models) for side, run_dir in runs.items()},
               "cost": _cpu(jobs)}
@@ -320,7 +328,8 @@ def summarize(out: str | os.PathLike) -> dict[str, Any]:
                "assembled_on": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                 "package_versions": package_versions()}}
     for record in summary["pairs"].values():
-        record.pop("runs", None)  # each pair's provenance stays in its pair.json
+        record.pop("runs", None)  # each pair's provenance and config stay in its pair.json
+        record.pop("config", None)
     write_json(out / "summary.json", summary)
     return summary
 
@@ -334,6 +343,124 @@ def assemble(out: str | os.PathLike, pairs: Mapping[str, tuple[str | os.PathLike
     for name, (hot, cold) in pairs.items():
         add_pair(out, name, Path(hot), Path(cold))
     return summarize(out)
+
+
+def shipped_config(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The config of a bundle made of every pair: the hot side's config of the first pair, its scan covering
+    every pair's model and seed. Everything else must be the same in every pair."""
+    from .config import validate_config
+
+    def rest(config: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in config.items() if k != "scan"}
+        out["models"] = {**config["models"], "mlp": {k: v for k, v in config["models"]["mlp"].items() if k != "depths"}}
+        return out
+
+    first = records[0]["config"]
+    differ = [r["pair"] for r in records if rest(r["config"]) != rest(first)]
+    if differ:
+        raise ValueError(f"pairs {differ} ran with other settings than pair {records[0]['pair']} (beyond the model "
+                         "and seed they scan): one bundle holds one study; assemble them apart")
+    seeds: dict[str, set[int]] = {}
+    for record in records:
+        for model in record["models"]:
+            seeds.setdefault(model, set()).update(model_seeds(record["config"], model))
+    specs = [ModelSpec.from_id(m) for m in seeds]
+    config = json.loads(json.dumps(first))  # a deep copy
+    config["scan"]["families"] = [f for f in ("linear", "mlp") if any(s.family == f for s in specs)]
+    config["scan"]["seeds"] = sorted(set().union(*seeds.values()))
+    config["scan"]["model_seeds"] = {m: sorted(v) for m, v in sorted(seeds.items())}
+    config["models"]["mlp"]["depths"] = sorted(s.depth for s in specs if s.family == "mlp") or \
+        first["models"]["mlp"]["depths"]
+    return validate_config(config)
+
+
+def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Write the reference bundle (``bundle.BUNDLE``) from the evidence folder: per model the hot side's scan
+    tables of every pair (seeds side by side), its runs table marked with ``sides_agree``, so that the analysis
+    accepts only points at equilibrium from both sides; the latent maps and correlations of the model's first
+    seed (as the workflow draws them); the PCA and the data's records; the config covering every pair; summary and
+    analysis.json drawn by the redraw workflow; provenance (the runs' code, the data checksums, every job's cost).
+    Evidence folders of earlier runs in the bundle (``bundle.KEEP``) stay. Returns the provenance."""
+    import tempfile
+
+    import yaml
+
+    from . import bundle as bundle_mod
+    from .paths import SUMMARY
+    from .provenance import config_hash
+
+    evidence = Path(evidence)
+    target = Path(bundle) if bundle is not None else bundle_mod.BUNDLE
+    pair_dirs = sorted(p.parent for p in evidence.glob("*/pair.json") if not p.parent.name.startswith("."))
+    if not pair_dirs:
+        raise FileNotFoundError(f"{evidence} holds no pair: assemble the run first")
+    records = [json.loads((p / "pair.json").read_text()) for p in pair_dirs]
+    config = shipped_config(records)
+    by_model: dict[str, list[tuple[int, Path]]] = {}
+    for pair_dir, record in zip(pair_dirs, records):
+        for model in record["models"]:
+            by_model.setdefault(model, []).append((model_seeds(record["config"], model)[0], pair_dir))
+    with tempfile.TemporaryDirectory(prefix="ship-") as tmp:
+        work = Path(tmp)
+        analysis = work / ANALYSIS_ROOT
+        for model, pairs in sorted(by_model.items()):
+            pairs.sort()
+            dst = analysis / model
+            dst.mkdir(parents=True)
+            for name in ("latents", "pruning"):
+                tables = [pd.read_parquet(p / "hot" / model / f"scan_{name}.parquet") for _, p in pairs]
+                write_parquet(pd.concat(tables, ignore_index=True), dst / f"scan_{name}.parquet")
+            runs = [pd.read_parquet(p / "two_sided" / f"scan_runs_{model}.parquet") for _, p in pairs]
+            write_parquet(pd.concat(runs, ignore_index=True), dst / "scan_runs.parquet")
+            first = pairs[0][1] / "hot" / model
+            if pairs[0][0] != MAP_SEED or not (first / "latent_maps.nc").is_file():
+                raise FileNotFoundError(f"{evidence}: no pair of {model} with seed {MAP_SEED} and its maps: the "
+                                        "bundle's maps are the first seed's; assemble that pair first")
+            for name in ("latent_maps.nc", "latent_correlations.parquet"):
+                shutil.copyfile(first / name, dst / name)
+        shutil.copyfile(evidence / "pca.parquet", work / PCA_TABLE)
+        run_files = pair_dirs[0] / RUN_FILES
+        for src in run_files.rglob("*"):
+            if src.is_file():
+                (work / src.relative_to(run_files)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, work / src.relative_to(run_files))
+        (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        redraw = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "workflow/Redraw.smk"),
+                                 "--cores", "1", "-d", str(work)], capture_output=True, text=True)
+        if redraw.returncode:
+            raise RuntimeError(f"the redraw of the shipped tables failed:\n{redraw.stdout[-3000:]}\n{redraw.stderr[-3000:]}")
+        if target.exists():  # a fresh bundle, except the evidence folders it is checked against
+            for old in target.iterdir():
+                if old.name not in bundle_mod.KEEP:
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+        target.mkdir(parents=True, exist_ok=True)
+        for rel in bundle_mod._cached_files(config, work) + [SUMMARY] + [
+                f"{ANALYSIS_ROOT}/{m}/analysis.json" for m in by_model]:
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(work / rel, target / rel)
+        verified = json.loads((work / store_verified(config)).read_text())
+    (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    jobs = pd.read_csv(evidence / "cost_jobs.csv") if (evidence / "cost_jobs.csv").is_file() else pd.DataFrame()
+    commits = sorted({c["commit"] for r in records for side in r["runs"].values() for c in side.get("code", [])})
+    record = {"config_hash": config_hash(config), "code_commit": commits[0] if len(commits) == 1 else commits,
+              "data_sha256": verified["files"], "package_versions": package_versions(),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": bundle_mod._cpu_name()},
+              "jobs": jobs.to_dict("records"), "two_sided": {"evidence": str(evidence.name),
+                                                              "pairs": [r["pair"] for r in records]},
+              "exported": f"python -m spectral_collapse.two_sided_run ship {evidence.name} (the hot sides, each point "
+                          "marked by the two-sided check)"}
+    write_json(target / "provenance.json", record)
+    problems = bundle_mod.check(target)
+    if problems:
+        raise RuntimeError("the shipped bundle is not valid:\n" + "\n".join(problems))
+    return record
+
+
+def store_verified(config: Mapping[str, Any]) -> str:
+    """The data's verified record of ``config`` (relative to a working directory)."""
+    from .storepath import store_paths
+
+    return store_paths(config["store"], ".", data=config["data"]).verified
 
 
 def _run_provenance(run_dir: Path) -> dict[str, Any]:
@@ -357,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("root", help="a folder outside the repository")
     run_p.add_argument("--pairs", nargs="+", required=True, help="model[:seed], e.g. linear mlp-d4:0 mlp-d4:1")
     run_p.add_argument("--streams", type=int, default=2, help="sides run at a time (one core each)")
+    shp = sub.add_parser("ship", help="the reference bundle from an evidence folder (its hot sides, two-sided check)")
+    shp.add_argument("evidence")
+    shp.add_argument("--bundle", default=None, help="default: reference/")
     asm = sub.add_parser("assemble", help="the evidence folder OUT from finished pairs")
     asm.add_argument("out")
     asm.add_argument("--pair", nargs=3, action="append", metavar=("NAME", "HOT", "COLD"), required=True,
@@ -365,6 +495,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         status = run(args.root, args.pairs, args.streams)
         return int(any(status.values()))
+    if args.command == "ship":
+        record = ship(args.evidence, args.bundle)
+        print(json.dumps({k: record[k] for k in ("config_hash", "code_commit", "two_sided")}, indent=1))
+        return 0
     summary = assemble(args.out, {name: (hot, cold) for name, hot, cold in args.pair})
     print(json.dumps(summary["cost"], indent=1))
     return 0
