@@ -285,8 +285,10 @@ def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str
             for table in TABLES:
                 shutil.copyfile(src / f"scan_{table}.parquet", dst / f"scan_{table}.parquet")
             if side == "hot" and model_seeds(config, model)[0] == MAP_SEED:  # 1 MB: one seed's
-                shutil.copyfile(src / "latent_correlations.parquet", dst / "latent_correlations.parquet")
-                _coarsen_maps(src / "latent_maps.nc", dst / "latent_maps.nc")
+                if (src / "latent_correlations.parquet").is_file():  # gridded sources only
+                    shutil.copyfile(src / "latent_correlations.parquet", dst / "latent_correlations.parquet")
+                if (src / "latent_maps.nc").is_file():
+                    _coarsen_maps(src / "latent_maps.nc", dst / "latent_maps.nc")
         side_jobs, side_points = cost_tables(run_dir, models, name, side)
         jobs.append(side_jobs)
         points.append(side_points)
