@@ -224,3 +224,20 @@ def test_two_sided_cli_analyses_a_whole_scan(tmp_path):
     assert summary["agree"] == len(GRID) - 2 and summary["analysis"]["at_equilibrium"] == len(GRID) - 2
     marked = pd.read_parquet(tmp_path / "out" / "scan_runs_linear.parquet")
     assert set(marked.loc[marked["sides_agree"] == 0.0, "T"]) == {T_shut, T_open}
+
+
+def test_against_random_start_compares_active_sets_thresholds_and_losses(tmp_path):
+    """A scan against random starts of the same spectrum: every point the same, thresholds within, losses equal;
+    against random starts whose thresholds lie 10% higher, the scan has fewer active latents where they differ."""
+    for name, scan in (("scan", _scan()), ("random_start", _scan(T_K * 1.1))):
+        scan["runs"]["test_loss"] = scan["runs"]["T"] * 2.0
+        (tmp_path / name / "linear").mkdir(parents=True)
+        for table, frame in scan.items():
+            frame.to_parquet(tmp_path / name / "linear" / f"scan_{table}.parquet")
+    for name in ("scan", "random_start"):
+        pca_table(T_K).to_parquet(tmp_path / name / "pca.parquet")
+    same = start_check.against_random_start(tmp_path / "scan", tmp_path / "scan", tmp_path / "same")
+    moved = start_check.against_random_start(tmp_path / "scan", tmp_path / "random_start", tmp_path / "moved")["linear"]
+    assert moved["scan_fewer_active"] > 0 and moved["scan_more_active"] == 0 and moved["ranks_within"] == 0
+    assert moved["test_loss_points"] == len(GRID) and (tmp_path / "moved" / "start_losses_linear.csv").is_file()
+    assert same["linear"]["same_active_set"] == len(GRID) and same["linear"]["test_loss_relative_median"] == 0.0

@@ -301,17 +301,60 @@ def validate_bundle(bundle: str | Path, out: str | Path | None = None) -> dict[s
         folders = sorted(p for p in random_start.glob("*") if p.is_dir() and (analysis / p.name).is_dir())
     old_pca = pd.read_parquet(random_start / "pca.parquet") if folders else pca
     for folder in folders:
-        model = folder.name
-        points, thresholds = start_agreement(_tables(analysis / model), _tables(folder), old_pca, cfg, model)
-        points.to_csv(out / f"start_points_{model}.csv", index=False)
-        thresholds.to_csv(out / f"start_thresholds_{model}.csv", index=False)
-        validation["random_start"][model] = {
-            "points_both_at_equilibrium": int(len(points)), "same_active_set": int(points["agree"].sum()),
-            "differing_points": points[~points["agree"]].to_dict("records"),
-            "ranks_compared": int(len(thresholds)), "ranks_within": int(thresholds["within"].sum()),
-            "max_relative_difference": float(thresholds["relative_difference"].abs().max()) if len(thresholds) else None}
+        validation["random_start"][folder.name] = _compare_with_random_start(
+            _tables(analysis / folder.name), _tables(folder), old_pca, cfg, folder.name, out)
     (out / "validation.json").write_text(json.dumps(validation, indent=1, default=float) + "\n")
     return validation
+
+
+def _compare_with_random_start(scan: Mapping[str, pd.DataFrame], random_start: Mapping[str, pd.DataFrame],
+                               pca: pd.DataFrame, cfg: Mapping[str, Any], model: str, out: Path) -> dict[str, Any]:
+    """``start_agreement`` of a scan (a) and the random starts (b) of its seeds, and the test loss at every
+    common point (``test_loss_relative``: the scan's over the random start's, minus 1); writes
+    ``start_points_<model>.csv``, ``start_thresholds_<model>.csv``, ``start_losses_<model>.csv``."""
+    seeds = set(scan["runs"]["seed"].astype(int))
+    random_start = {name: t[t["seed"].astype(int).isin(seeds)] for name, t in random_start.items()}
+    points, thresholds = start_agreement(scan, random_start, pca, cfg, model)
+    cols = ["seed", "T", "test_loss"]
+    if all("test_loss" in t["runs"] for t in (scan, random_start)):
+        losses = scan["runs"][cols].merge(random_start["runs"][cols], on=["seed", "T"], suffixes=("_scan", "_random_start"))
+    else:  # runs tables without the test split's loss (older tables): nothing to compare
+        losses = pd.DataFrame(columns=["seed", "T", "test_loss_scan", "test_loss_random_start"])
+    losses["test_loss_relative"] = losses["test_loss_scan"].astype(float) / losses["test_loss_random_start"].astype(float) - 1.0
+    for name, table in (("points", points), ("thresholds", thresholds), ("losses", losses)):
+        table.to_csv(out / f"start_{name}_{model}.csv", index=False)
+    rel = losses["test_loss_relative"]
+    return {"points_both_at_equilibrium": int(len(points)), "same_active_set": int(points["agree"].sum()),
+            "differing_points": points[~points["agree"]].to_dict("records"),
+            "scan_more_active": int((points["n_active_a"] > points["n_active_b"]).sum()),
+            "scan_fewer_active": int((points["n_active_a"] < points["n_active_b"]).sum()),
+            "ranks_compared": int(len(thresholds)), "ranks_within": int(thresholds["within"].sum()),
+            "max_relative_difference": float(thresholds["relative_difference"].abs().max()) if len(thresholds) else None,
+            "test_loss_points": int(len(rel)), "test_loss_lower": int((rel < 0).sum()),
+            "test_loss_relative_median": float(rel.median()) if len(rel) else None,
+            "test_loss_relative_range": [float(rel.min()), float(rel.max())] if len(rel) else None}
+
+
+def against_random_start(scan: str | Path, random_start: str | Path, out: str | Path,
+                         cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The comparison with the random starts (``_compare_with_random_start``) of every model a scan's analysis
+    folder (``scan``: its ``<model>/scan_*.parquet``) and the random-start tables (``reference/random_start``)
+    both hold, at the scan's seeds; writes the tables and ``random_start.json`` to ``out``."""
+    from ..config import load_config
+
+    scan, random_start, out = Path(scan), Path(random_start), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config()["analysis"] if cfg is None else cfg
+    pca = pd.read_parquet(random_start / "pca.parquet")
+    models = sorted(set(scanned_models(scan)) & set(scanned_models(random_start)))
+    if not models:
+        raise FileNotFoundError(f"no model's scan tables in both {scan} and {random_start}")
+    summary: dict[str, Any] = {"agreement_tolerance": AGREE_TOL}
+    for model in models:
+        summary[model] = _compare_with_random_start(_tables(scan / model), _tables(random_start / model), pca, cfg,
+                                                    model, out)
+    (out / "random_start.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    return summary
 
 
 def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "train",
@@ -353,11 +396,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default BUNDLE/validation)")
     parser.add_argument("--two-sided", nargs=2, metavar=("HOT", "COLD"), default=None,
                         help="instead: the results/analysis folders of a hot-side and a cold-side run")
+    parser.add_argument("--random-start", nargs=2, metavar=("SCAN", "RANDOM_START"), default=None,
+                        help="instead: a scan's analysis folder against the random-start tables (reference/random_start)")
     parser.add_argument("--configfile", nargs="*", default=[],
                         help="with --two-sided: the presets the runs used, merged over config.yaml (their analysis "
                              "settings)")
     args = parser.parse_args(argv)
-    if args.two_sided:
+    if args.random_start:
+        from ..config import load_config
+
+        result = against_random_start(*args.random_start, out=args.out or "random_start_check",
+                                      cfg=load_config(*args.configfile)["analysis"])
+    elif args.two_sided:
         from ..config import load_config
 
         cfg = load_config(*args.configfile)["analysis"]
