@@ -157,3 +157,30 @@ def test_run_runs_every_side_and_reports_failures(tmp_path, monkeypatch):
                                     ("linear_seed0_hot", "linear_seed0_cold", "mlp-d2_seed1_hot", "mlp-d2_seed1_cold"))
     assert sorted(rc for rc in status.values()) == [0, 0, 1, 1]
 
+
+
+def test_ship_makes_a_valid_bundle_whose_analysis_is_the_two_sided_one(tmp_path):
+    """The committed run from both sides shipped as a bundle (two_sided_run.ship): bundle.check passes, every
+    model of the evidence is there, and the redrawn analysis of each model counts exactly the points the pairs'
+    two-sided analyses accepted and removed (the sides check travels in the runs table)."""
+    from pathlib import Path
+
+    from spectral_collapse import bundle
+
+    evidence = Path(__file__).resolve().parents[1] / "reference" / "two_sided_run"
+    pairs = json.loads((evidence / "summary.json").read_text())["pairs"]
+    record = two_sided_run.ship(evidence, tmp_path / "bundle")
+    assert bundle.check(tmp_path / "bundle") == [] and record["two_sided"]["pairs"] == sorted(pairs)
+    shipped = json.loads((tmp_path / "bundle/results/summary.json").read_text())["models"]
+    expected: dict[str, dict[str, int]] = {}
+    for pair in pairs.values():
+        for model in pair["models"]:
+            a = pair[model]["analysis"]
+            counts = expected.setdefault(model, {"equilibrium": 0, "sides": 0})
+            counts["equilibrium"] += a["at_equilibrium"]
+            counts["sides"] += a["removed_by"]["sides"]
+    assert set(shipped) == set(expected)
+    for model, counts in expected.items():
+        runs = json.loads((tmp_path / f"bundle/results/analysis/{model}/analysis.json").read_text())["runs"]
+        assert runs["equilibrium"] == counts["equilibrium"] and runs["removed_by"]["sides"] == counts["sides"], model
+        assert "sides_agree" in runs["fits_use"]

@@ -33,6 +33,7 @@ that was stopped continues where it stopped when ``run`` is called again (a fini
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -54,6 +55,7 @@ from .scan import ModelSpec, model_seeds
 SIDES = ("hot", "cold")
 RUN_FILES = "run_files"  # a pair's copies of the hot run's data records, at their paths in the run
 MAP_SEED = 0  # the workflow draws a model's maps from its first seed, 0 for every model of the reference
+MAPS_GZ = "latent_maps.nc.gz"
 SIDE_TRAINING = {"hot": {"chain_reopen": True}, "cold": {"chain_from": "cold"}}  # training.chain is the preset's
 PRESET = "presets/reference.yaml"
 
@@ -287,8 +289,11 @@ def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str
             if side == "hot" and model_seeds(config, model)[0] == MAP_SEED:  # 1 MB: one seed's
                 if (src / "latent_correlations.parquet").is_file():  # gridded sources only
                     shutil.copyfile(src / "latent_correlations.parquet", dst / "latent_correlations.parquet")
-                if (src / "latent_maps.nc").is_file():
+                if (src / "latent_maps.nc").is_file():  # gzipped: the ocean's NaNs make 1 MB 0.4 MB
                     _coarsen_maps(src / "latent_maps.nc", dst / "latent_maps.nc")
+                    with open(dst / "latent_maps.nc", "rb") as raw, gzip.open(dst / MAPS_GZ, "wb") as packed:
+                        shutil.copyfileobj(raw, packed)
+                    (dst / "latent_maps.nc").unlink()
         side_jobs, side_points = cost_tables(run_dir, models, name, side)
         jobs.append(side_jobs)
         points.append(side_points)
@@ -415,11 +420,12 @@ def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -
             runs = [pd.read_parquet(p / "two_sided" / f"scan_runs_{model}.parquet") for _, p in pairs]
             write_parquet(pd.concat(runs, ignore_index=True), dst / "scan_runs.parquet")
             first = pairs[0][1] / "hot" / model
-            if pairs[0][0] != MAP_SEED or not (first / "latent_maps.nc").is_file():
+            if pairs[0][0] != MAP_SEED or not (first / MAPS_GZ).is_file():
                 raise FileNotFoundError(f"{evidence}: no pair of {model} with seed {MAP_SEED} and its maps: the "
                                         "bundle's maps are the first seed's; assemble that pair first")
-            for name in ("latent_maps.nc", "latent_correlations.parquet"):
-                shutil.copyfile(first / name, dst / name)
+            with gzip.open(first / MAPS_GZ, "rb") as packed, open(dst / "latent_maps.nc", "wb") as raw:
+                shutil.copyfileobj(packed, raw)
+            shutil.copyfile(first / "latent_correlations.parquet", dst / "latent_correlations.parquet")
         shutil.copyfile(evidence / "pca.parquet", work / PCA_TABLE)
         run_files = pair_dirs[0] / RUN_FILES
         for src in run_files.rglob("*"):
