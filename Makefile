@@ -110,7 +110,8 @@ reference-validation: $(STAMP)
 
 # Issue 19's reference run from both sides (hours on 2 cores: start it first). Every side of every pair runs in its
 # own working directory under TWO_SIDED_ROOT, outside the repository; run it again to resume. Longest pairs first,
-# so that the two streams finish together. Then: python -m spectral_collapse.two_sided_run assemble OUT --pair ...
+# so that the two streams finish together. Needs WORLDCLIM_DIR (a local WorldClim copy: otherwise every side would
+# download its own). Then: python -m spectral_collapse.two_sided_run assemble OUT --pair ...
 TWO_SIDED_ROOT ?= ../two_sided_run
 TWO_SIDED_PAIRS ?= mlp-d8:0 mlp-d4:0 mlp-d4:1 mlp-d2:0 mlp-d2:1 linear
 reference-two-sided: $(STAMP)
