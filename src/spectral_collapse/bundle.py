@@ -79,10 +79,7 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
                          "WorldClim 2.1 study's (its provenance pins the 19 WorldClim checksums)")
     models = _models(config)
     _check_run(run_dir, config, models, configfiles)
-    if bundle.exists():  # a fresh bundle, except the committed comparison data it is checked against
-        for old in bundle.iterdir():
-            if old.name not in KEEP:
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
+    clear_bundle(bundle)
     (bundle / "results").mkdir(parents=True)
     for rel in _cached_files(config, run_dir):
         src, dst = run_dir / rel, bundle / rel
@@ -103,7 +100,7 @@ def export(run_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE,
         "code_dirty": bool(_git(run_dir, "status", "--porcelain", "--untracked-files=no")),
         "data_sha256": verified["files"],
         "package_versions": package_versions(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_name()},
+        "machine": machine_record(),
         "jobs": job_times(run_dir, models),
         # the config hash each job ran under: jobs of one run may differ in what they do not share (e.g. another
         # model's settings, changed between them)
@@ -192,6 +189,20 @@ def job_times(run_dir: Path, models: list[str]) -> list[dict[str, Any]]:
                        wall_s_unfrozen_estimate=None if full is None else full * rec["updates"] / 1e3)
         jobs.append(job)
     return jobs
+
+
+def clear_bundle(bundle: Path) -> None:
+    """Empty ``bundle`` for a fresh export, except the committed evidence folders (``KEEP``) it is checked
+    against."""
+    if bundle.exists():
+        for old in bundle.iterdir():
+            if old.name not in KEEP:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def machine_record() -> dict[str, Any]:
+    """The machine a bundle is exported on, as its provenance records it."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_name()}
 
 
 def _git(where: Path, *args: str) -> str:

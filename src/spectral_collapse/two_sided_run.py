@@ -33,6 +33,7 @@ that was stopped continues where it stopped when ``run`` is called again (a fini
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 import os
@@ -175,9 +176,9 @@ def side_config(name: str, side: str, run_dir: Path, preset: str = PRESET) -> tu
     presets = side_presets(preset)
     config = _run_config(run_dir, presets)
     training = config["training"]
-    is_side = training["chain"] and (training["chain_reopen"] and training["chain_from"] == "hot" if side == "hot"
-                                     else training["chain_from"] == "cold")
-    if not is_side:
+    is_hot_side = training["chain"] and training["chain_reopen"] and training["chain_from"] == "hot"
+    is_cold_side = training["chain"] and training["chain_from"] == "cold"
+    if not (is_hot_side if side == "hot" else is_cold_side):
         raise ValueError(f"pair {name}: {run_dir} is not a {side}-side run (training.chain {training['chain']}, "
                          f"chain_reopen {training['chain_reopen']}, chain_from {training['chain_from']}): "
                          "pass the hot side first, then the cold side")
@@ -186,8 +187,8 @@ def side_config(name: str, side: str, run_dir: Path, preset: str = PRESET) -> tu
     return config, models
 
 
-def _check_pair(name: str, runs: Mapping[str, Path]) -> tuple[list[str], dict[str, Any]]:
-    """(the models both sides scanned, the hot side's config); a missing run, a side that is not the one it is
+def _check_pair(name: str, runs: Mapping[str, Path]) -> tuple[list[str], dict[str, Any], pd.DataFrame]:
+    """(the models both sides scanned, the hot side's config, the PCA table); a missing run, a side that is not the one it is
     named as, sides of another scan (models, seeds, T grid, store) or another analysis stops."""
     configs, models = {}, {}
     for side, run_dir in runs.items():
@@ -203,7 +204,7 @@ def _check_pair(name: str, runs: Mapping[str, Path]) -> tuple[list[str], dict[st
     pcas = [pd.read_parquet(run_dir / PCA_TABLE) for run_dir in runs.values()]
     if not pcas[0].equals(pcas[1]):
         raise ValueError(f"pair {name}: the two sides' PCA tables differ: the runs used different stores")
-    return both, configs["hot"]
+    return both, configs["hot"], pcas[0]
 
 
 def cost_tables(run_dir: Path, models: Sequence[str], pair: str, side: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -227,8 +228,9 @@ def cost_tables(run_dir: Path, models: Sequence[str], pair: str, side: str) -> t
     return pd.DataFrame(jobs), pd.DataFrame(points)
 
 
-def _budget_points(run_dir: Path, models: Sequence[str]) -> int:
-    runs = pd.concat([pd.read_parquet(run_dir / ANALYSIS_ROOT / m / "scan_runs.parquet") for m in models])
+def _budget_points(side_dir: Path, models: Sequence[str]) -> int:
+    """Points of one side (its copied tables in the pair's folder) that stopped at the update budget."""
+    runs = pd.concat([pd.read_parquet(side_dir / m / "scan_runs.parquet") for m in models])
     return int((runs["status"] == "budget").sum())
 
 
@@ -247,8 +249,7 @@ def add_pair(out: Path, name: str, hot: Path, cold: Path) -> dict[str, Any]:
     reference bundle): what a bundle shipped from the hot side redraws its maps from. The analysis settings are
     the runs' own (the same on both sides: checked); a point one side lacks stops."""
     runs = {"hot": Path(hot), "cold": Path(cold)}
-    models, config = _check_pair(name, runs)
-    pca = pd.read_parquet(runs["hot"] / PCA_TABLE)
+    models, config, pca = _check_pair(name, runs)
     if (out / "pca.parquet").is_file() and not pd.read_parquet(out / "pca.parquet").equals(pca):
         raise ValueError(f"pair {name}: its PCA table differs from {out / 'pca.parquet'}: the runs used another "
                          "store than the pairs already there")
@@ -311,7 +312,7 @@ def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str
     points.to_csv(tmp / "cost_points.csv", index=False)
     record = {"pair": name, "models": models, "runs": provenance, "config": config,
               **{model: {k: v for k, v in result[model].items() if k != "exceptions"} for model in models},
-              "points_at_budget": {side: _budget_points(run_dir, models) for side, run_dir in runs.items()},
+              "points_at_budget": {side: _budget_points(tmp / side, models) for side in runs},
               "cost": _cpu(jobs)}
     write_json(tmp / "pair.json", record)
     return record
@@ -372,7 +373,7 @@ def shipped_config(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for model in record["models"]:
             seeds.setdefault(model, set()).update(model_seeds(record["config"], model))
     specs = [ModelSpec.from_id(m) for m in seeds]
-    config = json.loads(json.dumps(first))  # a deep copy
+    config = copy.deepcopy(first)
     config["scan"]["families"] = [f for f in ("linear", "mlp") if any(s.family == f for s in specs)]
     config["scan"]["seeds"] = sorted(set().union(*seeds.values()))
     config["scan"]["model_seeds"] = {m: sorted(v) for m, v in sorted(seeds.items())}
@@ -437,10 +438,7 @@ def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -
                                  "--cores", "1", "-d", str(work)], capture_output=True, text=True)
         if redraw.returncode:
             raise RuntimeError(f"the redraw of the shipped tables failed:\n{redraw.stdout[-3000:]}\n{redraw.stderr[-3000:]}")
-        if target.exists():  # a fresh bundle, except the evidence folders it is checked against
-            for old in target.iterdir():
-                if old.name not in bundle_mod.KEEP:
-                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+        bundle_mod.clear_bundle(target)
         target.mkdir(parents=True, exist_ok=True)
         for rel in bundle_mod._cached_files(config, work) + [SUMMARY] + [
                 f"{ANALYSIS_ROOT}/{m}/analysis.json" for m in by_model]:
@@ -452,7 +450,7 @@ def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -
     commits = sorted({c["commit"] for r in records for side in r["runs"].values() for c in side.get("code", [])})
     record = {"config_hash": config_hash(config), "code_commit": commits[0] if len(commits) == 1 else commits,
               "data_sha256": verified["files"], "package_versions": package_versions(),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": bundle_mod._cpu_name()},
+              "machine": bundle_mod.machine_record(),
               "jobs": jobs.to_dict("records"), "two_sided": {"evidence": str(evidence.name),
                                                               "pairs": [r["pair"] for r in records]},
               "exported": f"python -m spectral_collapse.two_sided_run ship {evidence.name} (the hot sides, each point "

@@ -61,11 +61,12 @@ def first_failed_check(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: flo
     return table
 
 
-def equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float) -> tuple[set, dict]:
+def equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float,
+                checks: pd.DataFrame | None = None) -> tuple[set, dict]:
     """(run_ids at equilibrium, counts): the counts of the points each check removed (a point is counted
     by the first check it fails), how many were not stability-checked (or not compared with the other side),
-    and the total."""
-    table = first_failed_check(latents, runs, max_drift)
+    and the total. ``checks``: ``first_failed_check`` of the same arguments, when the caller has it."""
+    table = first_failed_check(latents, runs, max_drift) if checks is None else checks
     compared = "sides_agree" in table
     keep = (table["failed"] == "").to_numpy(bool)
     stable = table["stable"].to_numpy(float)

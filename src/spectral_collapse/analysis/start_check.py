@@ -137,10 +137,12 @@ REASONS = {  # why a point is not at equilibrium, by the first check it failed (
 
 
 def not_at_equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: float,
-                       table: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+                       table: pd.DataFrame | None = None, checks: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """Every point not at equilibrium: seed, T, the first check it failed and the reason, with the two sides'
-    largest ranked-M^2 gap (``table``, ``two_sided_table``) where the sides disagree."""
-    checks = first_failed_check(eval_split(latents), runs, max_drift)
+    largest ranked-M^2 gap (``table``, ``two_sided_table``) where the sides disagree. ``checks``:
+    ``first_failed_check`` of the evaluation split, when the caller has it."""
+    if checks is None:
+        checks = first_failed_check(eval_split(latents), runs, max_drift)
     info = runs.drop_duplicates("run_id").set_index("run_id")
     gaps = {} if table is None else {(int(r.seed), t_label(r.T)): r for r in table.itertuples(index=False)}
     out = []
@@ -166,7 +168,8 @@ def two_sided_analysis(hot: Mapping[str, pd.DataFrame], table: pd.DataFrame, pca
     two is within BRACKET_TOL, so either side measures the same state."""
     marked = {**hot, "runs": mark_sides(hot["runs"], table)}
     max_drift = float(cfg["max_m2_drift"])
-    eq, counts = equilibrium(eval_split(marked["latents"]), marked["runs"], max_drift)
+    checks = first_failed_check(eval_split(marked["latents"]), marked["runs"], max_drift)
+    eq, counts = equilibrium(eval_split(marked["latents"]), marked["runs"], max_drift, checks=checks)
     T_c = _thresholds_on(marked, pca, cfg, model, "train")
     lat = marked["latents"]
     seeds_at_eq = {int(s) for s in lat.loc[lat["run_id"].isin(eq), "seed"]}
@@ -174,7 +177,7 @@ def two_sided_analysis(hot: Mapping[str, pd.DataFrame], table: pd.DataFrame, pca
     out: dict[str, Any] = {"points": counts["points"], "at_equilibrium": counts["equilibrium"],
                            "removed_by": counts["removed"], "sides_not_compared": counts["sides_not_compared"],
                            "not_at_equilibrium": not_at_equilibrium(marked["latents"], marked["runs"], max_drift,
-                                                                    table),
+                                                                    table, checks=checks),
                            "resolved_ranks": {str(seed): len(ranks) for seed, ranks in T_c.items()},
                            "T_c": {str(seed): {str(k): t for k, t in ranks.items()} for seed, ranks in T_c.items()}}
     if model == "linear":
