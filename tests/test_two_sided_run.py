@@ -184,3 +184,57 @@ def test_ship_makes_a_valid_bundle_whose_analysis_is_the_two_sided_one(tmp_path)
         runs = json.loads((tmp_path / f"bundle/results/analysis/{model}/analysis.json").read_text())["runs"]
         assert runs["equilibrium"] == counts["equilibrium"] and runs["removed_by"]["sides"] == counts["sides"], model
         assert "sides_agree" in runs["fits_use"]
+
+
+def test_slim_keeps_each_hot_side_once_and_a_ship_from_the_slim_evidence_is_the_same(tmp_path):
+    """After a ship, ``slim`` removes the pairs' hot/ folders only when the bundle holds exactly their content (a
+    bundle that differs stops it, removing nothing); shipping the slimmed evidence again, its hot sides read from
+    that bundle, gives the same tables and maps; the bundle's maps are packed and ``bundle.prepare`` unpacks
+    them for the redraw."""
+    import gzip
+    import shutil
+    from pathlib import Path
+
+    import xarray as xr
+
+    from spectral_collapse import bundle
+
+    evidence = tmp_path / "evidence"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "reference" / "two_sided_run", evidence)
+    pairs = sorted(p.parent.name for p in evidence.glob("*/pair.json") if (p.parent / "hot").is_dir())
+    assert pairs, "the committed evidence holds a pair with its hot side"
+    two_sided_run.ship(evidence, tmp_path / "first")
+    analysis = tmp_path / "first/results/analysis"
+    models = sorted(p.name for p in analysis.iterdir() if p.is_dir())
+    assert all((analysis / m / "latent_maps.nc.gz").is_file() and not (analysis / m / "latent_maps.nc").exists()
+               for m in models)
+
+    changed = tmp_path / "changed"
+    shutil.copytree(tmp_path / "first", changed)
+    table = changed / f"results/analysis/{models[0]}/scan_latents.parquet"
+    latents = pd.read_parquet(table)
+    latents.loc[0, "M2"] += 0.01
+    latents.to_parquet(table)
+    with pytest.raises(ValueError, match="scan_latents"):
+        two_sided_run.slim(evidence, changed)
+    assert all((evidence / p / "hot").is_dir() for p in pairs)
+
+    assert two_sided_run.slim(evidence, tmp_path / "first") == pairs
+    assert not any((evidence / p / "hot").exists() for p in pairs)
+    two_sided_run.ship(evidence, tmp_path / "second", shipped=tmp_path / "first")
+    for model in models:
+        for name in ("latents", "pruning", "runs"):
+            first = pd.read_parquet(analysis / model / f"scan_{name}.parquet")
+            assert first.equals(pd.read_parquet(tmp_path / f"second/results/analysis/{model}/scan_{name}.parquet"))
+        packed = [(tmp_path / run / f"results/analysis/{model}/latent_maps.nc.gz").read_bytes()
+                  for run in ("first", "second")]
+        assert packed[0] == packed[1]
+
+    work = bundle.prepare(tmp_path / "work", tmp_path / "second")
+    for model in models:
+        unpacked = work / f"results/analysis/{model}/latent_maps.nc"
+        assert not Path(f"{unpacked}.gz").exists()
+        assert unpacked.read_bytes() == gzip.decompress(
+            (tmp_path / f"second/results/analysis/{model}/latent_maps.nc.gz").read_bytes())
+        with xr.open_dataset(unpacked, engine="scipy") as maps:
+            assert maps["mu"].notnull().any()

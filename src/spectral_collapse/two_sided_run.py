@@ -8,7 +8,9 @@ tables (latents, pruning, runs: what the analysis reads) into an evidence folder
 several sessions is added to as its pairs finish):
 
 - ``<pair>/hot/<model>/``, ``<pair>/cold/<model>/``: the scan tables of each side (the hot side of seed
-  ``MAP_SEED`` also its latent correlations and maps, coarsened as in the reference bundle);
+  ``MAP_SEED`` also its latent correlations and maps, coarsened and packed as in the reference bundle). Once
+  shipped, the hot side is the bundle's (``slim`` removes ``hot/`` after checking the bundle holds it exactly:
+  the bundle's tables are the hot sides', seeds side by side), so nothing is kept twice;
 - ``<pair>/two_sided/``: ``analysis.start_check.two_sided`` on the pair: per point the two sides' largest
   ranked-M^2 gap, the hot side's analysis with the two-sided check (points at equilibrium from both sides, every
   other point with its reason, resolved thresholds per seed, for the linear family against lambda_k / V), and
@@ -56,7 +58,7 @@ from .scan import ModelSpec, model_seeds
 SIDES = ("hot", "cold")
 RUN_FILES = "run_files"  # a pair's copies of the hot run's data records, at their paths in the run
 MAP_SEED = 0  # the workflow draws a model's maps from its first seed, 0 for every model of the reference
-MAPS_GZ = "latent_maps.nc.gz"
+MAPS_GZ = "latent_maps.nc.gz"  # bundle.MAPS + bundle.PACKED
 SIDE_TRAINING = {"hot": {"chain_reopen": True}, "cold": {"chain_from": "cold"}}  # training.chain is the preset's
 PRESET = "presets/reference.yaml"
 
@@ -271,7 +273,7 @@ def add_pair(out: Path, name: str, hot: Path, cold: Path) -> dict[str, Any]:
 def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str], config: Mapping[str, Any],
                 pca: pd.DataFrame) -> dict[str, Any]:
     from .analysis.start_check import two_sided
-    from .bundle import _coarsen_maps
+    from .bundle import _coarsen_maps, pack
     from .storepath import store_paths
 
     cfg = config["analysis"]
@@ -290,10 +292,9 @@ def _write_pair(tmp: Path, name: str, runs: Mapping[str, Path], models: list[str
             if side == "hot" and model_seeds(config, model)[0] == MAP_SEED:  # 1 MB: one seed's
                 if (src / "latent_correlations.parquet").is_file():  # gridded sources only
                     shutil.copyfile(src / "latent_correlations.parquet", dst / "latent_correlations.parquet")
-                if (src / "latent_maps.nc").is_file():  # gzipped: the ocean's NaNs make 1 MB 0.4 MB
+                if (src / "latent_maps.nc").is_file():  # packed as the bundle packs them
                     _coarsen_maps(src / "latent_maps.nc", dst / "latent_maps.nc")
-                    with open(dst / "latent_maps.nc", "rb") as raw, gzip.open(dst / MAPS_GZ, "wb") as packed:
-                        shutil.copyfileobj(raw, packed)
+                    pack(dst / "latent_maps.nc", dst / MAPS_GZ)
                     (dst / "latent_maps.nc").unlink()
         side_jobs, side_points = cost_tables(run_dir, models, name, side)
         jobs.append(side_jobs)
@@ -382,13 +383,39 @@ def shipped_config(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return validate_config(config)
 
 
-def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -> dict[str, Any]:
+def _hot_table(pair_dir: Path, model: str, seed: int, name: str, shipped: Path) -> pd.DataFrame:
+    """A scan table (``name``: latents, pruning, runs) of a pair's hot side: from the pair's ``hot/`` folder, or,
+    for a pair ``slim`` slimmed, the seed's rows of the bundle it was shipped in (runs without ``sides_agree``)."""
+    own = pair_dir / "hot" / model / f"scan_{name}.parquet"
+    if own.is_file():
+        return pd.read_parquet(own)
+    table = pd.read_parquet(shipped / ANALYSIS_ROOT / model / f"scan_{name}.parquet") \
+        if (shipped / ANALYSIS_ROOT / model / f"scan_{name}.parquet").is_file() else pd.DataFrame({"seed": []})
+    table = table[table["seed"] == seed].drop(columns=["sides_agree"], errors="ignore").reset_index(drop=True)
+    if table.empty:
+        raise FileNotFoundError(f"{pair_dir}: its hot side of {model} is neither in {pair_dir / 'hot'} nor, as seed "
+                                f"{seed}, in the bundle {shipped}: assemble the pair again")
+    return table
+
+
+def _hot_file(pair_dir: Path, model: str, name: str, shipped: Path) -> Path:
+    """A file of the hot side of a pair's first seed (maps, correlations): the pair's own, or the bundle's."""
+    for where in (pair_dir / "hot" / model, shipped / ANALYSIS_ROOT / model):
+        if (where / name).is_file():
+            return where / name
+    raise FileNotFoundError(f"{pair_dir}: no {name} of {model} there or in the bundle {shipped}: the bundle's maps "
+                            f"are those of seed {MAP_SEED}; assemble that pair first")
+
+
+def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None,
+         shipped: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write the reference bundle (``bundle.BUNDLE``) from the evidence folder: per model the hot side's scan
     tables of every pair (seeds side by side), its runs table marked with ``sides_agree``, so that the analysis
     accepts only points at equilibrium from both sides; the latent maps and correlations of the model's first
     seed (as the workflow draws them); the PCA and the data's records; the config covering every pair; summary and
     analysis.json drawn by the redraw workflow; provenance (the runs' code, the data checksums, every job's cost).
-    Evidence folders of earlier runs in the bundle (``bundle.KEEP``) stay. Returns the provenance."""
+    Evidence folders of earlier runs in the bundle (``bundle.KEEP``) stay. A pair ``slim`` slimmed after an earlier
+    ship reads its hot side from ``shipped`` (default: the reference bundle). Returns the provenance."""
     import tempfile
 
     import yaml
@@ -399,6 +426,7 @@ def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -
 
     evidence = Path(evidence)
     target = Path(bundle) if bundle is not None else bundle_mod.BUNDLE
+    shipped = Path(shipped) if shipped is not None else bundle_mod.BUNDLE
     pair_dirs = sorted(p.parent for p in evidence.glob("*/pair.json") if not p.parent.name.startswith("."))
     if not pair_dirs:
         raise FileNotFoundError(f"{evidence} holds no pair: assemble the run first")
@@ -416,17 +444,16 @@ def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -
             dst = analysis / model
             dst.mkdir(parents=True)
             for name in ("latents", "pruning"):
-                tables = [pd.read_parquet(p / "hot" / model / f"scan_{name}.parquet") for _, p in pairs]
+                tables = [_hot_table(p, model, seed, name, shipped) for seed, p in pairs]
                 write_parquet(pd.concat(tables, ignore_index=True), dst / f"scan_{name}.parquet")
             runs = [pd.read_parquet(p / "two_sided" / f"scan_runs_{model}.parquet") for _, p in pairs]
             write_parquet(pd.concat(runs, ignore_index=True), dst / "scan_runs.parquet")
-            first = pairs[0][1] / "hot" / model
-            if pairs[0][0] != MAP_SEED or not (first / MAPS_GZ).is_file():
-                raise FileNotFoundError(f"{evidence}: no pair of {model} with seed {MAP_SEED} and its maps: the "
-                                        "bundle's maps are the first seed's; assemble that pair first")
-            with gzip.open(first / MAPS_GZ, "rb") as packed, open(dst / "latent_maps.nc", "wb") as raw:
-                shutil.copyfileobj(packed, raw)
-            shutil.copyfile(first / "latent_correlations.parquet", dst / "latent_correlations.parquet")
+            if pairs[0][0] != MAP_SEED:
+                raise FileNotFoundError(f"{evidence}: no pair of {model} with seed {MAP_SEED}: the bundle's maps are "
+                                        "the first seed's; assemble that pair first")
+            bundle_mod.unpack(_hot_file(pairs[0][1], model, MAPS_GZ, shipped), dst / bundle_mod.MAPS)
+            shutil.copyfile(_hot_file(pairs[0][1], model, "latent_correlations.parquet", shipped),
+                            dst / "latent_correlations.parquet")
         shutil.copyfile(evidence / "pca.parquet", work / PCA_TABLE)
         run_files = pair_dirs[0] / RUN_FILES
         for src in run_files.rglob("*"):
@@ -443,7 +470,10 @@ def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -
         for rel in bundle_mod._cached_files(config, work) + [SUMMARY] + [
                 f"{ANALYSIS_ROOT}/{m}/analysis.json" for m in by_model]:
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(work / rel, target / rel)
+            if rel.endswith(bundle_mod.MAPS):
+                bundle_mod.pack(work / rel, target / f"{rel}{bundle_mod.PACKED}")
+            else:
+                shutil.copyfile(work / rel, target / rel)
         verified = json.loads((work / store_verified(config)).read_text())
     (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     jobs = pd.read_csv(evidence / "cost_jobs.csv") if (evidence / "cost_jobs.csv").is_file() else pd.DataFrame()
@@ -460,6 +490,46 @@ def ship(evidence: str | os.PathLike, bundle: str | os.PathLike | None = None) -
     if problems:
         raise RuntimeError("the shipped bundle is not valid:\n" + "\n".join(problems))
     return record
+
+
+def slim(evidence: str | os.PathLike, shipped: str | os.PathLike | None = None) -> list[str]:
+    """Remove each pair's ``hot/`` folder from the evidence once the bundle it was shipped in (``shipped``,
+    default the reference bundle) holds exactly the same hot side: its seed's rows of every scan table (the runs
+    table marked with ``sides_agree``, the marked table of the pair's ``two_sided/``), and for the first seed the
+    same maps and correlations. What is left of a pair is what the bundle lacks: the cold side, the comparison
+    and the record. Anything that differs stops, before anything is removed. Returns the slimmed pairs."""
+    from . import bundle as bundle_mod
+
+    evidence = Path(evidence)
+    shipped = Path(shipped) if shipped is not None else bundle_mod.BUNDLE
+    todo = []
+    for record_path in sorted(evidence.glob("*/pair.json")):
+        pair_dir = record_path.parent
+        if pair_dir.name.startswith(".") or not (pair_dir / "hot").is_dir():
+            continue
+        record = json.loads(record_path.read_text())
+        for model in record["models"]:
+            seed = model_seeds(record["config"], model)[0]
+            bundle_dir, own = shipped / ANALYSIS_ROOT / model, pair_dir / "hot" / model
+            for name in TABLES:
+                theirs = pd.read_parquet(bundle_dir / f"scan_{name}.parquet")
+                theirs = theirs[theirs["seed"] == seed].reset_index(drop=True)
+                mine = pd.read_parquet(pair_dir / "two_sided" / f"scan_runs_{model}.parquet") if name == "runs" \
+                    else pd.read_parquet(own / f"scan_{name}.parquet")
+                if not mine.equals(theirs):
+                    raise ValueError(f"{own}: its scan_{name} is not seed {seed}'s in {bundle_dir}: ship the "
+                                     "evidence first (python -m spectral_collapse.two_sided_run ship)")
+            if (own / MAPS_GZ).is_file():
+                with gzip.open(own / MAPS_GZ) as a, gzip.open(bundle_dir / MAPS_GZ) as b:
+                    same_maps = a.read() == b.read()
+                same_corr = pd.read_parquet(own / "latent_correlations.parquet").equals(
+                    pd.read_parquet(bundle_dir / "latent_correlations.parquet"))
+                if not (same_maps and same_corr):
+                    raise ValueError(f"{own}: its maps or correlations are not those in {bundle_dir}: ship first")
+        todo.append(pair_dir)
+    for pair_dir in todo:
+        shutil.rmtree(pair_dir / "hot")
+    return [p.name for p in todo]
 
 
 def store_verified(config: Mapping[str, Any]) -> str:
@@ -493,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     shp = sub.add_parser("ship", help="the reference bundle from an evidence folder (its hot sides, two-sided check)")
     shp.add_argument("evidence")
     shp.add_argument("--bundle", default=None, help="default: reference/")
+    shp.add_argument("--keep-hot", action="store_true",
+                     help="keep the pairs' hot/ folders (by default removed once the bundle holds them: slim)")
     asm = sub.add_parser("assemble", help="the evidence folder OUT from finished pairs")
     asm.add_argument("out")
     asm.add_argument("--pair", nargs=3, action="append", metavar=("NAME", "HOT", "COLD"), required=True,
@@ -504,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ship":
         record = ship(args.evidence, args.bundle)
         print(json.dumps({k: record[k] for k in ("config_hash", "code_commit", "two_sided")}, indent=1))
+        if not args.keep_hot:
+            print("hot sides now only in the bundle:", ", ".join(slim(args.evidence, args.bundle)) or "none")
         return 0
     summary = assemble(args.out, {name: (hot, cold) for name, hot, cold in args.pair})
     print(json.dumps(summary["cost"], indent=1))
