@@ -258,6 +258,31 @@ def _cost_table(jobs: list[Mapping[str, Any]]) -> list[str]:
 TWO_SIDED = BUNDLE / "two_sided_run"  # issue 19's run from both sides (spectral_collapse.two_sided_run)
 
 
+def _two_sided_point_costs(path: Path) -> list[str]:
+    """Where the training time goes: per pair and side, the chain points' one-core wall seconds summed per decade
+    of T (the first decade holds T = 1 as well, the last T = 1e-6), and the dearest point."""
+    import math
+
+    import pandas as pd
+
+    points = pd.read_csv(path)
+    decades = [(0.1, 1.0)] + [(10.0 ** -(k + 1), 10.0 ** -k) for k in range(1, 6)]
+
+    def decade(T: float) -> int:
+        return min(max(math.ceil(-math.log10(T) - 1e-9) - 1, 0), len(decades) - 1)
+
+    points["decade"] = [decade(T) for T in points["T"]]
+    heads = [f"{lo:.0e} to {hi:.0e}" if hi < 1 else f"{lo:g} to 1" for lo, hi in decades]
+    out = ["| pair | side | training wall s by T: " + " | ".join(heads) + " | all points | dearest point (T: s) |",
+           "| --- | --- | " + " | ".join("---" for _ in heads) + " | --- | --- |"]
+    for (pair, side), g in points.groupby(["pair", "side"], sort=False):
+        by = g.groupby("decade")["wall_s"].sum()
+        dear = g.loc[g["wall_s"].idxmax()]
+        cells = " | ".join(f"{by.get(k, 0.0):,.0f}" for k in range(len(decades)))
+        out.append(f"| {pair} | {side} | {cells} | {g['wall_s'].sum():,.0f} | {dear['T']:.1e}: {dear['wall_s']:,.0f} |")
+    return out
+
+
 def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
     """Issue 19's run from both sides: per model and seed the points where the two sides agree, the points at
     equilibrium (every check, the two sides included) and what removed the others, the resolved thresholds (for
@@ -279,6 +304,22 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
             budget = pair["points_at_budget"]
             out.append(f"| {name} | {model} | {m['points']} | {m['agree']} | {a['at_equilibrium']} | {removed} | "
                        f"{resolved} | {within} | {budget['hot']} / {budget['cold']} |")
+    out += ["", "| pair | model | sides disagree | hot side fewer active / more | lower validation loss: cold / hot | "
+            "validation loss hot / cold | one-sided checks passed there: hot / cold | one side alone: resolved "
+            "thresholds hot / cold |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, pair in summary["pairs"].items():
+        for model in pair["models"]:
+            d = pair[model].get("disagreement")
+            if d is None:
+                continue
+            ratio = d["loss_ratio_hot_over_cold"]
+            one = d["one_sided"]
+            resolved = " / ".join(", ".join(str(n) for _, n in sorted(one[side]["resolved_ranks"].items()))
+                                  for side in ("hot", "cold"))
+            out.append(f"| {name} | {model} | {d['points']} | {d['hot_fewer_active']} / {d['hot_more_active']} | "
+                       f"{d['cold_lower_loss']} / {d['loss_points'] - d['cold_lower_loss']} | "
+                       + (f"{ratio[0]:.2f} to {ratio[1]:.2f}" if ratio else "-") +
+                       f" | {d['hot_passes_one_sided_checks']} / {d['cold_passes_one_sided_checks']} | {resolved} |")
     out += ["", "| pair | hot: train CPU s | hot: measure CPU s | cold: train CPU s | cold: measure CPU s | all, core-h |",
             "| --- | --- | --- | --- | --- | --- |"]
     for name, pair in summary["pairs"].items():
@@ -286,6 +327,7 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
         cells = " | ".join(f"{c.get(k, 0.0):,.0f}" for k in ("hot_train_cpu_s", "hot_measure_cpu_s", "cold_train_cpu_s",
                                                              "cold_measure_cpu_s"))
         out.append(f"| {name} | {cells} | {c['cpu_s'] / 3600:.2f} |")
+    out += ["", *_two_sided_point_costs(Path(evidence) / "cost_points.csv")]
     total = summary["cost"]
     out += ["", f"The pairs so far: {total['cpu_s']:,.0f} CPU s = {total['core_hours']:.2f} core-hours (training "
                 f"{total.get('train_cpu_s', 0.0) / 3600:.2f}, measurement with the stability check "

@@ -33,10 +33,13 @@ def _write_runs(root, shut_T=None, cold_pca=None, drop_cold_T=None):
     for side, work in sides.items():
         lat, prn, runs = linear_scan_tables(T_K, GRID, splits=("test", "train"))
         if side == "hot" and shut_T is not None:
-            lat.loc[(lat["T"] == shut_T) & (lat["rank"] == 2), "M2"] = 0.0
+            shut = (lat["T"] == shut_T) & (lat["rank"] == 2)
+            lat.loc[shut, "M2"] = 0.0
+            lat.loc[shut, "active"] = False
         if side == "cold" and drop_cold_T is not None:
             lat = lat[lat["T"] != drop_cold_T]
         runs = pd.DataFrame([{k: v for k, v in r.items() if k != "totals"} for r in runs])
+        runs["validation_loss"] = 1.0 + 0.1 * (side == "hot") * (runs["T"] == shut_T)  # the shut latent costs
         analysis = work / "results/analysis/linear"
         analysis.mkdir(parents=True)
         for name, table in (("latents", lat), ("pruning", prn), ("runs", runs)):
@@ -78,6 +81,13 @@ def test_assemble_tests_the_pair_and_costs_every_job(tmp_path):
     assert analysis["resolved_ranks"]["0"] >= 8 and analysis["ranks_within"] == analysis["resolved_ranks"]
     for side in ("hot", "cold"):
         assert (tmp_path / "out/linear" / side / "linear/scan_latents.parquet").is_file()
+    # where the sides disagree: the hot side holds one latent fewer; each side alone passes the one-sided checks
+    apart = pair["disagreement"]
+    assert (apart["points"], apart["hot_fewer_active"], apart["hot_more_active"]) == (1, 1, 0)
+    assert apart["hot_passes_one_sided_checks"] == apart["cold_passes_one_sided_checks"] == 1
+    assert apart["cold_lower_loss"] == 1 and apart["loss_ratio_hot_over_cold"] == pytest.approx([1.1, 1.1])
+    assert apart["one_sided"]["hot"]["at_equilibrium"] == apart["one_sided"]["cold"]["at_equilibrium"] == len(GRID)
+    assert apart["one_sided"]["cold"]["resolved_ranks"]["0"] >= analysis["resolved_ranks"]["0"]
     marked = pd.read_parquet(tmp_path / "out/linear/two_sided/scan_runs_linear.parquet")
     assert marked["sides_agree"].eq(0.0).sum() == 1
     jobs = pd.read_csv(tmp_path / "out/cost_jobs.csv")

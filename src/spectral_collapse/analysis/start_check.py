@@ -188,6 +188,50 @@ def two_sided_analysis(hot: Mapping[str, pd.DataFrame], table: pd.DataFrame, pca
     return out
 
 
+def side_disagreement(hot: Mapping[str, pd.DataFrame], cold: Mapping[str, pd.DataFrame], table: pd.DataFrame,
+                      pca: pd.DataFrame, cfg: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """Where the two sides disagree (``table``: ``two_sided_table``), what each side holds there: on which side
+    fewer latents are active (training split), which side has the lower validation loss and the hot/cold loss
+    ratio's range, and at how many of those points each side alone passes the three one-sided checks (loss
+    rule, drift, stability). Then each side analysed on its own with those checks: the points it accepts and its
+    resolved thresholds per seed. Why: a side whose states pass every one-sided check at a higher loss than the
+    other side's is metastable there (hysteresis), not at equilibrium; the one-sided counts say what the
+    two-sided rule costs, and are no replacement for it."""
+    max_drift = float(cfg["max_m2_drift"])
+    apart = {(int(r.seed), t_label(r.T)) for r in table.itertuples(index=False) if not r.agree}
+    per_side: dict[str, Any] = {}
+    for side, tables in (("hot", hot), ("cold", cold)):
+        lat, runs = tables["latents"], tables["runs"].drop_duplicates("run_id")
+        train = lat[lat["split"] == "train"]
+        active = {(int(s), t_label(T)): int(g["active"].sum()) for (s, T), g in train.groupby(["seed", "T"])}
+        loss = {} if "validation_loss" not in runs else {  # a runs table without losses: not compared
+            (int(s), t_label(T)): float(v) for s, T, v in runs[["seed", "T", "validation_loss"]].itertuples(index=False)}
+        checks = first_failed_check(eval_split(lat), tables["runs"], max_drift)
+        info = runs.set_index("run_id")
+        passed = {(int(info.loc[rid, "seed"]), t_label(info.loc[rid, "T"]))
+                  for rid in checks.index[checks["failed"] == ""] if rid in info.index}
+        eq, counts = equilibrium(eval_split(lat), tables["runs"], max_drift, checks=checks)
+        seeds_at_eq = {int(s) for s in lat.loc[lat["run_id"].isin(eq), "seed"]}
+        T_c = {seed: (len(ranks) if seed in seeds_at_eq else 0)
+               for seed, ranks in _thresholds_on(tables, pca, cfg, model, "train").items()}
+        per_side[side] = {"active": active, "loss": loss, "passed": passed, "at_equilibrium": counts["equilibrium"],
+                          "resolved_ranks": {str(seed): n for seed, n in T_c.items()}}
+    h, c = per_side["hot"], per_side["cold"]
+    both = sorted(p for p in apart if p in h["active"] and p in c["active"])
+    losses = [(h["loss"][p], c["loss"][p]) for p in both if p in h["loss"] and p in c["loss"]]
+    ratios = [hot / cold for hot, cold in losses]
+    return {"points": len(both),
+            "hot_fewer_active": sum(h["active"][p] < c["active"][p] for p in both),
+            "hot_more_active": sum(h["active"][p] > c["active"][p] for p in both),
+            "loss_points": len(losses),
+            "cold_lower_loss": sum(cold < hot for hot, cold in losses),
+            "loss_ratio_hot_over_cold": [float(min(ratios)), float(max(ratios))] if ratios else None,
+            "hot_passes_one_sided_checks": sum(p in h["passed"] for p in both),
+            "cold_passes_one_sided_checks": sum(p in c["passed"] for p in both),
+            "one_sided": {side: {"at_equilibrium": v["at_equilibrium"], "resolved_ranks": v["resolved_ranks"]}
+                          for side, v in per_side.items()}}
+
+
 def threshold_table(analysis: Mapping[str, Any], pca: pd.DataFrame) -> pd.DataFrame:
     """Per rank of a linear model's analysis: T_c (its thresholds split), lambda_k / V, the relative error, its
     status, and for resolved ranks whether the error is within TC_TOL."""
@@ -388,6 +432,9 @@ def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "
             tables = _tables(hot / model)
             summary[model]["analysis"] = two_sided_analysis(tables, table, pca, cfg, model)
             mark_sides(tables["runs"], table).to_parquet(out / f"scan_runs_{model}.parquet")
+            if model in scanned_models(cold):
+                summary[model]["disagreement"] = side_disagreement(tables, _tables(cold / model), table, pca, cfg,
+                                                                   model)
     (out / "two_sided.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     return summary
 
