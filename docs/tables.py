@@ -314,8 +314,9 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
                 continue
             ratio = d["loss_ratio_hot_over_cold"]
             one = d["one_sided"]
-            resolved = " / ".join(", ".join(str(n) for _, n in sorted(one[side]["resolved_ranks"].items()))
-                                  for side in ("hot", "cold"))
+            resolved = " / ".join(", ".join(
+                f"{n}" + (f" ({one[side]['ranks_within'][seed]} within 2%)" if "ranks_within" in one[side] else "")
+                for seed, n in sorted(one[side]["resolved_ranks"].items())) for side in ("hot", "cold"))
             out.append(f"| {name} | {model} | {d['points']} | {d['hot_fewer_active']} / {d['hot_more_active']} | "
                        f"{d['cold_lower_loss']} / {d['loss_points'] - d['cold_lower_loss']} | "
                        + (f"{ratio[0]:.2f} to {ratio[1]:.2f}" if ratio else "-") +

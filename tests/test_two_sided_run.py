@@ -88,6 +88,7 @@ def test_assemble_tests_the_pair_and_costs_every_job(tmp_path):
     assert apart["cold_lower_loss"] == 1 and apart["loss_ratio_hot_over_cold"] == pytest.approx([1.1, 1.1])
     assert apart["one_sided"]["hot"]["at_equilibrium"] == apart["one_sided"]["cold"]["at_equilibrium"] == len(GRID)
     assert apart["one_sided"]["cold"]["resolved_ranks"]["0"] >= analysis["resolved_ranks"]["0"]
+    assert apart["one_sided"]["cold"]["ranks_within"] == apart["one_sided"]["cold"]["resolved_ranks"]  # exact oracle
     marked = pd.read_parquet(tmp_path / "out/linear/two_sided/scan_runs_linear.parquet")
     assert marked["sides_agree"].eq(0.0).sum() == 1
     jobs = pd.read_csv(tmp_path / "out/cost_jobs.csv")

@@ -212,10 +212,15 @@ def side_disagreement(hot: Mapping[str, pd.DataFrame], cold: Mapping[str, pd.Dat
                   for rid in checks.index[checks["failed"] == ""] if rid in info.index}
         eq, counts = equilibrium(eval_split(lat), tables["runs"], max_drift, checks=checks)
         seeds_at_eq = {int(s) for s in lat.loc[lat["run_id"].isin(eq), "seed"]}
-        T_c = {seed: (len(ranks) if seed in seeds_at_eq else 0)
+        T_c = {seed: (ranks if seed in seeds_at_eq else {})
                for seed, ranks in _thresholds_on(tables, pca, cfg, model, "train").items()}
         per_side[side] = {"active": active, "loss": loss, "passed": passed, "at_equilibrium": counts["equilibrium"],
-                          "resolved_ranks": {str(seed): n for seed, n in T_c.items()}}
+                          "resolved_ranks": {str(seed): len(ranks) for seed, ranks in T_c.items()}}
+        if model == "linear":  # each side alone against the oracle: what the two-sided rule guards against
+            lam = pca.sort_values("k")["lambda_over_V"].to_numpy(float)
+            per_side[side]["ranks_within"] = {str(seed): int(sum(abs(t / lam[k - 1] - 1.0) <= TC_TOL
+                                                                 for k, t in ranks.items()))
+                                              for seed, ranks in T_c.items()}
     h, c = per_side["hot"], per_side["cold"]
     both = sorted(p for p in apart if p in h["active"] and p in c["active"])
     losses = [(h["loss"][p], c["loss"][p]) for p in both if p in h["loss"] and p in c["loss"]]
@@ -228,7 +233,7 @@ def side_disagreement(hot: Mapping[str, pd.DataFrame], cold: Mapping[str, pd.Dat
             "loss_ratio_hot_over_cold": [float(min(ratios)), float(max(ratios))] if ratios else None,
             "hot_passes_one_sided_checks": sum(p in h["passed"] for p in both),
             "cold_passes_one_sided_checks": sum(p in c["passed"] for p in both),
-            "one_sided": {side: {"at_equilibrium": v["at_equilibrium"], "resolved_ranks": v["resolved_ranks"]}
+            "one_sided": {side: {k: v[k] for k in ("at_equilibrium", "resolved_ranks", "ranks_within") if k in v}
                           for side, v in per_side.items()}}
 
 
