@@ -69,6 +69,38 @@ class ReopenedTrace(pl.Callback):
                                   "decoder_norm": float(dec.select(axis, k).norm())})
 
 
+@torch.no_grad()
+def align_to_residual(state: dict, single: VAEConfig, data, reopened: list[int], rows: int = 50_000) -> dict:
+    """``--residual``: the reopened latents' mean weights set so that their means are the leading principal
+    components of what the model leaves unexplained (the training residual x - decode(mu)), each fitted by least
+    squares on the encoder's last hidden features and scaled to unit variance; decoder weights stay zero.
+    Returns the state and each component's fit R^2 (how much of it the encoder's features still hold). A
+    candidate start for a hot-side point: a reopened latent then carries residual structure from its first
+    update, where the initialisation's random projection carries little."""
+    model = VAE(single)
+    model.load_state_dict(state)
+    pick = torch.randperm(len(data.train_tensor), generator=torch.Generator().manual_seed(0))[:rows]
+    x = data.train_tensor[pick].float()
+    h = x.unsqueeze(0)
+    for layer in model.enc.hidden:
+        h = torch.nn.functional.silu(torch.baddbmm(layer.bias, h, layer.weight))
+    mu, _ = model.encode(x)
+    residual = (x - model.decode(mu)[0]).double()
+    residual -= residual.mean(0)
+    _, _, vt = torch.linalg.svd(residual, full_matrices=False)
+    n = min(len(reopened), vt.shape[0])
+    scores = residual @ vt[:n].T
+    scores = (scores / scores.std(0)).double()
+    features = torch.cat([h[0].double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
+    coef = torch.linalg.lstsq(features, scores).solution  # (width + 1, n)
+    fit_r2 = 1.0 - ((features @ coef - scores) ** 2).mean(0) / scores.var(0)
+    out = model.enc.out
+    for j, k in enumerate(reopened[:n]):
+        out.weight[0, :, k] = coef[:-1, j].float()
+        out.bias[0, 0, k] = coef[-1, j].float()
+    return {name: v.detach().clone() for name, v in model.state_dict().items()}, fit_r2.tolist()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
@@ -77,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("T", type=float)
     parser.add_argument("--hold", type=int, default=0)
     parser.add_argument("--every", type=int, default=500)
+    parser.add_argument("--residual", action="store_true", help="reopened means aligned to the residual's PCs")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -95,11 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     state = torch.load(hotter, weights_only=False)["state_dict"]
     threshold = float(settings["reopen_threshold"])
     state, reopened = reopen_collapsed(state, single, data, args.seed, threshold)
+    fit_r2 = None
+    if args.residual:
+        state, fit_r2 = align_to_residual(state, single, data, reopened)
     trace = ReopenedTrace(reopened, args.every, args.hold)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reopen-trace-") as tmp:
         result = train(data, single, [args.T], settings=st.as_dict(), seed=args.seed, run_dir=tmp, threads=1,
-                       progress=False, init_state=state, init_key=f"reopen-trace hold={args.hold}",
+                       progress=False, init_state=state, init_key=f"reopen-trace hold={args.hold} residual={args.residual}",
                        extra_callbacks=[trace])
     model: VAE = result.model
     weights = data.weights.get("validation")
@@ -108,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     m2 = np.asarray(measured["M2"][0], float)
     saved = torch.load(by_T[t_label(args.T)], weights_only=False)["record"]
     summary = {"run": str(run), "model": args.model, "seed": args.seed, "T": args.T, "hold": args.hold,
+               "residual": args.residual, "residual_fit_r2": fit_r2,
                "from": f"T{t_label(grid[here - 1])}", "reopened": len(reopened),
                "active": int((m2 > threshold).sum()), "M2_ranked": sorted(m2.tolist(), reverse=True)[:12],
                "updates": int(result.record["updates"]), "wall_s": time.perf_counter() - start,
