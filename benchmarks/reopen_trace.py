@@ -101,6 +101,16 @@ def align_to_residual(state: dict, single: VAEConfig, data, reopened: list[int],
     return {name: v.detach().clone() for name, v in model.state_dict().items()}, fit_r2.tolist()
 
 
+@torch.no_grad()
+def fresh_encoder(state: dict, single: VAEConfig, seed: int) -> dict:
+    """``--fresh-encoder``: the whole encoder (shared layers too) from the initialisation of ``seed``, the decoder
+    as reopened (the active latents' weights fitted, the reopened ones zero): whether shared encoder layers that
+    still carry the whole input let the reopened latents open."""
+    torch.manual_seed(int(seed))
+    fresh = VAE(single).state_dict()
+    return {name: (fresh[name] if name.startswith("enc.") else v).detach().clone() for name, v in state.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
@@ -110,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=int, default=0)
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--residual", action="store_true", help="reopened means aligned to the residual's PCs")
+    parser.add_argument("--fresh-encoder", action="store_true", help="the whole encoder from the initialisation")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -129,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     threshold = float(settings["reopen_threshold"])
     state, reopened = reopen_collapsed(state, single, data, args.seed, threshold)
     fit_r2 = None
+    if args.fresh_encoder:
+        state = fresh_encoder(state, single, args.seed)
     if args.residual:
         state, fit_r2 = align_to_residual(state, single, data, reopened)
     trace = ReopenedTrace(reopened, args.every, args.hold)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reopen-trace-") as tmp:
         result = train(data, single, [args.T], settings=st.as_dict(), seed=args.seed, run_dir=tmp, threads=1,
-                       progress=False, init_state=state, init_key=f"reopen-trace hold={args.hold} residual={args.residual}",
+                       progress=False, init_state=state, init_key=f"reopen-trace hold={args.hold} residual={args.residual} fresh={args.fresh_encoder}",
                        extra_callbacks=[trace])
     model: VAE = result.model
     weights = data.weights.get("validation")
@@ -144,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     m2 = np.asarray(measured["M2"][0], float)
     saved = torch.load(by_T[t_label(args.T)], weights_only=False)["record"]
     summary = {"run": str(run), "model": args.model, "seed": args.seed, "T": args.T, "hold": args.hold,
-               "residual": args.residual, "residual_fit_r2": fit_r2,
+               "residual": args.residual, "residual_fit_r2": fit_r2, "fresh_encoder": args.fresh_encoder,
                "from": f"T{t_label(grid[here - 1])}", "reopened": len(reopened),
                "active": int((m2 > threshold).sum()), "M2_ranked": sorted(m2.tolist(), reverse=True)[:12],
                "updates": int(result.record["updates"]), "wall_s": time.perf_counter() - start,

@@ -329,6 +329,18 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
                                                              "cold_measure_cpu_s"))
         out.append(f"| {name} | {cells} | {c['cpu_s'] / 3600:.2f} |")
     out += ["", *_two_sided_point_costs(Path(evidence) / "cost_points.csv")]
+    trace = Path(evidence) / "reopen_trace" / "summary.json"
+    if trace.is_file():  # the hot side's reopening diagnosed (benchmarks/reopen_trace.py)
+        out += ["", "| diagnostic start (mlp-d4 seed 0, from the hot chain's hotter neighbour) | T | active latents "
+                "at the end | validation loss | updates |", "| --- | --- | --- | --- | --- |"]
+        labels = {"hold0": "the chain's reopening (the chain's own point)",
+                  "hold10k": "reopened means held for 10,000 updates",
+                  "residual": "reopened means on the residual's principal components",
+                  "fresh_encoder": "the whole encoder from the initialisation",
+                  "fresh_encoder_1e-4": "the whole encoder from the initialisation"}
+        for name, run in json.loads(trace.read_text()).items():
+            out.append(f"| {labels.get(name, name)} | {run['T']:.0e} | {run['active']} | "
+                       f"{run['final']['val_loss']:.4f} | {run['updates']:,} |")
     total = summary["cost"]
     out += ["", f"The pairs so far: {total['cpu_s']:,.0f} CPU s = {total['core_hours']:.2f} core-hours (training "
                 f"{total.get('train_cpu_s', 0.0) / 3600:.2f}, measurement with the stability check "
