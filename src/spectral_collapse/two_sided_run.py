@@ -389,8 +389,8 @@ def _hot_table(pair_dir: Path, model: str, seed: int, name: str, shipped: Path) 
     own = pair_dir / "hot" / model / f"scan_{name}.parquet"
     if own.is_file():
         return pd.read_parquet(own)
-    table = pd.read_parquet(shipped / ANALYSIS_ROOT / model / f"scan_{name}.parquet") \
-        if (shipped / ANALYSIS_ROOT / model / f"scan_{name}.parquet").is_file() else pd.DataFrame({"seed": []})
+    bundled = shipped / ANALYSIS_ROOT / model / f"scan_{name}.parquet"
+    table = pd.read_parquet(bundled) if bundled.is_file() else pd.DataFrame({"seed": []})
     table = table[table["seed"] == seed].drop(columns=["sides_agree"], errors="ignore").reset_index(drop=True)
     if table.empty:
         raise FileNotFoundError(f"{pair_dir}: its hot side of {model} is neither in {pair_dir / 'hot'} nor, as seed "

@@ -168,8 +168,9 @@ def two_sided_analysis(hot: Mapping[str, pd.DataFrame], table: pd.DataFrame, pca
     two is within BRACKET_TOL, so either side measures the same state."""
     marked = {**hot, "runs": mark_sides(hot["runs"], table)}
     max_drift = float(cfg["max_m2_drift"])
-    checks = first_failed_check(eval_split(marked["latents"]), marked["runs"], max_drift)
-    eq, counts = equilibrium(eval_split(marked["latents"]), marked["runs"], max_drift, checks=checks)
+    evaluated = eval_split(marked["latents"])
+    checks = first_failed_check(evaluated, marked["runs"], max_drift)
+    eq, counts = equilibrium(evaluated, marked["runs"], max_drift, checks=checks)
     T_c = _thresholds_on(marked, pca, cfg, model, "train")
     lat = marked["latents"]
     seeds_at_eq = {int(s) for s in lat.loc[lat["run_id"].isin(eq), "seed"]}
@@ -206,11 +207,12 @@ def side_disagreement(hot: Mapping[str, pd.DataFrame], cold: Mapping[str, pd.Dat
         active = {(int(s), t_label(T)): int(g["active"].sum()) for (s, T), g in train.groupby(["seed", "T"])}
         loss = {} if "validation_loss" not in runs else {  # a runs table without losses: not compared
             (int(s), t_label(T)): float(v) for s, T, v in runs[["seed", "T", "validation_loss"]].itertuples(index=False)}
-        checks = first_failed_check(eval_split(lat), tables["runs"], max_drift)
+        evaluated = eval_split(lat)
+        checks = first_failed_check(evaluated, tables["runs"], max_drift)
         info = runs.set_index("run_id")
         passed = {(int(info.loc[rid, "seed"]), t_label(info.loc[rid, "T"]))
                   for rid in checks.index[checks["failed"] == ""] if rid in info.index}
-        eq, counts = equilibrium(eval_split(lat), tables["runs"], max_drift, checks=checks)
+        eq, counts = equilibrium(evaluated, tables["runs"], max_drift, checks=checks)
         seeds_at_eq = {int(s) for s in lat.loc[lat["run_id"].isin(eq), "seed"]}
         T_c = {seed: (ranks if seed in seeds_at_eq else {})
                for seed, ranks in _thresholds_on(tables, pca, cfg, model, "train").items()}
