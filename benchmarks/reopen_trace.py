@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from spectral_collapse.chain import POINT_FILE, reopen_collapsed  # noqa: E402
+from spectral_collapse.chain import POINT_FILE, fresh_encoder, reopen_collapsed  # noqa: E402
 from spectral_collapse.config import load_config  # noqa: E402
 from spectral_collapse.datamodule import ArrayDataModule  # noqa: E402
 from spectral_collapse.measure import measure_split  # noqa: E402
@@ -102,15 +102,6 @@ def align_to_residual(state: dict, single: VAEConfig, data, reopened: list[int],
 
 
 @torch.no_grad()
-def fresh_encoder(state: dict, single: VAEConfig, seed: int) -> dict:
-    """``--fresh-encoder``: the whole encoder (shared layers too) from the initialisation of ``seed``, the decoder
-    as reopened (the active latents' weights fitted, the reopened ones zero): whether shared encoder layers that
-    still carry the whole input let the reopened latents open."""
-    torch.manual_seed(int(seed))
-    fresh = VAE(single).state_dict()
-    return {name: (fresh[name] if name.startswith("enc.") else v).detach().clone() for name, v in state.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")

@@ -215,13 +215,49 @@ def test_reopen_gives_collapsed_latents_an_open_encoder_and_keeps_active_ones(da
         torch.testing.assert_close(whole[name], value, msg=name)
 
 
-def test_reopening_chain_records_what_it_reopened_and_matches_the_oracle(data, tmp_path):
-    """With chain_reopen the chain's points still land on the exact oracle (issue 3's band), and the record says
-    which latents each point reopened (the first point none: it starts from the initialisation)."""
+@pytest.mark.parametrize("family", ["linear", "mlp"])
+def test_fresh_encoder_takes_the_whole_encoder_from_the_initialisation_and_keeps_the_decoder(data, family):
+    """chain_reopen: encoder: every encoder weight (an MLP's shared layers too) is the seed's initialisation, every
+    other weight (the decoder, as the reopening left it) is the given state's; a state of another architecture
+    stops with the names of both."""
+    dm, _ = data
+    cfg = VAEConfig.build(family, dm.n_features, depth=2 if family == "mlp" else 0, latents=4, width=8)
+    torch.manual_seed(11)
+    warm = {name: v + 0.5 for name, v in VAE(cfg).state_dict().items()}  # trained: no weight at its initial value
+    out = chain_mod.fresh_encoder(warm, cfg, seed=5)
+    torch.manual_seed(5)
+    fresh = VAE(cfg).state_dict()
+    encoder = [name for name in fresh if name.startswith("enc")]
+    assert len(encoder) >= (2 if family == "linear" else 6), encoder
+    for name, value in out.items():
+        torch.testing.assert_close(value, fresh[name] if name in encoder else warm[name], msg=name)
+        if name in encoder:
+            assert not torch.equal(value, warm[name]), name  # the check above could not pass by accident
+    other = VAEConfig.build(family, dm.n_features, depth=2 if family == "mlp" else 0, latents=3, width=8)
+    with pytest.raises(ValueError, match="fresh_encoder"):
+        chain_mod.fresh_encoder({"x": torch.zeros(1)}, other, seed=5)
+
+
+def test_chain_reopen_takes_a_bool_or_encoder_and_names_the_key_otherwise():
+    from spectral_collapse.settings import TrainingSettings
+
+    assert TrainingSettings.from_mapping({**TRAINING, "chain_reopen": "encoder"}).fresh_encoder
+    assert not TrainingSettings.from_mapping({**TRAINING, "chain_reopen": True}).fresh_encoder
+    # An old run's settings (a bool) keep their dict, so their point keys and config hashes do not move.
+    assert TrainingSettings.from_mapping({**TRAINING, "chain_reopen": True}).as_dict()["chain_reopen"] is True
+    with pytest.raises(ValueError, match="training.chain_reopen"):
+        TrainingSettings.from_mapping({**TRAINING, "chain_reopen": "decoder"})
+
+
+@pytest.mark.parametrize("reopen", [True, "encoder"])
+def test_reopening_chain_records_what_it_reopened_and_matches_the_oracle(data, tmp_path, reopen):
+    """With chain_reopen (true, or encoder: the whole encoder fresh too) the chain's points still land on the exact
+    oracle (issue 3's band), and the record says which latents each point reopened (the first point none: it
+    starts from the initialisation)."""
     dm, lam = data
     Ts = [b / dm.V for b in BETAS]
-    group = train_group(dm, {**_settings(chain_reopen=True), "reopen_threshold": 0.1}, Ts, model_id="linear", seed=0,
-                        run_dir=tmp_path)
+    group = train_group(dm, {**_settings(chain_reopen=reopen), "reopen_threshold": 0.1}, Ts, model_id="linear",
+                        seed=0, run_dir=tmp_path)
     chain = group.record["chain"]
     assert chain[0]["reopened"] == []
     assert all(len(c["reopened"]) >= 1 for c in chain[1:]), chain  # beta 10 and 5 leave latents shut

@@ -99,7 +99,7 @@ def test_assemble_tests_the_pair_and_costs_every_job(tmp_path):
     points = pd.read_csv(tmp_path / "out/cost_points.csv")
     assert len(points) == 2 * len(GRID) and points.loc[points["side"] == "hot", "reopened"].sum() == len(GRID) - 1
     provenance = json.loads((tmp_path / "out/linear/pair.json").read_text())["runs"]
-    assert "chain_reopen: true" in provenance["hot"]["presets"]["overlay.yaml"]
+    assert "chain_reopen: encoder" in provenance["hot"]["presets"]["overlay.yaml"]
     assert provenance["hot"]["code"][0]["commit"]
     # A second pair (another session's) is added beside the first; the summary holds both, costs summed.
     again = two_sided_run.assemble(tmp_path / "out", {"linear_again": (hot, cold)})
@@ -131,9 +131,14 @@ def test_prepare_writes_one_working_directory_per_side_that_selects_its_model_se
             specs = [s.model_id for s in model_specs(config)]
             assert specs == [name.split("_seed")[0]]
             assert model_seeds(config, specs[0]) == [int(name.split("_seed")[1])]
-            assert config["training"]["chain"] and config["training"]["chain_reopen"] == (side == "hot")
+            assert config["training"]["chain"] and config["training"]["chain_reopen"] == ("encoder" if side == "hot" else False)
             assert config["training"]["chain_from"] == ("cold" if side == "cold" else "hot")
             assert (work / "config.yaml").is_file() and json.loads((work / "code.jsonl").read_text())["commit"]
+    # one side alone (the other finished elsewhere): only its directory; an unknown side stops
+    alone = two_sided_run.prepare(tmp_path / "alone", ["mlp-d2:0"], sides=["hot"])
+    assert list(alone["mlp-d2_seed0"]) == ["hot"] and [p.name for p in (tmp_path / "alone").iterdir()] == ["mlp-d2_seed0_hot"]
+    with pytest.raises(ValueError, match="--sides"):
+        two_sided_run.prepare(tmp_path / "alone", ["mlp-d2:0"], sides=["warm"])
     # a rerun keeps the directories; another side's overlay in one, or a root inside the repository, stops
     assert two_sided_run.prepare(tmp_path / "root", ["linear"])["linear_seed0"]["hot"] == dirs["linear_seed0"]["hot"]
     (dirs["linear_seed0"]["hot"] / "presets/overlay.yaml").write_text("training: {chain_from: cold}\n")

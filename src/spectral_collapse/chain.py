@@ -23,6 +23,12 @@ collapsed has collapsed from the open side during that point's own training, as 
 latents the hotter point needed start fitted. A reopened latent's decoder weights start at zero (the encoder's at
 the initialisation): see ``reopen_collapsed`` for why and what was measured. The record lists each point's reopened latents (``reopened``).
 
+A fresh encoder (``training.chain_reopen: encoder``): each point after the first also starts
+with the whole encoder from the initialisation (``fresh_encoder``), the decoder as reopened. Why: on mlp-d4 the
+reopened chain held states of up to 11x the cold side's loss that passed every one-sided check (hysteresis); its
+shared encoder layers explained only 2-9% of the residual its shut latents needed, and a fresh encoder closed 92%
+of the loss gap in one point (reference/two_sided_run/reopen_trace/).
+
 Resume: each finished point is saved (``point.pt``: weights, training record and the key of everything it
 depends on: settings, code, data, seed and the points before it) in its own checkpoint folder, written
 atomically. An interrupted job reuses the finished points whose key matches and resumes the interrupted one
@@ -120,6 +126,8 @@ def train_chain(data, cfg: VAEConfig, Ts: Sequence[float], *, settings: Any, see
             reopened: list[int] = []
             if st.chain_reopen and state is not None:
                 state, reopened = reopen_collapsed(state, single, data, seed, reopen_threshold)
+                if st.fresh_encoder:
+                    state = fresh_encoder(state, single, seed)
             result, restarts = _train_point(data, single, T, st, seed=seed, point_dir=point_dir,
                                             log_dir=log_dir / label, run_name=f"{run_name} {label}", threads=threads,
                                             progress=progress, init_state=state, init_key=prev_key)
@@ -183,6 +191,19 @@ def reopen_collapsed(state: Mapping[str, torch.Tensor], single: VAEConfig, data,
         for k in collapsed:
             param.select(axis, offset + k).zero_()
     return {name: v.detach().clone() for name, v in model.state_dict().items()}, collapsed
+
+
+def fresh_encoder(state: Mapping[str, torch.Tensor], single: VAEConfig, seed: int) -> dict[str, torch.Tensor]:
+    """``state`` with its whole encoder (every ``enc*`` weight: an MLP's shared layers and outputs, the linear
+    family's mean and log-variance) from the initialisation of ``seed``, the rest kept: run after
+    ``reopen_collapsed``, the decoder is the neighbour's with the collapsed latents' weights zero."""
+    torch.manual_seed(int(seed))  # train() seeds the same way before it builds the initialisation
+    fresh = VAE(single).state_dict()
+    encoder = [name for name in fresh if name.startswith("enc")]
+    if not encoder or set(fresh) != set(state):
+        raise ValueError(f"fresh_encoder: the state's weights {sorted(state)} are not a {single.family} VAE's "
+                         f"{sorted(fresh)}")
+    return {name: (fresh[name] if name in encoder else v).detach().clone() for name, v in state.items()}
 
 
 def _train_point(data, single: VAEConfig, T: float, st: Any, *, seed: int, point_dir: Path, log_dir: Path,

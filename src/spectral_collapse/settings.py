@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from .config import schema_defaults
 
+REOPEN_ENCODER = "encoder"
 REQUIRED = ("batch_size", "lr", "max_updates", "tolerance", "patience_fraction", "eval_every")
 
 
@@ -27,7 +28,7 @@ class TrainingSettings:
     lr_drop_factor: float
     freeze_converged: bool
     chain: bool
-    chain_reopen: bool
+    chain_reopen: bool | str  # false, true (the collapsed latents' own weights) or "encoder" (the whole encoder too)
     chain_from: str
 
     @classmethod
@@ -47,8 +48,14 @@ class TrainingSettings:
                    patience_fraction=float(merged["patience_fraction"]), eval_every=int(merged["eval_every"]),
                    lr_drops=int(merged["lr_drops"]), lr_drop_factor=float(merged["lr_drop_factor"]),
                    freeze_converged=bool(merged["freeze_converged"]), chain=bool(merged["chain"]),
-                   chain_reopen=bool(merged["chain_reopen"]),
+                   chain_reopen=_reopen(merged["chain_reopen"]),
                    chain_from=str(merged["chain_from"]))
+
+    @property
+    def fresh_encoder(self) -> bool:
+        """``chain_reopen: encoder``: each chain point after the first starts with the whole encoder from the
+        initialisation (``chain.fresh_encoder``)."""
+        return self.chain_reopen == REOPEN_ENCODER
 
     @property
     def patience_evals(self) -> int:
@@ -57,3 +64,13 @@ class TrainingSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _reopen(value: Any) -> bool | str:
+    """``training.chain_reopen`` as given: a bool, or ``encoder``. Why not a second key: a key added with a
+    default changes the config hash of every earlier run, and the two-sided evidence checks each run against the
+    config it was made with (``bundle._check_run``)."""
+    if isinstance(value, bool) or value == REOPEN_ENCODER:
+        return value
+    raise ValueError(f"training.chain_reopen is {value!r}: use false, true (reopen the collapsed latents' own "
+                     f"weights) or {REOPEN_ENCODER!r} (the whole encoder from the initialisation as well)")

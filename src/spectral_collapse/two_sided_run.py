@@ -59,7 +59,7 @@ SIDES = ("hot", "cold")
 RUN_FILES = "run_files"  # a pair's copies of the hot run's data records, at their paths in the run
 MAP_SEED = 0  # the workflow draws a model's maps from its first seed, 0 for every model of the reference
 MAPS_GZ = "latent_maps.nc.gz"  # bundle.MAPS + bundle.PACKED
-SIDE_TRAINING = {"hot": {"chain_reopen": True}, "cold": {"chain_from": "cold"}}  # training.chain is the preset's
+SIDE_TRAINING = {"hot": {"chain_reopen": "encoder"}, "cold": {"chain_from": "cold"}}  # training.chain is the preset's
 PRESET = "presets/reference.yaml"
 
 
@@ -101,8 +101,10 @@ def _write_once(path: Path, text: str, work: Path) -> None:
         tmp.write_text(text)
 
 
-def prepare(root: str | os.PathLike, pairs: Sequence[str], preset: str = PRESET) -> dict[str, dict[str, Path]]:
-    """The working directories of ``pairs`` (``parse_pair`` specs) under ``root``: {pair name: {side: dir}}.
+def prepare(root: str | os.PathLike, pairs: Sequence[str], preset: str = PRESET,
+            sides: Sequence[str] = SIDES) -> dict[str, dict[str, Path]]:
+    """The working directories of ``pairs`` (``parse_pair`` specs) under ``root``, ``sides`` of each:
+    {pair name: {side: dir}}.
     An existing directory keeps its results (a rerun resumes) and must hold the config, preset and overlay it
     would get; each call appends the code it runs with to the side's ``code.jsonl``."""
     import yaml
@@ -115,6 +117,9 @@ def prepare(root: str | os.PathLike, pairs: Sequence[str], preset: str = PRESET)
         raise ValueError(f"{root} is inside the repository: give a root outside the work tree (its checkpoints and "
                          "results must not be committed or cleaned with it)")
     specs = [parse_pair(spec) for spec in pairs]
+    unknown = sorted(set(sides) - set(SIDES))
+    if unknown or not sides:
+        raise ValueError(f"--sides {' '.join(sides)}: choose from {' '.join(SIDES)}")
     if len(set(specs)) != len(specs):
         raise ValueError(f"--pairs {' '.join(pairs)} names a pair twice: two runs would share one working directory")
     code = {"commit": _git(REPO_ROOT, "rev-parse", "HEAD") or "unknown (not a git checkout)",
@@ -123,7 +128,7 @@ def prepare(root: str | os.PathLike, pairs: Sequence[str], preset: str = PRESET)
     for model_id, seed in specs:
         name = f"{model_id}_seed{seed}"
         out[name] = {}
-        for side in SIDES:
+        for side in (side for side in SIDES if side in sides):
             work = root / f"{name}_{side}"
             _write_once(work / "config.yaml", (REPO_ROOT / "config.yaml").read_text(), work)
             _write_once(work / "presets" / Path(preset).name, (REPO_ROOT / preset).read_text(), work)
@@ -144,15 +149,17 @@ def snakemake_command(work: Path, preset: str = PRESET) -> list[str]:
             "--set-threads", "train=1", "measure=1", "--rerun-incomplete"]
 
 
-def run(root: str | os.PathLike, pairs: Sequence[str], streams: int = 2, preset: str = PRESET) -> dict[str, int]:
-    """Run every side of ``pairs`` (``prepare``), ``streams`` at a time, in the order given (a pair's hot side,
-    then its cold side); each side's log in its ``snakemake.log``. Returns {working dir: exit status}."""
+def run(root: str | os.PathLike, pairs: Sequence[str], streams: int = 2, preset: str = PRESET,
+        sides: Sequence[str] = SIDES) -> dict[str, int]:
+    """Run ``sides`` of ``pairs`` (``prepare``), ``streams`` at a time, in the order given (a pair's hot side,
+    then its cold side); each side's log in its ``snakemake.log``. Returns {working dir: exit status}. One side
+    alone: the other is finished elsewhere (assemble takes each side's folder)."""
     from .config import load_config
 
     if not os.environ.get("WORLDCLIM_DIR") and load_config()["data"]["worldclim_dir"] is None:
         raise ValueError("set WORLDCLIM_DIR to a local WorldClim 2.1 copy (the folder of wc2.1_10m_bio_*.tif or the "
                          "zip): without it every side would download the archive and build its own store")
-    dirs = prepare(root, pairs, preset)
+    dirs = prepare(root, pairs, preset, sides)
     works = [work for sides in dirs.values() for work in sides.values()]
 
     def one(work: Path) -> int:
@@ -560,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("root", help="a folder outside the repository")
     run_p.add_argument("--pairs", nargs="+", required=True, help="model[:seed], e.g. linear mlp-d4:0 mlp-d4:1")
     run_p.add_argument("--streams", type=int, default=2, help="sides run at a time (one core each)")
+    run_p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES,
+                       help="the sides to run (default both)")
     shp = sub.add_parser("ship", help="the reference bundle from an evidence folder (its hot sides, two-sided check)")
     shp.add_argument("evidence")
     shp.add_argument("--bundle", default=None, help="default: reference/")
@@ -571,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="a model and seed's hot-side and cold-side run directories")
     args = parser.parse_args(argv)
     if args.command == "run":
-        status = run(args.root, args.pairs, args.streams)
+        status = run(args.root, args.pairs, args.streams, sides=args.sides)
         return int(any(status.values()))
     if args.command == "ship":
         record = ship(args.evidence, args.bundle)
