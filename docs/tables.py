@@ -256,6 +256,7 @@ def _cost_table(jobs: list[Mapping[str, Any]]) -> list[str]:
 
 
 TWO_SIDED = BUNDLE / "two_sided_run"  # issue 19's run from both sides (spectral_collapse.two_sided_run)
+TWO_SIDED_ENCODER = BUNDLE / "two_sided_encoder"  # the same with the hot side's fresh encoder (chain_reopen: encoder)
 
 
 def _two_sided_point_costs(path: Path) -> list[str]:
@@ -321,6 +322,16 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
                        f"{d['cold_lower_loss']} / {d['loss_points'] - d['cold_lower_loss']} | "
                        + (f"{ratio[0]:.2f} to {ratio[1]:.2f}" if ratio else "-") +
                        f" | {d['hot_passes_one_sided_checks']} / {d['cold_passes_one_sided_checks']} | {resolved} |")
+    graded = [(name, pair["linear"]["analysis"]) for name, pair in summary["pairs"].items()
+              if "accepted_within_oracle" in pair.get("linear", {}).get("analysis", {})]
+    if graded:  # the linear oracle grades the accepted points (start_check._accepted_against_oracle)
+        out += ["", "| pair | linear: points at equilibrium | within 0.05 of the oracle's M^2 at every rank | "
+                "accepted off the oracle (T: largest distance hot / cold) |", "| --- | --- | --- | --- |"]
+        for name, a in graded:
+            off = "; ".join(f"{e['T']:.1e}: {e['hot_error']:.2f} / {e['cold_error']:.2f}"
+                            for e in a["accepted_off_oracle"]) or "none"
+            within = ", ".join(str(n) for _, n in sorted(a["accepted_within_oracle"].items()))
+            out.append(f"| {name} | {a['at_equilibrium']} | {within} | {off} |")
     out += ["", "| pair | hot: train CPU s | hot: measure CPU s | cold: train CPU s | cold: measure CPU s | all, core-h |",
             "| --- | --- | --- | --- | --- | --- |"]
     for name, pair in summary["pairs"].items():
@@ -350,6 +361,7 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
 
 if __name__ == "__main__":
     print(readme_tables(sys.argv[1] if len(sys.argv) > 1 else BUNDLE))
-    two_sided = two_sided_tables()
-    if two_sided:
-        print("\n" + two_sided)
+    for evidence in (TWO_SIDED, TWO_SIDED_ENCODER):
+        two_sided = two_sided_tables(evidence)
+        if two_sided:
+            print(f"\n{evidence.relative_to(BUNDLE.parent)}:\n\n" + two_sided)

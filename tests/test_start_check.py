@@ -205,6 +205,16 @@ def test_two_sided_analysis_fits_only_points_at_equilibrium_from_both_sides():
     assert [e["T"] for e in exceptions] == [T_shut, T_open] and {e["check"] for e in exceptions} == {"sides"}
     assert all("ranked M^2 differ by" in e["reason"] for e in exceptions)
     assert result["resolved_ranks"]["0"] >= 10 and result["ranks_within"]["0"] == result["resolved_ranks"]["0"]
+    assert result["accepted_within_oracle"] == {"0": len(GRID) - 2} and result["accepted_off_oracle"] == []
+    # Both sides wrong the same way at one point: accepted (they agree), and graded off the oracle.
+    T_both = GRID[20]
+    for side in (hot, cold):
+        side["latents"].loc[(side["latents"]["T"] == T_both) & (side["latents"]["rank"] == 13), "M2"] = 0.0
+    both = start_check.two_sided_table(hot["latents"], cold["latents"], pca_table(T_K))
+    wrong = start_check.two_sided_analysis(hot, both, pca_table(T_K), CFG, "linear")
+    assert wrong["at_equilibrium"] == len(GRID) - 2 and wrong["accepted_within_oracle"] == {"0": len(GRID) - 3}
+    assert [e["T"] for e in wrong["accepted_off_oracle"]] == [T_both]
+    assert wrong["accepted_off_oracle"][0]["hot_error"] == wrong["accepted_off_oracle"][0]["cold_error"] > 0.2
     disagree_everywhere = table.assign(agree=False)
     none = start_check.two_sided_analysis(hot, disagree_everywhere, pca_table(T_K), CFG, "linear")
     assert none["at_equilibrium"] == 0 and none["resolved_ranks"]["0"] == 0 and len(none["not_at_equilibrium"]) == len(GRID)

@@ -6,6 +6,8 @@ of both sides; a pair whose sides used different stores, or a side never run, st
 
 from __future__ import annotations
 
+import copy
+
 import json
 
 import numpy as np
@@ -117,6 +119,27 @@ def test_assemble_stops_on_a_pair_that_is_not_one_and_leaves_nothing(tmp_path, p
     with pytest.raises(error, match=match):
         two_sided_run.assemble(tmp_path / "out", {"linear": pair})
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_pairs_compare_what_they_scan_not_how_the_config_spells_it():
+    """A side prepared before the overlay pinned the seed (scan.seeds [0, 1], the model's seeds [0]) scans what a
+    side with seeds [0] scans; another T grid or another seed does not."""
+    from spectral_collapse.config import load_config
+
+    base = load_config()
+    base["scan"].update(families=["linear"], model_seeds={"linear": [0]})
+    spelled = copy.deepcopy(base)
+    spelled["scan"]["seeds"] = [0, 1]
+    pinned = copy.deepcopy(base)
+    pinned["scan"]["seeds"] = [0]
+    assert two_sided_run.scan_of(spelled) == two_sided_run.scan_of(pinned)
+    assert list(two_sided_run.scan_of(pinned)) == ["linear"]
+    finer = copy.deepcopy(pinned)
+    finer["models"]["linear"]["T"] = {"max": 1.0, "min": 1.0e-3, "per_decade": 11}  # the family's own grid wins
+    other_seed = copy.deepcopy(pinned)
+    other_seed["scan"]["model_seeds"] = {"linear": [1]}
+    assert two_sided_run.scan_of(finer) != two_sided_run.scan_of(pinned)
+    assert two_sided_run.scan_of(other_seed) != two_sided_run.scan_of(pinned)
 
 
 def test_prepare_writes_one_working_directory_per_side_that_selects_its_model_seed_and_side(tmp_path):

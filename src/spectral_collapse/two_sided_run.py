@@ -196,13 +196,25 @@ def side_config(name: str, side: str, run_dir: Path, preset: str = PRESET) -> tu
     return config, models
 
 
+def scan_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run scans, per model: its seeds, T grid and points per job. Two configs that spell the scan
+    differently (``scan.seeds`` [0, 1] beside ``model_seeds: {linear: [0]}``, or ``seeds: [0]``) scan the same."""
+    from .scan import model_points_per_job, model_specs, model_t_grid
+
+    return {spec.model_id: {"seeds": model_seeds(config, spec.model_id),
+                            "T": model_t_grid(config, spec.family),
+                            "points_per_job": model_points_per_job(config, spec.family)}
+            for spec in model_specs(config)}
+
+
 def _check_pair(name: str, runs: Mapping[str, Path]) -> tuple[list[str], dict[str, Any], pd.DataFrame]:
     """(the models both sides scanned, the hot side's config, the PCA table); a missing run, a side that is not the one it is
     named as, sides of another scan (models, seeds, T grid, store) or another analysis stops."""
     configs, models = {}, {}
     for side, run_dir in runs.items():
         configs[side], models[side] = side_config(name, side, run_dir)
-    same = {key: configs["hot"][key] == configs["cold"][key] for key in ("scan", "models", "store", "data", "analysis")}
+    same = {"scan": scan_of(configs["hot"]) == scan_of(configs["cold"]),
+            **{key: configs["hot"][key] == configs["cold"][key] for key in ("models", "store", "data", "analysis")}}
     if not all(same.values()):
         raise ValueError(f"pair {name}: the two sides differ in {[k for k, v in same.items() if not v]} "
                          f"({runs['hot']}, {runs['cold']}): both sides must scan the same models, seeds and T grid "

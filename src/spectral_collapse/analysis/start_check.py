@@ -186,7 +186,21 @@ def two_sided_analysis(hot: Mapping[str, pd.DataFrame], table: pd.DataFrame, pca
         errors = {str(seed): {str(k): t / lam[k - 1] - 1.0 for k, t in ranks.items()} for seed, ranks in T_c.items()}
         out["T_c_relative_error"] = errors
         out["ranks_within"] = {seed: int(sum(abs(e) <= TC_TOL for e in errs.values())) for seed, errs in errors.items()}
+        out.update(_accepted_against_oracle(marked["runs"], eq, table))
     return out
+
+
+def _accepted_against_oracle(runs: pd.DataFrame, eq: set, table: pd.DataFrame) -> dict[str, Any]:
+    """The linear family's points at equilibrium graded against the oracle (issue 19: every accepted point within
+    M2_TOL of the oracle's M^2): per seed how many are, and each that is not, with both sides' largest distance.
+    Why: two sides can agree on the same wrong state (both slow at the cold end), which only the oracle sees."""
+    accepted = runs[runs["run_id"].isin(eq)]
+    keys = {(int(s), t_label(T)) for s, T in accepted[["seed", "T"]].itertuples(index=False)}
+    graded = table[[(int(s), t_label(T)) in keys for s, T in table[["seed", "T"]].itertuples(index=False)]]
+    within = {str(seed): int(g["within"].sum()) for seed, g in graded.groupby("seed")}
+    off = [{"seed": int(r.seed), "T": float(r.T), "hot_error": float(r.hot_error), "cold_error": float(r.cold_error)}
+           for r in graded[~graded["within"]].itertuples(index=False)]
+    return {"accepted_within_oracle": within, "accepted_off_oracle": off}
 
 
 def side_disagreement(hot: Mapping[str, pd.DataFrame], cold: Mapping[str, pd.DataFrame], table: pd.DataFrame,
