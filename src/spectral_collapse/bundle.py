@@ -46,10 +46,10 @@ MAP_COARSEN = 6  # 10' cells -> 1 degree
 MAPS = "latent_maps.nc"  # a model's maps, the one cached input the bundle holds packed:
 PACKED = ".gz"  # gzipped, the ocean's NaNs make 1.04 MB 0.39 MB (NetCDF3 through scipy has no compression)
 # Kept by a new export: the random-start scan tables a re-run is validated against, the warm-start chain
-# re-run, the cold-end pilots and the run from both sides kept as evidence (reference/chain_rerun/README.md,
-# reference/cold_end/README.md, reference/two_sided_run/README.md)
+# re-run, the cold-end pilots and the runs from both sides kept as evidence (reference/chain_rerun/README.md,
+# reference/cold_end/README.md, reference/two_sided_run/README.md, reference/two_sided_encoder/README.md)
 # (issue 19; analysis.start_check writes the validation tables after an export).
-KEEP = ("random_start", "chain_rerun", "cold_end", "two_sided_run")
+KEEP = ("random_start", "chain_rerun", "cold_end", "two_sided_run", "two_sided_encoder")
 PROVENANCE_KEYS = ("config_hash", "code_commit", "data_sha256", "package_versions", "machine", "jobs", "exported")
 
 

@@ -2,7 +2,8 @@
 folder with its equilibrium test, cost and provenance.
 
 Each side of a model and seed is a workflow run of its own (a working directory with config.yaml, its presets
-and results/): the hot side is the warm-start chain with collapsed latents reopened (``training.chain_reopen``),
+and results/): the hot side is the warm-start chain with collapsed latents reopened and the whole encoder fresh
+at every point (``training.chain_reopen: encoder``),
 the cold side the chain from the cold end (``training.chain_from: cold``). ``assemble`` copies each pair's scan
 tables (latents, pruning, runs: what the analysis reads) into an evidence folder, pair by pair (a run done over
 several sessions is added to as its pairs finish):
@@ -49,6 +50,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from .bundle import MAPS, PACKED
 from .config import REPO_ROOT
 from .paths import ANALYSIS_ROOT, PCA_TABLE, VERIFIED
 from .analysis.start_check import BRACKET_TOL, TABLES, scanned_models
@@ -58,7 +60,7 @@ from .scan import ModelSpec, model_seeds
 SIDES = ("hot", "cold")
 RUN_FILES = "run_files"  # a pair's copies of the hot run's data records, at their paths in the run
 MAP_SEED = 0  # the workflow draws a model's maps from its first seed, 0 for every model of the reference
-MAPS_GZ = "latent_maps.nc.gz"  # bundle.MAPS + bundle.PACKED
+MAPS_GZ = MAPS + PACKED  # a model's maps as the bundle holds them
 SIDE_TRAINING = {"hot": {"chain_reopen": "encoder"}, "cold": {"chain_from": "cold"}}  # training.chain is the preset's
 PRESET = "presets/reference.yaml"
 
