@@ -101,7 +101,6 @@ def align_to_residual(state: dict, single: VAEConfig, data, reopened: list[int],
     return {name: v.detach().clone() for name, v in model.state_dict().items()}, fit_r2.tolist()
 
 
-@torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
