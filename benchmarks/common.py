@@ -290,3 +290,30 @@ def lightning_job(data, settings: dict, T: float | Sequence[float], updates: int
         "fixed_s": wall - timer.train_s + (timer.evals[0] - eval_s if timer.evals else 0.0),
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else float("nan"),
     }
+
+
+def point_arguments(parser) -> None:
+    """The positional arguments of a diagnostic on one saved chain point of a finished two-sided run side:
+    RUN_DIR MODEL SEED T (benchmarks/reopen_trace.py, benchmarks/hold_point.py)."""
+    parser.add_argument("run_dir", help="a finished side of the two-sided run (config.yaml, presets/, results/)")
+    parser.add_argument("model")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("T", type=float)
+
+
+def finished_side(run_dir: str | Path, model_id: str):
+    """(config, model settings, data, single-member VAEConfig) of a finished two-sided run side, as its jobs saw
+    them: its own config.yaml and presets, its own store."""
+    from spectral_collapse.config import load_config as load_run_config
+    from spectral_collapse.datamodule import ArrayDataModule
+    from spectral_collapse.two_sided_run import side_presets
+    from spectral_collapse.vae import VAEConfig
+
+    run = Path(run_dir).resolve()
+    config = load_run_config(*(run / p for p in side_presets()))
+    settings = model_settings(config, model_id)
+    store = next((run / "results/data").glob("store-*/worldclim.zarr"), None)
+    if store is None:
+        raise SystemExit(f"{run}: no results/data/store-*/worldclim.zarr: give a finished side of the two-sided run")
+    data = ArrayDataModule.from_store(store)
+    return config, settings, data, VAEConfig.from_settings(settings, n_features=data.n_features, ensemble=1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,17 +26,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
+from common import finished_side, point_arguments  # noqa: E402  (benchmarks/common.py; puts src/ on the path)
 from spectral_collapse.chain import POINT_FILE, fresh_encoder, reopen_collapsed  # noqa: E402
-from spectral_collapse.config import load_config  # noqa: E402
-from spectral_collapse.datamodule import ArrayDataModule  # noqa: E402
 from spectral_collapse.measure import measure_split  # noqa: E402
-from spectral_collapse.scan import model_settings, t_label  # noqa: E402
+from spectral_collapse.scan import t_label  # noqa: E402
 from spectral_collapse.settings import TrainingSettings  # noqa: E402
 from spectral_collapse.training import train  # noqa: E402
-from spectral_collapse.two_sided_run import side_presets  # noqa: E402
 from spectral_collapse.vae import VAE, VAEConfig, latent_parameters  # noqa: E402
 
 
@@ -103,10 +97,7 @@ def align_to_residual(state: dict, single: VAEConfig, data, reopened: list[int],
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("model")
-    parser.add_argument("seed", type=int)
-    parser.add_argument("T", type=float)
+    point_arguments(parser)
     parser.add_argument("--hold", type=int, default=0)
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--residual", action="store_true", help="reopened means aligned to the residual's PCs")
@@ -115,12 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     run = Path(args.run_dir).resolve()
-    config = load_config(*(run / p for p in side_presets()))
-    settings = model_settings(config, args.model)
+    _, settings, data, single = finished_side(run, args.model)
     st = TrainingSettings.from_mapping(settings["training"])
-    store = next((run / "results/data").glob("store-*/worldclim.zarr"))
-    data = ArrayDataModule.from_store(store)
-    single = VAEConfig.from_settings(settings, n_features=data.n_features, ensemble=1)
     points = sorted((run / "results/runs" / args.model).glob(f"*/seed{args.seed}/checkpoints/T*/{POINT_FILE}"))
     by_T = {p.parent.name[1:]: p for p in points}
     grid = sorted((float(label) for label in by_T), reverse=True)

@@ -284,6 +284,43 @@ def _two_sided_point_costs(path: Path) -> list[str]:
     return out
 
 
+def _active_by_depth(evidence: Path, Ts: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)) -> list[str]:
+    """Does depth prune more, seed by seed and side by side? Active latents (training split) of every MLP pair's
+    hot and cold side at one T per decade, models side by side: the depth claim read from each side alone."""
+    import pandas as pd
+
+    from spectral_collapse.scan import t_label
+
+    active: dict[tuple[str, str], dict[str, int | str]] = {}
+    for record in sorted(evidence.glob("*/pair.json")):
+        for model in json.loads(record.read_text())["models"]:
+            if model == "linear":
+                continue
+            seed = record.parent.name.rsplit("seed", 1)[-1]
+            for side in ("hot", "cold"):
+                path = record.parent / side / model / "scan_runs.parquet"
+                if side == "hot" and not path.is_file():  # shipped: the marked runs table is the hot side's
+                    path = record.parent / "two_sided" / f"scan_runs_{model}.parquet"
+                if not path.is_file():  # a side an earlier stop removed (reference/two_sided_run/README.md)
+                    continue
+                runs = pd.read_parquet(path)
+                by_T = {t_label(T): int(n) for T, n in zip(runs["T"], runs["train_n_active"])}
+                active.setdefault((model, side), {}).update(
+                    {f"{t_label(T)}/{seed}": by_T.get(t_label(T), "-") for T in Ts})
+    models = sorted({m for m, _ in active}, key=lambda m: int(m.split("-d")[-1]))
+    if len(models) < 2:
+        return []
+    seeds = sorted({key.split("/")[1] for row in active.values() for key in row})
+    out = ["| T | side | " + " | ".join(f"{m}: active, seed {' / '.join(seeds)}" for m in models) + " |",
+           "| --- | --- | " + " | ".join("---" for _ in models) + " |"]
+    for T in Ts:
+        for side in ("hot", "cold"):
+            cells = [" / ".join(str(active.get((m, side), {}).get(f"{t_label(T)}/{s}", "-")) for s in seeds)
+                     for m in models]
+            out.append(f"| {T:.0e} | {side} | " + " | ".join(cells) + " |")
+    return out
+
+
 def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
     """Issue 19's run from both sides: per model and seed the points where the two sides agree, the points at
     equilibrium (every check, the two sides included) and what removed the others, the resolved thresholds (for
@@ -293,7 +330,8 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
     if not path.is_file():
         return ""
     summary = json.loads(path.read_text())
-    out = ["| pair | model | points | sides agree | at equilibrium | removed: loss rule / drift / stability / sides "
+    out = ["| pair | model | points | sides agree (of them, the cold side at equilibrium too) | at equilibrium "
+           "| removed: loss rule / drift / stability / sides "
            "| resolved thresholds | linear: within 2% of lambda_k/V | at the budget: hot / cold |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, pair in summary["pairs"].items():
@@ -303,7 +341,8 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
             resolved = ", ".join(f"{n}" for _, n in sorted(a["resolved_ranks"].items()))
             within = ", ".join(f"{n}" for _, n in sorted(a.get("ranks_within", {}).items())) or "-"
             budget = pair["points_at_budget"]
-            out.append(f"| {name} | {model} | {m['points']} | {m['agree']} | {a['at_equilibrium']} | {removed} | "
+            agree = f"{m['agree']} ({m['confirmed']})" if "confirmed" in m else f"{m['agree']} (not checked)"
+            out.append(f"| {name} | {model} | {m['points']} | {agree} | {a['at_equilibrium']} | {removed} | "
                        f"{resolved} | {within} | {budget['hot']} / {budget['cold']} |")
     out += ["", "| pair | model | sides disagree | hot side fewer active / more | lower validation loss: cold / hot | "
             "validation loss hot / cold | one-sided checks passed there: hot / cold | one side alone: resolved "
@@ -322,16 +361,20 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
                        f"{d['cold_lower_loss']} / {d['loss_points'] - d['cold_lower_loss']} | "
                        + (f"{ratio[0]:.2f} to {ratio[1]:.2f}" if ratio else "-") +
                        f" | {d['hot_passes_one_sided_checks']} / {d['cold_passes_one_sided_checks']} | {resolved} |")
-    graded = [(name, pair["linear"]["analysis"]) for name, pair in summary["pairs"].items()
+    graded = [(name, pair["linear"]) for name, pair in summary["pairs"].items()
               if "accepted_within_oracle" in pair.get("linear", {}).get("analysis", {})]
     if graded:  # the linear oracle grades the accepted points (start_check._accepted_against_oracle)
         out += ["", "| pair | linear: points at equilibrium | within 0.05 of the oracle's M^2 at every rank | "
-                "accepted off the oracle (T: largest distance hot / cold) |", "| --- | --- | --- | --- |"]
-        for name, a in graded:
+                "accepted off the oracle (T: largest distance hot / cold) | sides disagree: the lower training loss "
+                "on the side nearer the oracle |", "| --- | --- | --- | --- | --- |"]
+        for name, linear in graded:
+            a = linear["analysis"]
             off = "; ".join(f"{e['T']:.1e}: {e['hot_error']:.2f} / {e['cold_error']:.2f}"
                             for e in a["accepted_off_oracle"]) or "none"
             within = ", ".join(str(n) for _, n in sorted(a["accepted_within_oracle"].items()))
-            out.append(f"| {name} | {a['at_equilibrium']} | {within} | {off} |")
+            arbitration = linear.get("disagreement", {}).get("loss_arbitration")  # start_check._loss_arbitration
+            arbitrated = f"{arbitration['agree']} of {arbitration['points']}" if arbitration else "-"
+            out.append(f"| {name} | {a['at_equilibrium']} | {within} | {off} | {arbitrated} |")
     out += ["", "| pair | hot: train CPU s | hot: measure CPU s | cold: train CPU s | cold: measure CPU s | all, core-h |",
             "| --- | --- | --- | --- | --- | --- |"]
     for name, pair in summary["pairs"].items():
@@ -352,6 +395,18 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
         for name, run in json.loads(trace.read_text()).items():
             out.append(f"| {labels.get(name, name)} | {run['T']:.0e} | {run['active']} | "
                        f"{run['final']['val_loss']:.4f} | {run['updates']:,} |")
+    depth = _active_by_depth(Path(evidence))
+    if depth:
+        out += ["", *depth]
+    holds = sorted(Path(evidence).glob("hold/*.json"))
+    if holds:  # each side's point held at its T (benchmarks/hold_point.py): slow convergence or hysteresis?
+        out += ["", "| held point (benchmarks/hold_point.py) | T | active latents: chain point -> held | validation "
+                "loss: chain point -> held | updates held at the training learning rate |", "| --- | --- | --- | --- | --- |"]
+        for path in holds:
+            run = json.loads(path.read_text())
+            out.append(f"| {run['model']} seed {run['seed']}, {path.stem.split('_')[-2]} side | {run['T']:.0e} | "
+                       f"{run['start']['active']} -> {run['end']['active']} | {run['start']['loss']:.4f} -> "
+                       f"{run['end']['loss']:.4f} | {run['updates']:,} |")
     total = summary["cost"]
     out += ["", f"The pairs so far: {total['cpu_s']:,.0f} CPU s = {total['core_hours']:.2f} core-hours (training "
                 f"{total.get('train_cpu_s', 0.0) / 3600:.2f}, measurement with the stability check "

@@ -141,6 +141,30 @@ def test_two_sides_agree_at_equilibrium_and_bracket_a_point_held_shut_or_open():
         start_check.two_sided_table(hot[hot["split"] == "test"], cold)
 
 
+def test_loss_arbitration_counts_where_the_lower_loss_is_the_side_nearer_the_oracle():
+    """At two disagreeing points (hot holds a latent shut at one, cold holds one open at the other) the side with
+    the lower training loss is the one nearer the oracle at the first and the farther one at the second: the
+    count says 1 of 2, and an agreeing point or a point without a loss on one side is not counted."""
+    from spectral_collapse.scan import t_label
+
+    exact = _scan()["latents"]
+    hot, cold = exact.copy(), exact.copy()
+    T_shut, T_open = GRID[10], GRID[14]
+    hot.loc[(hot["T"] == T_shut) & (hot["rank"] == 3), "M2"] = 0.0
+    cold.loc[(cold["T"] == T_open) & (cold["rank"] == 10), "M2"] = 0.99
+    table = start_check.two_sided_table(hot, cold, pca_table(T_K))
+    key = {T: (0, t_label(T)) for T in GRID}
+    hot_loss = {key[T]: 1.0 for T in GRID}
+    cold_loss = {**{key[T]: 1.0 for T in GRID}, key[T_shut]: 0.9, key[T_open]: 0.9}  # cold lower at both
+    result = start_check._loss_arbitration(table, hot_loss, cold_loss)
+    assert (result["points"], result["agree"]) == (2, 1)
+    by_T = {r["T"]: r for r in result["rows"]}
+    assert by_T[T_shut]["nearer_oracle"] == "cold" and by_T[T_open]["nearer_oracle"] == "hot"
+    assert {r["lower_loss"] for r in result["rows"]} == {"cold"}
+    del cold_loss[key[T_open]]
+    assert start_check._loss_arbitration(table, hot_loss, cold_loss)["points"] == 1
+
+
 def test_two_sided_cli_writes_a_table_per_model_both_runs_hold(tmp_path):
     exact = _scan()["latents"]
     for side in ("hot", "cold"):
@@ -214,6 +238,20 @@ def test_two_sided_analysis_fits_only_points_at_equilibrium_from_both_sides():
     wrong = start_check.two_sided_analysis(hot, both, pca_table(T_K), CFG, "linear")
     assert wrong["at_equilibrium"] == len(GRID) - 2 and wrong["accepted_within_oracle"] == {"0": len(GRID) - 3}
     assert [e["T"] for e in wrong["accepted_off_oracle"]] == [T_both]
+    # ... unless the cold side is held to its own checks: there it had not converged (issue 19's linear point at
+    # T = 2.5e-6), so the point is removed with that reason, and every accepted point is on the oracle again.
+    cold["latents"].loc[cold["latents"]["T"] == T_both, "converged"] = False
+    confirmed = start_check.confirm_cold_side(both, cold, CFG["max_m2_drift"]).set_index("T")
+    assert confirmed.loc[T_both, "cold_failed"] == "loss_rule" and not confirmed.loc[T_both, "confirmed"]
+    assert confirmed["confirmed"].sum() == len(GRID) - 3 and (confirmed.drop(T_both)["cold_failed"] == "").all()
+    held = start_check.two_sided_analysis(hot, confirmed.reset_index(), pca_table(T_K), CFG, "linear")
+    assert held["at_equilibrium"] == len(GRID) - 3 and held["accepted_off_oracle"] == []
+    reason = {e["T"]: e["reason"] for e in held["not_at_equilibrium"]}[T_both]
+    assert reason.startswith("the two sides agree, but the cold side is not at equilibrium: not converged")
+    summary = start_check.two_sided_summary(confirmed.reset_index())
+    assert summary["confirmed"] == len(GRID) - 3 and [e["T"] for e in summary["cold_not_at_equilibrium"]] == [T_both]
+    with pytest.raises(ValueError, match="cold side's runs table"):
+        start_check.confirm_cold_side(both, {**cold, "runs": cold["runs"][cold["runs"]["T"] != T_both]}, 0.1)
     assert wrong["accepted_off_oracle"][0]["hot_error"] == wrong["accepted_off_oracle"][0]["cold_error"] > 0.2
     disagree_everywhere = table.assign(agree=False)
     none = start_check.two_sided_analysis(hot, disagree_everywhere, pca_table(T_K), CFG, "linear")

@@ -42,6 +42,7 @@ def _write_runs(root, shut_T=None, cold_pca=None, drop_cold_T=None):
             lat = lat[lat["T"] != drop_cold_T]
         runs = pd.DataFrame([{k: v for k, v in r.items() if k != "totals"} for r in runs])
         runs["validation_loss"] = 1.0 + 0.1 * (side == "hot") * (runs["T"] == shut_T)  # the shut latent costs
+        runs["train_loss"] = runs["validation_loss"]
         analysis = work / "results/analysis/linear"
         analysis.mkdir(parents=True)
         for name, table in (("latents", lat), ("pruning", prn), ("runs", runs)):
@@ -88,6 +89,9 @@ def test_assemble_tests_the_pair_and_costs_every_job(tmp_path):
     assert (apart["points"], apart["hot_fewer_active"], apart["hot_more_active"]) == (1, 1, 0)
     assert apart["hot_passes_one_sided_checks"] == apart["cold_passes_one_sided_checks"] == 1
     assert apart["cold_lower_loss"] == 1 and apart["loss_ratio_hot_over_cold"] == pytest.approx([1.1, 1.1])
+    # the lower training loss is on the side nearer the oracle (the cold side: the hot side holds rank 2 shut)
+    assert {k: apart["loss_arbitration"][k] for k in ("points", "agree")} == {"points": 1, "agree": 1}
+    assert apart["loss_arbitration"]["rows"][0]["lower_loss"] == "cold"
     assert apart["one_sided"]["hot"]["at_equilibrium"] == apart["one_sided"]["cold"]["at_equilibrium"] == len(GRID)
     assert apart["one_sided"]["cold"]["resolved_ranks"]["0"] >= analysis["resolved_ranks"]["0"]
     assert apart["one_sided"]["cold"]["ranks_within"] == apart["one_sided"]["cold"]["resolved_ranks"]  # exact oracle
@@ -206,7 +210,7 @@ def test_ship_makes_a_valid_bundle_whose_analysis_is_the_two_sided_one(tmp_path)
 
     from spectral_collapse import bundle
 
-    evidence = Path(__file__).resolve().parents[1] / "reference" / "two_sided_run"
+    evidence = Path(__file__).resolve().parents[1] / "reference" / "two_sided_encoder"
     pairs = json.loads((evidence / "summary.json").read_text())["pairs"]
     record = two_sided_run.ship(evidence, tmp_path / "bundle")
     assert bundle.check(tmp_path / "bundle") == [] and record["two_sided"]["pairs"] == sorted(pairs)
@@ -239,7 +243,7 @@ def test_slim_keeps_each_hot_side_once_and_a_ship_from_the_slim_evidence_is_the_
     from spectral_collapse import bundle
 
     evidence = tmp_path / "evidence"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "reference" / "two_sided_run", evidence)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "reference" / "two_sided_encoder", evidence)
     pairs = sorted(p.parent.name for p in evidence.glob("*/pair.json") if (p.parent / "hot").is_dir())
     assert pairs, "the committed evidence holds a pair with its hot side"
     two_sided_run.ship(evidence, tmp_path / "first")

@@ -130,7 +130,7 @@ def prepare(root: str | os.PathLike, pairs: Sequence[str], preset: str = PRESET,
     for model_id, seed in specs:
         name = f"{model_id}_seed{seed}"
         out[name] = {}
-        for side in (side for side in SIDES if side in sides):
+        for side in [s for s in SIDES if s in sides]:
             work = root / f"{name}_{side}"
             _write_once(work / "config.yaml", (REPO_ROOT / "config.yaml").read_text(), work)
             _write_once(work / "presets" / Path(preset).name, (REPO_ROOT / preset).read_text(), work)
@@ -162,7 +162,7 @@ def run(root: str | os.PathLike, pairs: Sequence[str], streams: int = 2, preset:
         raise ValueError("set WORLDCLIM_DIR to a local WorldClim 2.1 copy (the folder of wc2.1_10m_bio_*.tif or the "
                          "zip): without it every side would download the archive and build its own store")
     dirs = prepare(root, pairs, preset, sides)
-    works = [work for sides in dirs.values() for work in sides.values()]
+    works = [work for by_side in dirs.values() for work in by_side.values()]
 
     def one(work: Path) -> int:
         with open(work / "snakemake.log", "a") as log:

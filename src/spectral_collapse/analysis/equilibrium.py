@@ -10,9 +10,11 @@ A point is at equilibrium when every check it was given passes, in this order:
 4. both sides, where a scan was compared with its other side (issue 19: a chain from the hot side with its
    collapsed latents reopened, and one from the cold side; ``start_check.mark_sides``): the runs table's
    `sides_agree` (False fails: the two sides' ranked M_k^2 differ by more than ``start_check.BRACKET_TOL`` at
-   some rank). A scan without the column is not compared, and its counts and rule do not mention the check.
-   Why: on the linear family the two sides agree only where both are within 0.05 of the exact oracle, so
-   agreement is an equilibrium test the oracle validates (reference/cold_end/).
+   some rank, or they agree while the cold side fails one of checks 1-3 there: ``start_check.confirm_cold_side``).
+   A scan without the column is not compared, and its counts and rule do not mention the check.
+   Why: on the linear family the two sides agree only where both are within 0.05 of the exact oracle (with the
+   cold side held to its own checks), so agreement is an equilibrium test the oracle validates
+   (reference/cold_end/, reference/two_sided_encoder/).
 """
 
 from __future__ import annotations

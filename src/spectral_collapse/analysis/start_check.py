@@ -113,16 +113,42 @@ def two_sided_summary(table: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {"points": int(len(table)), "agree": int(len(agree)),
                            "unmatched": dict(table.attrs.get("unmatched", {"hot_only": 0, "cold_only": 0})),
                            "exceptions": table[~table["agree"]].to_dict("records")}
+    if "confirmed" in table:  # confirm_cold_side: agreeing points where the cold side passes its own checks
+        out["confirmed"] = int(table["confirmed"].sum())
+        out["cold_not_at_equilibrium"] = table[table["agree"] & ~table["confirmed"]].to_dict("records")
     if "within" in table:
         out.update({"agree_within_oracle": int(agree["within"].sum()),
                     "bracketed": int(table["bracketed"].sum())})
     return out
 
 
+def confirm_cold_side(table: pd.DataFrame, cold: Mapping[str, pd.DataFrame], max_drift: float) -> pd.DataFrame:
+    """``table`` (``two_sided_table``) with ``cold_failed``, the first one-sided check (loss rule, drift,
+    stability) the cold side's point fails ("" where it passes all three), and ``confirmed``: the sides agree and
+    the cold side passes. Why: agreement with a side that has not settled is no test. On the linear family the
+    cold side at T = 2.5e-6, at its update budget, agrees with the hot side on a state 0.38 off the oracle's M^2.
+    The hot side's own checks are the analysis' first three; this makes the fourth hold the cold side to them."""
+    checks = first_failed_check(eval_split(cold["latents"]), cold["runs"], max_drift)
+    info = cold["runs"].drop_duplicates("run_id").set_index("run_id")
+    failed = {(int(info.loc[rid, "seed"]), t_label(info.loc[rid, "T"])): str(check)
+              for rid, check in checks["failed"].items() if rid in info.index}
+    out = table.copy()
+    keys = [(int(seed), t_label(T)) for seed, T in table[["seed", "T"]].itertuples(index=False)]
+    missing = [key for key in keys if key not in failed]
+    if missing:
+        raise ValueError(f"the cold side's runs table has no run at (seed, T) {missing[:3]}: its latents and runs "
+                         "tables are not of one scan; collect the cold side's scan again")
+    out["cold_failed"] = [failed[key] for key in keys]
+    out["confirmed"] = out["agree"] & (out["cold_failed"] == "")
+    return out
+
+
 def mark_sides(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """``runs`` (one side's runs table) with ``sides_agree``: 1.0 where ``two_sided_table`` found the two sides
-    agreeing at the run's (seed, T), 0.0 where they disagree, NaN where the other side has no such point."""
-    flags = {(int(seed), t_label(T)): float(agree) for seed, T, agree in table[["seed", "T", "agree"]].itertuples(index=False)}
+    agreeing at the run's (seed, T) (and, with ``confirm_cold_side``'s ``confirmed``, the cold side at equilibrium
+    by its own checks), 0.0 where not, NaN where the other side has no such point."""
+    flag = "confirmed" if "confirmed" in table else "agree"
+    flags = {(int(seed), t_label(T)): float(ok) for seed, T, ok in table[["seed", "T", flag]].itertuples(index=False)}
     out = runs.copy()
     out["sides_agree"] = [flags.get((int(seed), t_label(T)), np.nan) for seed, T in zip(runs["seed"], runs["T"])]
     return out
@@ -152,7 +178,10 @@ def not_at_equilibrium(latents: pd.DataFrame, runs: pd.DataFrame, max_drift: flo
         seed, T = int(info.loc[run_id, "seed"]), float(info.loc[run_id, "T"])
         row = {"seed": seed, "T": T, "check": failed, "reason": REASONS[failed]}
         gap = gaps.get((seed, t_label(T)))
-        if failed == "sides" and gap is not None:
+        if failed == "sides" and gap is not None and gap.agree:  # confirm_cold_side: the cold side failed
+            row["reason"] = (f"the two sides agree, but the cold side is not at equilibrium: "
+                             f"{REASONS[gap.cold_failed]}")
+        elif failed == "sides" and gap is not None:
             row["reason"] += (f": ranked M^2 differ by {gap.max_abs_dM2:.3f} at rank {gap.rank} "
                               f"(hot {gap.M2_hot:.3f}, cold {gap.M2_cold:.3f})")
         out.append(row)
@@ -219,8 +248,9 @@ def side_disagreement(hot: Mapping[str, pd.DataFrame], cold: Mapping[str, pd.Dat
         lat, runs = tables["latents"], tables["runs"].drop_duplicates("run_id")
         train = lat[lat["split"] == "train"]
         active = {(int(s), t_label(T)): int(g["active"].sum()) for (s, T), g in train.groupby(["seed", "T"])}
-        loss = {} if "validation_loss" not in runs else {  # a runs table without losses: not compared
-            (int(s), t_label(T)): float(v) for s, T, v in runs[["seed", "T", "validation_loss"]].itertuples(index=False)}
+        loss, train_loss = ({} if column not in runs else {  # a runs table without losses: not compared
+            (int(s), t_label(T)): float(v) for s, T, v in runs[["seed", "T", column]].itertuples(index=False)}
+            for column in ("validation_loss", "train_loss"))
         evaluated = eval_split(lat)
         checks = first_failed_check(evaluated, tables["runs"], max_drift)
         info = runs.set_index("run_id")
@@ -230,7 +260,8 @@ def side_disagreement(hot: Mapping[str, pd.DataFrame], cold: Mapping[str, pd.Dat
         seeds_at_eq = {int(s) for s in lat.loc[lat["run_id"].isin(eq), "seed"]}
         T_c = {seed: (ranks if seed in seeds_at_eq else {})
                for seed, ranks in _thresholds_on(tables, pca, cfg, model, "train").items()}
-        per_side[side] = {"active": active, "loss": loss, "passed": passed, "at_equilibrium": counts["equilibrium"],
+        per_side[side] = {"active": active, "loss": loss, "train_loss": train_loss, "passed": passed,
+                          "at_equilibrium": counts["equilibrium"],
                           "resolved_ranks": {str(seed): len(ranks) for seed, ranks in T_c.items()}}
         if model == "linear":  # each side alone against the oracle: what the two-sided rule guards against
             lam = pca.sort_values("k")["lambda_over_V"].to_numpy(float)
@@ -241,16 +272,38 @@ def side_disagreement(hot: Mapping[str, pd.DataFrame], cold: Mapping[str, pd.Dat
     both = sorted(p for p in apart if p in h["active"] and p in c["active"])
     losses = [(h["loss"][p], c["loss"][p]) for p in both if p in h["loss"] and p in c["loss"]]
     ratios = [hot / cold for hot, cold in losses]
-    return {"points": len(both),
-            "hot_fewer_active": sum(h["active"][p] < c["active"][p] for p in both),
-            "hot_more_active": sum(h["active"][p] > c["active"][p] for p in both),
-            "loss_points": len(losses),
-            "cold_lower_loss": sum(cold < hot for hot, cold in losses),
-            "loss_ratio_hot_over_cold": [float(min(ratios)), float(max(ratios))] if ratios else None,
-            "hot_passes_one_sided_checks": sum(p in h["passed"] for p in both),
-            "cold_passes_one_sided_checks": sum(p in c["passed"] for p in both),
-            "one_sided": {side: {k: v[k] for k in ("at_equilibrium", "resolved_ranks", "ranks_within") if k in v}
-                          for side, v in per_side.items()}}
+    out: dict[str, Any] = {"points": len(both),
+                           "hot_fewer_active": sum(h["active"][p] < c["active"][p] for p in both),
+                           "hot_more_active": sum(h["active"][p] > c["active"][p] for p in both),
+                           "loss_points": len(losses),
+                           "cold_lower_loss": sum(cold < hot for hot, cold in losses),
+                           "loss_ratio_hot_over_cold": [float(min(ratios)), float(max(ratios))] if ratios else None,
+                           "hot_passes_one_sided_checks": sum(p in h["passed"] for p in both),
+                           "cold_passes_one_sided_checks": sum(p in c["passed"] for p in both),
+                           "one_sided": {side: {k: v[k] for k in ("at_equilibrium", "resolved_ranks", "ranks_within")
+                                                if k in v} for side, v in per_side.items()}}
+    if model == "linear" and "hot_error" in table:
+        out["loss_arbitration"] = _loss_arbitration(table, h["train_loss"], c["train_loss"])
+    return out
+
+
+def _loss_arbitration(table: pd.DataFrame, hot_loss: Mapping[tuple[int, str], float],
+                      cold_loss: Mapping[tuple[int, str], float]) -> dict[str, Any]:
+    """Could the training objective pick the equilibrium where the sides disagree? Per disagreeing point of a
+    linear pair: the side with the lower training loss (the objective both sides minimise, at the same beta) and
+    the side nearer the exact oracle (its largest |M_k^2 - oracle|); ``agree`` counts the points where they are
+    the same side. Why: choosing the lower-loss side would settle every disagreeing point, but only if the oracle
+    confirms that the lower loss marks the equilibrium; a count near half says it does not."""
+    rows = []
+    for r in table[~table["agree"]].itertuples(index=False):
+        key = (int(r.seed), t_label(r.T))
+        if key not in hot_loss or key not in cold_loss:
+            continue
+        lower = "hot" if hot_loss[key] < cold_loss[key] else "cold"
+        nearer = "hot" if r.hot_error < r.cold_error else "cold"
+        rows.append({"seed": key[0], "T": float(r.T), "loss_hot_over_cold": hot_loss[key] / cold_loss[key],
+                     "lower_loss": lower, "nearer_oracle": nearer})
+    return {"points": len(rows), "agree": sum(r["lower_loss"] == r["nearer_oracle"] for r in rows), "rows": rows}
 
 
 def threshold_table(analysis: Mapping[str, Any], pca: pd.DataFrame) -> pd.DataFrame:
@@ -447,15 +500,17 @@ def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "
         table = two_sided_table(pd.read_parquet(hot / model / "scan_latents.parquet"),
                                 pd.read_parquet(cold / model / "scan_latents.parquet"),
                                 pca if model == "linear" else None, split)
+        cold_tables = _tables(cold / model) if model in scanned_models(cold) else None
+        if cold_tables is not None:
+            table = confirm_cold_side(table, cold_tables, float(cfg["max_m2_drift"]))
         table.to_csv(out / f"two_sided_{model}.csv", index=False)
         summary[model] = two_sided_summary(table)
         if model in scanned_models(hot):
             tables = _tables(hot / model)
             summary[model]["analysis"] = two_sided_analysis(tables, table, pca, cfg, model)
             mark_sides(tables["runs"], table).to_parquet(out / f"scan_runs_{model}.parquet")
-            if model in scanned_models(cold):
-                summary[model]["disagreement"] = side_disagreement(tables, _tables(cold / model), table, pca, cfg,
-                                                                   model)
+            if cold_tables is not None:
+                summary[model]["disagreement"] = side_disagreement(tables, cold_tables, table, pca, cfg, model)
     (out / "two_sided.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     return summary
 
