@@ -195,6 +195,19 @@ def test_claim_only_where_every_seed_supports_it():
     assert verdict({0: 0.97, 1: None}, at_least) == UNRESOLVED
 
 
+def test_rank_agreement_claim_is_not_resolved_where_too_few_ranks_are_compared():
+    """12 of 12 leading ranks agreeing cannot show the paper's 13 (not resolved); 9 of 13 fails it; 13 of 15 holds."""
+    from spectral_collapse.analysis.model_analysis import rank_agreement_claim
+
+    assert rank_agreement_claim({"rank_agreement": 12, "rank_agreement_ranks": 12}) is None
+    assert rank_agreement_claim({"rank_agreement": 1, "rank_agreement_ranks": 1}) is None
+    assert rank_agreement_claim({"rank_agreement": 9, "rank_agreement_ranks": 13}) == 9
+    assert rank_agreement_claim({"rank_agreement": 11, "rank_agreement_ranks": 12}) == 11  # parted before the end
+    assert rank_agreement_claim({"rank_agreement": 13, "rank_agreement_ranks": 15}) == 13
+    assert verdict({0: rank_agreement_claim({"rank_agreement": 12, "rank_agreement_ranks": 12})},
+                   lambda v: v >= 13) == UNRESOLVED
+
+
 def test_identity_r2_bootstrap_interval():
     rng = np.random.default_rng(1)
     t = np.logspace(-1, -4, 12)

@@ -109,3 +109,37 @@ def test_export_refuses_a_config_the_summary_was_not_made_with(tmp_path):
     with pytest.raises(ValueError, match="another config"):
         bundle.export(run, tmp_path / "bundle")  # the presets not given: config.yaml's hash, not the summary's
     assert not (tmp_path / "bundle").exists()
+
+
+def test_paper_comparisons_leave_unresolved_what_the_accepted_points_cannot_say():
+    """docs/tables.py's model-to-paper claims: a seed without a d_eff fails the paper's d_eff only when it resolves
+    at least that many thresholds (else "not resolved"); the depth claim is judged only for seeds where both
+    models resolve HEAD_K thresholds."""
+    from spectral_collapse.analysis.model_analysis import HEAD_K
+
+    tables = _docs_tables()
+    eps = [0.05]  # the paper's VAE: d_eff 2 at 5%
+
+    def model(depth: int, resolved: dict[str, int], d_eff: dict[str, int | None], head: dict[str, float]) -> dict:
+        spread = {"n_resolved": {"per_seed": resolved}, "d_eff_0.05": {"per_seed": d_eff},
+                  "best_D_head": {"per_seed": head}}
+        return {"family": "mlp", "depth": depth, "threshold_status": ["fitted"] * max(resolved.values()),
+                "best_D": [0.5] * 8, "d_eff": {"model": [None]}, "seed_spread": spread}
+
+    many, few = HEAD_K + 2, 1
+    models = {"mlp-d2": model(2, {"0": many, "1": many}, {"0": None, "1": 2}, {"0": 0.4, "1": 0.4}),
+              "mlp-d4": model(4, {"0": many, "1": few}, {"0": None, "1": None}, {"0": 0.3, "1": 0.3})}
+    rows = {line.split(" | ")[0].lstrip("| "): line.rsplit(" | ", 1)[-1].rstrip(" |")
+            for line in tables._paper_comparisons(models, list(models), eps) if line.startswith("| m")}
+    assert rows["mlp-d2: d_eff at 5% equals the paper's VAE (2)"] == "seed-dependent"  # seed 0 fails, seed 1 holds
+    assert rows["mlp-d4: d_eff at 5% equals the paper's VAE (2)"] == "not resolved"  # seed 1 resolves 1 < 2
+    models["mlp-d4"]["seed_spread"]["n_resolved"]["per_seed"]["1"] = many
+    rows = {line.split(" | ")[0].lstrip("| "): line.rsplit(" | ", 1)[-1].rstrip(" |")
+            for line in tables._paper_comparisons(models, list(models), eps) if line.startswith("| ")}
+    assert rows["mlp-d4: d_eff at 5% equals the paper's VAE (2)"] == "fails for every seed"
+    depth = next(v for k, v in rows.items() if k.startswith("depth"))
+    assert depth == "holds for every seed"  # 0.3 < mlp-d2's 0.5 in both seeds, both resolve HEAD_K
+    models["mlp-d4"]["seed_spread"]["n_resolved"]["per_seed"]["1"] = few
+    rows = {line.split(" | ")[0].lstrip("| "): line.rsplit(" | ", 1)[-1].rstrip(" |")
+            for line in tables._paper_comparisons(models, list(models), eps) if line.startswith("| ")}
+    assert next(v for k, v in rows.items() if k.startswith("depth")) == "not resolved"
