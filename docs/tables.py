@@ -61,20 +61,23 @@ def _headline(m: Mapping[str, Any]) -> dict[str, str]:
                    + f"; utilities: {splits.get('utilities', m.get('split'))}"),
         "resolved": f"{res.get('n_resolved', m['identity_r2_ranks'])} ({res.get('n_unresolved', 0)} unresolved)",
         "identity_r2": (f"{_pooled_and_seeds(m, m['identity_r2'], 'identity_r2', '.3f')}, 95% CI "
-                        f"{_fmt(ci[0], '.2f')}-{_fmt(ci[1], '.2f')} ({m['identity_r2_ranks']} ranks)"),
+                        f"{_fmt(ci[0], '.2f')}-{_fmt(ci[1], '.2f')} ({m['identity_r2_ranks']} ranks)")
+        if m["identity_r2"] is not None else f"not resolved ({m['identity_r2_ranks']} ranks)",
         "identity_r2_head_tail": (f"{_fmt(m.get('identity_r2_head'))} / {_fmt(m.get('identity_r2_tail'))} "
                                   f"({m.get('identity_r2_head_ranks', '-')} / {m.get('identity_r2_tail_ranks', '-')} ranks)"),
         "rank_agreement": (f"{_pooled_and_seeds(m, m['rank_agreement'], 'rank_agreement', '.0f')} "
                            f"of {m['rank_agreement_ranks']}"),
-        "kendall_tau": f"{_pooled_and_seeds(m, m['kendall_tau'], 'kendall_tau', '.2f')} ({m['rank_inversions']} inversions)",
+        "kendall_tau": (f"{_pooled_and_seeds(m, m['kendall_tau'], 'kendall_tau', '.2f')} ({m['rank_inversions']} "
+                        "inversions)") if m["kendall_tau"] is not None else "not resolved",
         "ablation": ("not measured" if ab.get("status", "not measured").startswith("not measured") else
                      f"{_fmt(ab['pooled']['mean'], '.2f')} (min {_fmt(ab['pooled']['min'], '.2f')}, "
                      f"{ab['pooled']['n_models']} models)"),
-        "powerlaw": f"{_pooled_and_seeds(m, pl['exponent'], 'powerlaw_exponent', '.2f')}"
-                    + (f", 95% CI {_fmt(pl['ci95'][0], '.2f')}-{_fmt(pl['ci95'][1], '.2f')}" if pl.get("ci95") else "")
-                    + f" (ranks {pl['ranks'][0]}-"
-                    f"{pl['ranks'][1]}; PCA train {_fmt(m['powerlaw']['pca']['exponent'], '.2f')}, PCA test "
-                    f"{_fmt(held.get('exponent'), '.2f')})",
+        "powerlaw": (f"{_pooled_and_seeds(m, pl['exponent'], 'powerlaw_exponent', '.2f')}"
+                     + (f", 95% CI {_fmt(pl['ci95'][0], '.2f')}-{_fmt(pl['ci95'][1], '.2f')}" if pl.get("ci95") else "")
+                     + f" (ranks {pl['ranks'][0]}-"
+                     f"{pl['ranks'][1]}; PCA train {_fmt(m['powerlaw']['pca']['exponent'], '.2f')}, PCA test "
+                     f"{_fmt(held.get('exponent'), '.2f')})") if pl["exponent"] is not None
+        else f"not resolved (its ranks {pl['ranks'][0]}-{pl['ranks'][1]}: fewer than 2 resolved)",
         "crossover": (f"{cx['K']} (head {_fmt(cx['head_exponent'], '.2f')}, tail {_fmt(cx['tail_exponent'], '.2f')}; "
                       f"PCA {m['powerlaw'].get('pca_crossover', {}).get('K')})") if cx.get("K") else "-",
         "meanfield": _meanfield_cell(mf),

@@ -143,7 +143,8 @@ def _one_seed_set(lat: pd.DataFrame, lat_thr: pd.DataFrame, prn: pd.DataFrame, r
                      "pca": powerlaw_fit(np.arange(len(pca_curve)), pca_curve, tuple(model_fit["ranks"])),
                      "pca_heldout": powerlaw_fit(np.arange(len(pca_held)), pca_held, tuple(model_fit["ranks"])),
                      # head/tail crossover (paper: near K = 4), over the ranks the model resolves
-                     "crossover": powerlaw_crossover(np.arange(len(best)), best, max(last, 5)),
+                     # (only over resolved ranks: past them D~_K is flat, a tail that is not there)
+                     "crossover": powerlaw_crossover(np.arange(len(best)), best, last),
                      "pca_crossover": powerlaw_crossover(np.arange(len(pca_curve)), pca_curve, max(last, 5))},
         "d_eff": d_eff(best, cfg["d_eff_eps"]),
         "best_D0": float(best[0]),
