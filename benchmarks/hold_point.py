@@ -32,6 +32,7 @@ from spectral_collapse.measure import measure_split  # noqa: E402
 from spectral_collapse.oracle import beta_of_T  # noqa: E402
 from spectral_collapse.scan import t_label  # noqa: E402
 from spectral_collapse.settings import TrainingSettings  # noqa: E402
+from spectral_collapse.stability import validation_loss  # noqa: E402
 from spectral_collapse.training import train  # noqa: E402
 from spectral_collapse.vae import VAE  # noqa: E402
 
@@ -39,15 +40,15 @@ NEVER = -1.0  # a loss-rule tolerance no window meets: (best before - best since
 
 
 def validation_state(model: VAE, data: ArrayDataModule, threshold: float, T: float) -> dict[str, object]:
-    """Active latents (M^2 above analysis.active_threshold), ranked M^2, and the weighted validation loss
-    D + beta R (the training objective, fixed decoder variance), beta = T V / sigma_dec^2."""
+    """Active latents (M^2 above analysis.active_threshold), ranked M^2, and the weighted validation loss (the
+    training objective, ``stability.validation_loss``), beta = T V / sigma_dec^2."""
     weights = data.weights.get("validation")
     measured = measure_split(model, data.val_tensor, data.V, threshold,
                              None if weights is None else weights.double().cpu().numpy(), curves=False)
     m2 = np.sort(np.asarray(measured["M2"][0], float))[::-1]
-    beta = float(beta_of_T(T, data.V, model.config.sigma2))
+    beta = np.array([beta_of_T(T, data.V, model.config.sigma2)])  # as the training module sets it
     return {"active": int((m2 > threshold).sum()), "M2_ranked": m2[:16].round(4).tolist(),
-            "loss": float(measured["D"][0] + beta * measured["R"][0])}
+            "loss": float(validation_loss(model, measured, beta)[0])}
 
 
 class HoldTrace(pl.Callback):

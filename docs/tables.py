@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
 from spectral_collapse.analysis.model_analysis import HEAD_K
@@ -77,7 +78,7 @@ def _headline(m: Mapping[str, Any]) -> dict[str, str]:
                      + f" (ranks {pl['ranks'][0]}-"
                      f"{pl['ranks'][1]}; PCA train {_fmt(m['powerlaw']['pca']['exponent'], '.2f')}, PCA test "
                      f"{_fmt(held.get('exponent'), '.2f')})") if pl["exponent"] is not None
-        else f"not resolved (its ranks {pl['ranks'][0]}-{pl['ranks'][1]}: fewer than 2 resolved)",
+        else f"not resolved ({pl.get('n_points', 0)} resolved ranks in {pl['ranks'][0]}-{pl['ranks'][1]}; the fit needs 3)",
         "crossover": (f"{cx['K']} (head {_fmt(cx['head_exponent'], '.2f')}, tail {_fmt(cx['tail_exponent'], '.2f')}; "
                       f"PCA {m['powerlaw'].get('pca_crossover', {}).get('K')})") if cx.get("K") else "-",
         "meanfield": _meanfield_cell(mf),
@@ -106,8 +107,9 @@ def _paper_comparisons(models: Mapping[str, Any], names: list[str], eps: list[fl
         vals = _per_seed_values(models[hi], "best_D_head") or {"pooled": models[hi]["best_D"][HEAD_K - 1]}
         # D~ after HEAD_K ranks compares heads only where both models resolve that many thresholds at equilibrium
         # (a scan whose accepted points hold one active latent has a D~_4 of its one-latent state, not a head)
-        resolved, lo_resolved = _resolved_per_seed(models[hi]), _resolved_per_seed(models[lo])["pooled"]
-        judged = {s: (v if min(resolved.get(s, 0), lo_resolved) >= HEAD_K else None) for s, v in vals.items()}
+        resolved, lo_resolved = _resolved_per_seed(models[hi]), _resolved_per_seed(models[lo])
+        judged = {s: (v if min(resolved.get(s, 0), lo_resolved.get(s, lo_resolved["pooled"])) >= HEAD_K else None)
+                  for s, v in vals.items()}
         ev = ", ".join(f"seed {s}: {_fmt(v, '.3g')}" for s, v in sorted(vals.items()))
         out.append(f"| depth puts more utility in the head: D~ after {HEAD_K} ranks of {hi} below {lo}'s "
                    f"{_fmt(ref, '.3g')} | {ev} | {verdict(judged, lambda v: v < ref)} |")
@@ -323,7 +325,7 @@ def _active_by_depth(evidence: Path, Ts: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 
                 if not path.is_file():  # a side an earlier stop removed (reference/two_sided_run/README.md)
                     continue
                 runs = pd.read_parquet(path)
-                by_T = {t_label(T): int(n) for T, n in zip(runs["T"], runs["train_n_active"])}
+                by_T = {t_label(T): int(n) for T, n in zip(runs["T"], runs["train_n_active"]) if pd.notna(n)}
                 active.setdefault((model, side), {}).update(
                     {f"{t_label(T)}/{seed}": by_T.get(t_label(T), "-") for T in Ts})
     models = sorted({m for m, _ in active}, key=lambda m: int(m.split("-d")[-1]))
@@ -385,14 +387,16 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
     if graded:  # the linear oracle grades the accepted points (start_check._accepted_against_oracle)
         out += ["", "| pair | linear: points at equilibrium | within 0.05 of the oracle's M^2 at every rank | "
                 "accepted off the oracle (T: largest distance hot / cold) | sides disagree: the lower training loss "
-                "on the side nearer the oracle |", "| --- | --- | --- | --- | --- |"]
+                "on the side nearer the oracle (of the points where one is lower) |", "| --- | --- | --- | --- | --- |"]
         for name, linear in graded:
             a = linear["analysis"]
             off = "; ".join(f"{e['T']:.1e}: {e['hot_error']:.2f} / {e['cold_error']:.2f}"
                             for e in a["accepted_off_oracle"]) or "none"
             within = ", ".join(str(n) for _, n in sorted(a["accepted_within_oracle"].items()))
             arbitration = linear.get("disagreement", {}).get("loss_arbitration")  # start_check._loss_arbitration
-            arbitrated = f"{arbitration['agree']} of {arbitration['points']}" if arbitration else "-"
+            arbitrated = "-" if not arbitration else (
+                f"{arbitration['agree']} of {arbitration['points'] - arbitration.get('ties', 0)}"
+                + (f" ({arbitration['ties']} ties within {arbitration['tie_tolerance']:.1%})" if arbitration.get("ties") else ""))
             out.append(f"| {name} | {a['at_equilibrium']} | {within} | {off} | {arbitrated} |")
     out += ["", "| pair | hot: train CPU s | hot: measure CPU s | cold: train CPU s | cold: measure CPU s | all, core-h |",
             "| --- | --- | --- | --- | --- | --- |"]
@@ -419,13 +423,19 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
         out += ["", *depth]
     holds = sorted(Path(evidence).glob("hold/*.json"))
     if holds:  # each side's point held at its T (benchmarks/hold_point.py): slow convergence or hysteresis?
-        out += ["", "| held point (benchmarks/hold_point.py) | T | active latents: chain point -> held | validation "
-                "loss: chain point -> held | updates held at the training learning rate |", "| --- | --- | --- | --- | --- |"]
+        out += ["", "| held point (benchmarks/hold_point.py; side from the file name) | T | active latents: chain "
+                "point -> held | M^2 summed over the 16 leading ranks: chain point -> held | largest M^2 change (rank) | validation "
+                "loss: chain point -> held | updates held at the training learning rate |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
         for path in holds:
             run = json.loads(path.read_text())
+            start, end = (np.asarray(run[k]["M2_ranked"], float) for k in ("start", "end"))
+            change = end - start
+            k = int(np.argmax(np.abs(change)))
             out.append(f"| {run['model']} seed {run['seed']}, {path.stem.split('_')[-2]} side | {run['T']:.0e} | "
-                       f"{run['start']['active']} -> {run['end']['active']} | {run['start']['loss']:.4f} -> "
-                       f"{run['end']['loss']:.4f} | {run['updates']:,} |")
+                       f"{run['start']['active']} -> {run['end']['active']} | {start.sum():.2f} -> {end.sum():.2f} | "
+                       f"{change[k]:+.2f} ({k + 1}) | {run['start']['loss']:.4f} -> {run['end']['loss']:.4f} | "
+                       f"{run['updates']:,} |")
     total = summary["cost"]
     out += ["", f"The pairs so far: {total['cpu_s']:,.0f} CPU s = {total['core_hours']:.2f} core-hours (training "
                 f"{total.get('train_cpu_s', 0.0) / 3600:.2f}, measurement with the stability check "

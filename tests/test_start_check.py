@@ -163,6 +163,12 @@ def test_loss_arbitration_counts_where_the_lower_loss_is_the_side_nearer_the_ora
     assert {r["lower_loss"] for r in result["rows"]} == {"cold"}
     del cold_loss[key[T_open]]
     assert start_check._loss_arbitration(table, hot_loss, cold_loss)["points"] == 1
+    # losses closer than LOSS_TIE name no lower side: a tie, never a win; a NaN loss leaves the point out
+    cold_loss[key[T_shut]] = 1.0 - start_check.LOSS_TIE / 2
+    tied = start_check._loss_arbitration(table, hot_loss, cold_loss)
+    assert (tied["points"], tied["ties"], tied["agree"]) == (1, 1, 0) and tied["rows"][0]["lower_loss"] == "tie"
+    cold_loss[key[T_shut]] = float("nan")
+    assert start_check._loss_arbitration(table, hot_loss, cold_loss)["points"] == 0
 
 
 def test_two_sided_cli_writes_a_table_per_model_both_runs_hold(tmp_path):

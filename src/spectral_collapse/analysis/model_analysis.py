@@ -145,7 +145,7 @@ def _one_seed_set(lat: pd.DataFrame, lat_thr: pd.DataFrame, prn: pd.DataFrame, r
                      # head/tail crossover (paper: near K = 4), over the ranks the model resolves
                      # (only over resolved ranks: past them D~_K is flat, a tail that is not there)
                      "crossover": powerlaw_crossover(np.arange(len(best)), best, last),
-                     "pca_crossover": powerlaw_crossover(np.arange(len(pca_curve)), pca_curve, max(last, 5))},
+                     "pca_crossover": powerlaw_crossover(np.arange(len(pca_curve)), pca_curve, last)},
         "d_eff": d_eff(best, cfg["d_eff_eps"]),
         "best_D0": float(best[0]),
         "best_D_head": float(best[HEAD_K]) if len(best) > HEAD_K else np.nan,

@@ -42,6 +42,7 @@ M2_TOL = 0.05  # issue 19: every accepted point within 0.05 of the oracle's M^2
 TC_TOL = 0.02  # resolved thresholds within 2% of the training PCA's lambda_k / V
 AGREE_TOL = 0.05  # two starts: thresholds within 5%
 BRACKET_TOL = 0.05  # the two sides of a point agree when every ranked M_k^2 is within this
+LOSS_TIE = 1e-3  # two sides' training losses closer than this (relative) name no lower side
 
 
 def oracle_table(latents: pd.DataFrame, runs: pd.DataFrame, pca: pd.DataFrame, max_drift: float,
@@ -292,18 +293,23 @@ def _loss_arbitration(table: pd.DataFrame, hot_loss: Mapping[tuple[int, str], fl
     """Could the training objective pick the equilibrium where the sides disagree? Per disagreeing point of a
     linear pair: the side with the lower training loss (the objective both sides minimise, at the same beta) and
     the side nearer the exact oracle (its largest |M_k^2 - oracle|); ``agree`` counts the points where they are
-    the same side. Why: choosing the lower-loss side would settle every disagreeing point, but only if the oracle
-    confirms that the lower loss marks the equilibrium; a count near half says it does not."""
+    the same side, ``ties`` the points whose losses differ by less than LOSS_TIE (relative: no lower side, not
+    counted in ``agree``); a point without a finite loss on both sides is left out. Why: choosing the lower-loss
+    side would settle every disagreeing point, but only if the oracle confirms that the lower loss marks the
+    equilibrium; a count near half of the decided points says it does not."""
     rows = []
     for r in table[~table["agree"]].itertuples(index=False):
         key = (int(r.seed), t_label(r.T))
-        if key not in hot_loss or key not in cold_loss:
+        hot, cold = hot_loss.get(key, np.nan), cold_loss.get(key, np.nan)
+        if not (np.isfinite(hot) and np.isfinite(cold)) or cold == 0:
             continue
-        lower = "hot" if hot_loss[key] < cold_loss[key] else "cold"
+        ratio = hot / cold
+        lower = "tie" if abs(ratio - 1.0) < LOSS_TIE else "hot" if hot < cold else "cold"
         nearer = "hot" if r.hot_error < r.cold_error else "cold"
-        rows.append({"seed": key[0], "T": float(r.T), "loss_hot_over_cold": hot_loss[key] / cold_loss[key],
-                     "lower_loss": lower, "nearer_oracle": nearer})
-    return {"points": len(rows), "agree": sum(r["lower_loss"] == r["nearer_oracle"] for r in rows), "rows": rows}
+        rows.append({"seed": key[0], "T": float(r.T), "loss_hot_over_cold": ratio, "lower_loss": lower,
+                     "nearer_oracle": nearer})
+    return {"points": len(rows), "ties": sum(r["lower_loss"] == "tie" for r in rows), "tie_tolerance": LOSS_TIE,
+            "agree": sum(r["lower_loss"] == r["nearer_oracle"] for r in rows), "rows": rows}
 
 
 def threshold_table(analysis: Mapping[str, Any], pca: pd.DataFrame) -> pd.DataFrame:
@@ -376,8 +382,8 @@ def scanned_models(analysis: Path, tables: tuple[str, ...] = TABLES) -> list[str
                   if p.is_dir() and all((p / f"scan_{t}.parquet").is_file() for t in tables))
 
 
-def _tables(folder: Path) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(folder / f"scan_{name}.parquet") for name in TABLES}
+def _tables(folder: Path, names: tuple[str, ...] = TABLES) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(folder / f"scan_{name}.parquet") for name in names}
 
 
 def _same_run(a: Path, b: Path) -> bool:
@@ -500,9 +506,9 @@ def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "
         table = two_sided_table(pd.read_parquet(hot / model / "scan_latents.parquet"),
                                 pd.read_parquet(cold / model / "scan_latents.parquet"),
                                 pca if model == "linear" else None, split)
+        if model in scanned_models(cold, ("latents", "runs")):  # the cold side's own checks need no pruning table
+            table = confirm_cold_side(table, _tables(cold / model, ("latents", "runs")), float(cfg["max_m2_drift"]))
         cold_tables = _tables(cold / model) if model in scanned_models(cold) else None
-        if cold_tables is not None:
-            table = confirm_cold_side(table, cold_tables, float(cfg["max_m2_drift"]))
         table.to_csv(out / f"two_sided_{model}.csv", index=False)
         summary[model] = two_sided_summary(table)
         if model in scanned_models(hot):

@@ -72,7 +72,7 @@ def plot_meanfield(latents: pd.DataFrame, runs: pd.DataFrame, spectra: pd.DataFr
     a.set_ylabel(r"signal fraction $M_k^2$")
     a.set_title("Mean-field law")
     handles, _ = a.get_legend_handles_labels()
-    handles.append(hollow_legend_handle("hollow: excluded, run not at equilibrium\n(not converged or $M^2$ still drifting)"))
+    handles.append(hollow_legend_handle("hollow: excluded, run not at equilibrium\n(an equilibrium check failed)"))
     legend_below(a, handles, ncol=2)
     annotate_no_equilibrium(a, analysis)
     panel_label(a, "a")

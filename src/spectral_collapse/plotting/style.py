@@ -80,7 +80,8 @@ def rank_colorbar(fig, ax, n: int, label: str = "rank $k$ (by $M^2$)", start: in
 
 
 def scatter_converged(ax, x, y, converged, color, label=None, marker="o", size=MARKER_SIZE, zorder=3):
-    """Points the fits use filled, the others (not converged, or M^2 still drifting) hollow (same colour)."""
+    """Points the fits use filled, the others (not at equilibrium: a check of analysis.equilibrium failed) hollow
+    (same colour)."""
     x, y, c = np.asarray(x), np.asarray(y), np.asarray(converged, dtype=bool)
     if c.any():
         ax.scatter(x[c], y[c], s=size, color=color, marker=marker, label=label, zorder=zorder, linewidths=0.6)
@@ -104,7 +105,7 @@ def legend_below(ax, handles=None, ncol: int = 1, **kw) -> None:
               borderaxespad=0.0, **kw)
 
 
-def hollow_legend_handle(label: str = "hollow: not at equilibrium (not converged or $M^2$ drifting): not fitted"):
+def hollow_legend_handle(label: str = "hollow: not at equilibrium (an equilibrium check failed): not fitted"):
     from matplotlib.lines import Line2D
 
     return Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="0.3",

@@ -38,7 +38,7 @@ def plot_truncation(pruning: pd.DataFrame, latents: pd.DataFrame, runs: pd.DataF
     a.set_ylabel(r"distortion $\tilde D_K$ (first $K$ ranks kept)")
     a.set_title(r"Truncation curves $\tilde D_K(T)$")
     if not prn["fitted"].all():
-        legend_below(a, [hollow_legend_handle("hollow: not at equilibrium (not converged\nor $M^2$ drifting): not fitted")])
+        legend_below(a, [hollow_legend_handle("hollow: not at equilibrium (an equilibrium\ncheck failed): not fitted")])
     annotate_no_equilibrium(a, analysis)
     rank_colorbar(fig, a, K_max + 1, label="ranks kept $K$", start=0)
     panel_label(a, "a")
