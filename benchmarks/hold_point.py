@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     config, settings, data, single = finished_side(run, args.model)
     held = {**TrainingSettings.from_mapping(settings["training"]).as_dict(), "max_updates": args.updates,
             "tolerance": NEVER, "lr_drops": 0, "chain": False}
-    point = next((run / "results/runs" / args.model).glob(
-        f"*/seed{args.seed}/checkpoints/T{t_label(args.T)}/{POINT_FILE}"), None)
-    if point is None:
-        raise SystemExit(f"{run}: no saved chain point of {args.model} seed {args.seed} at T = {t_label(args.T)} "
-                         f"(results/runs/{args.model}/*/seed{args.seed}/checkpoints/T{t_label(args.T)}/{POINT_FILE}): "
-                         "give a finished side of the two-sided run")
-    saved = torch.load(point, weights_only=False)
+    pattern = f"*/seed{args.seed}/checkpoints/T{t_label(args.T)}/{POINT_FILE}"
+    points = sorted((run / "results/runs" / args.model).glob(pattern))
+    if len(points) != 1:
+        raise SystemExit(f"{run}: {len(points)} saved chain points of {args.model} seed {args.seed} at T = "
+                         f"{t_label(args.T)} (results/runs/{args.model}/{pattern}), not one: give a finished side of "
+                         "the two-sided run, whose chain is one group job")
+    saved = torch.load(points[0], weights_only=False)
     threshold = float(config["analysis"]["active_threshold"])  # what the workflow counts as active
     start_model = VAE(single)
     start_model.load_state_dict(saved["state_dict"])

@@ -342,6 +342,26 @@ def _active_by_depth(evidence: Path, Ts: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 
     return out
 
 
+def _two_sided_model_costs(path: Path) -> list[str]:
+    """Issue 19's cost per model: the pairs' CPU seconds summed over seeds (training by side, measurement), the
+    core-hours, the CPU seconds per scan point (both sides, training and measurement, per seed), and each model's
+    share of the whole run."""
+    import pandas as pd
+
+    jobs = pd.read_csv(path)
+    total = float(jobs["cpu_s"].sum())
+    out = ["| model | seeds | training CPU s: hot / cold | measurement CPU s | core-hours | CPU s per point and seed "
+           "(both sides) | share of the run |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for model, g in sorted(jobs.groupby("model"), key=lambda mg: (mg[0] != "linear", mg[0])):
+        train = g[g["rule"] == "train"]
+        by_side = train.groupby("side")["cpu_s"].sum()
+        points = float(train.groupby("seed")["points"].max().sum())  # scan points per seed, summed over seeds
+        out.append(f"| {model} | {g['seed'].nunique()} | {by_side.get('hot', 0.0):,.0f} / {by_side.get('cold', 0.0):,.0f} | "
+                   f"{g.loc[g['rule'] == 'measure', 'cpu_s'].sum():,.0f} | {g['cpu_s'].sum() / 3600:.2f} | "
+                   f"{g['cpu_s'].sum() / points:,.0f} | {g['cpu_s'].sum() / total:.0%} |")
+    return out
+
+
 def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
     """Issue 19's run from both sides: per model and seed the points where the two sides agree, the points at
     equilibrium (every check, the two sides included) and what removed the others, the resolved thresholds (for
@@ -405,6 +425,7 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
         cells = " | ".join(f"{c.get(k, 0.0):,.0f}" for k in ("hot_train_cpu_s", "hot_measure_cpu_s", "cold_train_cpu_s",
                                                              "cold_measure_cpu_s"))
         out.append(f"| {name} | {cells} | {c['cpu_s'] / 3600:.2f} |")
+    out += ["", *_two_sided_model_costs(Path(evidence) / "cost_jobs.csv")]
     out += ["", *_two_sided_point_costs(Path(evidence) / "cost_points.csv")]
     trace = Path(evidence) / "reopen_trace" / "summary.json"
     if trace.is_file():  # the hot side's reopening diagnosed (benchmarks/reopen_trace.py)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from spectral_collapse import bundle
 from spectral_collapse.redraw import REDRAW_RULES
@@ -143,3 +144,36 @@ def test_paper_comparisons_leave_unresolved_what_the_accepted_points_cannot_say(
     rows = {line.split(" | ")[0].lstrip("| "): line.rsplit(" | ", 1)[-1].rstrip(" |")
             for line in tables._paper_comparisons(models, list(models), eps) if line.startswith("| ")}
     assert next(v for k, v in rows.items() if k.startswith("depth")) == "not resolved"
+
+
+def test_active_by_depth_and_model_costs_read_each_pair(tmp_path):
+    """docs/tables.py: the depth-by-side table puts each MLP pair's active latents per side and seed side by side
+    (a shipped pair without hot/ reads its marked runs table; a missing point or NaN prints "-"; linear is left
+    out), and the per-model cost table sums the pairs' jobs per model."""
+    tables = _docs_tables()
+    Ts = (1e-2, 1e-3)
+    for model, seed, hot, cold in (("mlp-d2", 0, [4, 5], [4, 7]), ("mlp-d4", 0, [3, 4], [4, 7]),
+                                   ("mlp-d4", 1, [3, float("nan")], [4, 7])):
+        pair = tmp_path / f"{model}_seed{seed}"
+        pair.mkdir()
+        (pair / "pair.json").write_text(json.dumps({"models": [model]}))
+        for side, active in (("hot", hot), ("cold", cold)):
+            folder = pair / "two_sided" if (side == "hot" and seed == 1) else pair / side / model
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"scan_runs_{model}.parquet" if folder.name == "two_sided" else "scan_runs.parquet"
+            pd.DataFrame({"T": list(Ts), "train_n_active": active}).to_parquet(folder / name)
+    (tmp_path / "linear_seed0").mkdir()
+    (tmp_path / "linear_seed0/pair.json").write_text(json.dumps({"models": ["linear"]}))
+    rows = tables._active_by_depth(tmp_path, Ts)
+    assert rows[0] == "| T | side | mlp-d2: active, seed 0 / 1 | mlp-d4: active, seed 0 / 1 |"
+    assert rows[2:] == ["| 1e-02 | hot | 4 / - | 3 / 3 |", "| 1e-02 | cold | 4 / - | 4 / 4 |",
+                        "| 1e-03 | hot | 5 / - | 4 / - |", "| 1e-03 | cold | 7 / - | 7 / 7 |"]
+    jobs = pd.DataFrame([
+        {"model": "mlp-d4", "seed": s, "side": side, "rule": rule, "cpu_s": cpu, "points": 31 if rule == "train" else None}
+        for s in (0, 1) for side, rule, cpu in (("hot", "train", 100.0), ("cold", "train", 50.0), ("hot", "measure", 10.0),
+                                                ("cold", "measure", 10.0))]
+        + [{"model": "linear", "seed": 0, "side": "hot", "rule": "train", "cpu_s": 31.0, "points": 31}])
+    jobs.to_csv(tmp_path / "cost_jobs.csv", index=False)
+    costs = tables._two_sided_model_costs(tmp_path / "cost_jobs.csv")
+    assert costs[2] == "| linear | 1 | 31 / 0 | 0 | 0.01 | 1 | 8% |"  # 31 of 371 CPU s
+    assert costs[3] == "| mlp-d4 | 2 | 200 / 100 | 40 | 0.09 | 5 | 92% |"  # 340 CPU s over 2 x 31 points
