@@ -222,7 +222,8 @@ def readme_tables(bundle: str | os.PathLike = BUNDLE) -> str:
         unconv = ", ".join(f"{p['T']:.2g} s{p['seed']}" for p in r["unconverged_points"]) or "none"
         rb = r.get("removed_by")
         removed = (f"{rb['loss_rule']} / {rb['drift']} / "
-                   + (str(rb["stability"]) if r.get("stability_checked") else "not checked")) if rb else "-"
+                   + (str(rb["stability"]) if r.get("stability_checked") else "not checked")
+                   + (f" / {rb['sides']} (sides)" if "sides" in rb else "")) if rb else "-"
         out.append(f"| {n} | {r['total']} | {r.get('equilibrium', r['converged'])} | {removed} | {drift} | {unconv} |")
 
     out += ["", "| job | points | converged | updates | point-updates computed (without freezing) "

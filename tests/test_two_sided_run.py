@@ -227,6 +227,8 @@ def test_ship_makes_a_valid_bundle_whose_analysis_is_the_two_sided_one(tmp_path)
         runs = json.loads((tmp_path / f"bundle/results/analysis/{model}/analysis.json").read_text())["runs"]
         assert runs["equilibrium"] == counts["equilibrium"] and runs["removed_by"]["sides"] == counts["sides"], model
         assert "sides_agree" in runs["fits_use"]
+        # every point the fourth check removed is listed (and those that failed an earlier check first too)
+        assert len(runs["sides_failed_points"]) >= runs["removed_by"]["sides"] > 0
 
 
 def test_slim_keeps_each_hot_side_once_and_a_ship_from_the_slim_evidence_is_the_same(tmp_path):

@@ -20,7 +20,7 @@ from .agreement import (identity_r2_ci, leading_ranks, log_identity_r2, rank_agr
                         relative_error)
 from .claims import verdict
 from .d_eff import d_eff, pca_distortion, pca_heldout_distortion, powerlaw_crossover, powerlaw_fit
-from .equilibrium import equilibrium, fit_points, stability_flags
+from .equilibrium import equilibrium, fit_points, side_flags, stability_flags
 from .spectrum import EVAL_SPLIT, eval_split, run_max_drift, utility_spectrum
 from .thresholds import (MIN_ACTIVE_POINTS, MIN_MEANFIELD_POINTS, MIN_WINDOW_POINTS, fit_m2_threshold, fit_rate_threshold, fit_window,
                          in_scan, meanfield_exponent, threshold_status, window_support)
@@ -285,6 +285,9 @@ def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set
     stable = stability_flags(runs)
     unstable = [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"])} for r in order
                 if stable.get(r, np.nan) == 0.0]
+    sides = side_flags(runs)  # None: never compared with its other side
+    apart = [] if sides is None else [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"])}
+                                      for r in order if sides.get(r, np.nan) == 0.0]
     return {
         "total": int(len(run_conv)) if len(run_conv) else int(len(all_ids)),
         "converged": int(run_conv.sum()) if len(run_conv) else int(len(conv)),
@@ -300,6 +303,8 @@ def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set
         "stability_not_checked": eq_counts["stability_not_checked"],
         # a scan compared with its other side (issue 19): equilibrium points the other side lacked
         **({"sides_not_compared": eq_counts["sides_not_compared"]} if "sides_not_compared" in eq_counts else {}),
+        # and the points where the sides disagree or the cold side is not at equilibrium (start_check.mark_sides)
+        **({"sides_failed_points": apart} if sides is not None else {}),
         "equilibrium": len(conv) if not fallback else 0,
         "fits_use": eq_counts["rule"],
         "fits_use_unconverged": bool(fallback),
