@@ -49,6 +49,10 @@ def _meanfield_cell(mf: Mapping[str, Any]) -> str:
     return f"{_fmt(mf['exponent'], '.2f')} (95% CI {_fmt(ci[0], '.2f')}-{_fmt(ci[1], '.2f')}; {mf['n_groups']} ranks)"
 
 
+def _ranks(n: int) -> str:
+    return f"{n} rank" + ("" if n == 1 else "s")
+
+
 def _headline(m: Mapping[str, Any]) -> dict[str, str]:
     pl, cx, mf = m["powerlaw"]["model"], m["powerlaw"].get("crossover", {}), m["meanfield"]
     ci = m.get("identity_r2_ci95") or [None, None]
@@ -63,7 +67,7 @@ def _headline(m: Mapping[str, Any]) -> dict[str, str]:
         "resolved": f"{res.get('n_resolved', m['identity_r2_ranks'])} ({res.get('n_unresolved', 0)} unresolved)",
         "identity_r2": (f"{_pooled_and_seeds(m, m['identity_r2'], 'identity_r2', '.3f')}, 95% CI "
                         f"{_fmt(ci[0], '.2f')}-{_fmt(ci[1], '.2f')} ({m['identity_r2_ranks']} ranks)")
-        if m["identity_r2"] is not None else f"not resolved ({m['identity_r2_ranks']} ranks)",
+        if m["identity_r2"] is not None else f"not resolved ({_ranks(m['identity_r2_ranks'])})",
         "identity_r2_head_tail": (f"{_fmt(m.get('identity_r2_head'))} / {_fmt(m.get('identity_r2_tail'))} "
                                   f"({m.get('identity_r2_head_ranks', '-')} / {m.get('identity_r2_tail_ranks', '-')} ranks)"),
         "rank_agreement": (f"{_pooled_and_seeds(m, m['rank_agreement'], 'rank_agreement', '.0f')} "
@@ -71,14 +75,15 @@ def _headline(m: Mapping[str, Any]) -> dict[str, str]:
         "kendall_tau": (f"{_pooled_and_seeds(m, m['kendall_tau'], 'kendall_tau', '.2f')} ({m['rank_inversions']} "
                         "inversions)") if m["kendall_tau"] is not None else "not resolved",
         "ablation": ("not measured" if ab.get("status", "not measured").startswith("not measured") else
-                     f"{_fmt(ab['pooled']['mean'], '.2f')} (min {_fmt(ab['pooled']['min'], '.2f')}, "
+                     "not resolved (no model at equilibrium with >= 2 active latents)" if not ab["pooled"]["n_models"]
+                     else f"{_fmt(ab['pooled']['mean'], '.2f')} (min {_fmt(ab['pooled']['min'], '.2f')}, "
                      f"{ab['pooled']['n_models']} models)"),
         "powerlaw": (f"{_pooled_and_seeds(m, pl['exponent'], 'powerlaw_exponent', '.2f')}"
                      + (f", 95% CI {_fmt(pl['ci95'][0], '.2f')}-{_fmt(pl['ci95'][1], '.2f')}" if pl.get("ci95") else "")
                      + f" (ranks {pl['ranks'][0]}-"
                      f"{pl['ranks'][1]}; PCA train {_fmt(m['powerlaw']['pca']['exponent'], '.2f')}, PCA test "
                      f"{_fmt(held.get('exponent'), '.2f')})") if pl["exponent"] is not None
-        else f"not resolved ({pl.get('n_points', 0)} resolved ranks in {pl['ranks'][0]}-{pl['ranks'][1]}; the fit needs 3)",
+        else f"not resolved (the fit needs 3 resolved ranks from rank {pl['ranks'][0]} on; {pl.get('n_points', 0)} here)",
         "crossover": (f"{cx['K']} (head {_fmt(cx['head_exponent'], '.2f')}, tail {_fmt(cx['tail_exponent'], '.2f')}; "
                       f"PCA {m['powerlaw'].get('pca_crossover', {}).get('K')})") if cx.get("K") else "-",
         "meanfield": _meanfield_cell(mf),

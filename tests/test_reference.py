@@ -27,7 +27,9 @@ HEADLINE = ("identity_r2", "identity_r2_ranks", "rank_agreement", "kendall_tau",
 def test_bundle_sizes_and_provenance():
     assert bundle.check() == []
     record = json.loads((bundle.BUNDLE / "provenance.json").read_text())
-    assert re.fullmatch(r"[0-9a-f]{40}", record["code_commit"]), record["code_commit"]
+    commits = record["code_commit"] if isinstance(record["code_commit"], list) else [record["code_commit"]]
+    assert commits and all(re.fullmatch(r"[0-9a-f]{40}", c) for c in commits), record["code_commit"]  # a two-sided
+    # ship (two_sided_run.ship) lists every commit its sides ran at
     assert record["jobs"] and {"train", "measure"} <= {job["rule"] for job in record["jobs"]}
     assert all(job["point_updates"] <= job["point_updates_unfrozen"] for job in record["jobs"] if job["rule"] == "train")
     for name in ("torch", "pytorch-lightning", "numpy", "snakemake"):

@@ -231,6 +231,33 @@ def test_ship_makes_a_valid_bundle_whose_analysis_is_the_two_sided_one(tmp_path)
         assert len(runs["sides_failed_points"]) >= runs["removed_by"]["sides"] > 0
 
 
+def _restore_hot_sides(evidence, shipped) -> None:
+    """The inverse of ``slim`` for a test: each slimmed pair's hot/ folder written back from the bundle it was
+    shipped in (the seed's rows of its scan tables, the first seed's maps and correlations), read by the library's
+    own readers of a slimmed pair (``_hot_table``, ``_hot_file``)."""
+    import shutil
+
+    from spectral_collapse.analysis.start_check import TABLES
+    from spectral_collapse.scan import model_seeds
+
+    for record_path in sorted(evidence.glob("*/pair.json")):
+        pair = record_path.parent
+        if (pair / "hot").is_dir():
+            continue
+        record = json.loads(record_path.read_text())
+        for model in record["models"]:
+            seed = model_seeds(record["config"], model)[0]
+            tables = {name: two_sided_run._hot_table(pair, model, seed, name, shipped) for name in TABLES}
+            files = {name: two_sided_run._hot_file(pair, model, name, shipped)
+                     for name in (two_sided_run.MAPS_GZ, "latent_correlations.parquet")} if seed == two_sided_run.MAP_SEED else {}
+            dst = pair / "hot" / model
+            dst.mkdir(parents=True)
+            for name, table in tables.items():
+                table.to_parquet(dst / f"scan_{name}.parquet")
+            for name, path in files.items():
+                shutil.copyfile(path, dst / name)
+
+
 def test_slim_keeps_each_hot_side_once_and_a_ship_from_the_slim_evidence_is_the_same(tmp_path):
     """After a ship, ``slim`` removes the pairs' hot/ folders only when the bundle holds exactly their content (a
     bundle that differs stops it, removing nothing); shipping the slimmed evidence again, its hot sides read from
@@ -246,6 +273,7 @@ def test_slim_keeps_each_hot_side_once_and_a_ship_from_the_slim_evidence_is_the_
 
     evidence = tmp_path / "evidence"
     shutil.copytree(Path(__file__).resolve().parents[1] / "reference" / "two_sided_encoder", evidence)
+    _restore_hot_sides(evidence, bundle.BUNDLE)  # committed evidence already shipped and slimmed: from the bundle
     pairs = sorted(p.parent.name for p in evidence.glob("*/pair.json") if (p.parent / "hot").is_dir())
     assert pairs, "the committed evidence holds a pair with its hot side"
     two_sided_run.ship(evidence, tmp_path / "first")

@@ -9,7 +9,7 @@ import pandas as pd
 from .style import apply_style, finish_panel, legend_below, rank_colorbar, rank_palette
 from .tables import POOLED, annotate_no_equilibrium, nothing_at_equilibrium, pooled, splits_title, thresholded_ranks
 
-NOISE_BELOW_COLDEST = 1e-2  # a utility under 1e-2 x the coldest scan T is below anything the scan resolves
+NOISE_BELOW_COLDEST = 1e-2  # a utility under 1e-2 x the coldest T at equilibrium is below anything the scan resolves
 
 
 def _agreement_text(analysis: dict) -> str:
@@ -46,7 +46,7 @@ def plot_spectra(spectra: pd.DataFrame, analysis: dict, model: str):
         y = p[col].to_numpy(float)
         # > 1e-9: a numerically zero eigenvalue (bio7 = bio5 - bio6 exactly) would only stretch the axis
         ok = np.isfinite(y) & (y > 1e-9)
-        if col == "dD":  # a utility far below the coldest scan point is numerical noise of a rank never used
+        if col == "dD":  # a utility far below the coldest point at equilibrium is numerical noise of a rank never used
             ok &= y >= floor
         k_shown = max([k_shown, *k[ok].tolist()])
         a.plot(k[ok], y[ok], ls=ls, marker=marker, color=color, label=label, ms=4.5 if col == "T_c" else 7,
@@ -59,7 +59,7 @@ def plot_spectra(spectra: pd.DataFrame, analysis: dict, model: str):
     if len(seeds):
         a.scatter([], [], s=6, color="0.3", alpha=0.35, label="pale: the same for each seed alone")
     a.axhline(t_min, color="0.5", ls=":", lw=1.0)
-    a.text(k_shown, t_min, "coldest scan point ", color="0.4", fontsize=8.5, ha="right", va="bottom")
+    a.text(k_shown, t_min, "coldest point at equilibrium ", color="0.4", fontsize=8.5, ha="right", va="bottom")
     a.set_yscale("log")
     finish_panel(a, "a", "rank $k$ (latents ranked by $M^2$)", r"value in units of $T$ (fraction of $V$)",
                  "Spectra by rank", integer_x=True)
