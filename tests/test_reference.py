@@ -179,3 +179,22 @@ def test_active_by_depth_and_model_costs_read_each_pair(tmp_path):
     costs = tables._two_sided_model_costs(tmp_path / "cost_jobs.csv")
     assert costs[2] == "| linear | 1 | 31 / 0 | 0 | 0.01 | 1 | 8% |"  # 31 of 371 CPU s
     assert costs[3] == "| mlp-d4 | 2 | 200 / 100 | 40 | 0.09 | 5 | 92% |"  # 340 CPU s over 2 x 31 points
+
+
+def test_the_committed_validation_is_the_bundles_and_the_linear_oracle_holds(tmp_path):
+    """reference/validation/ (issue 19's validation of the method, `make reference-validation`) is what the shipped
+    bundle gives now, and on the linear family it holds: every point accepted at equilibrium within 0.05 of the
+    exact oracle's M^2 at every rank, every resolved threshold within 2% of the training PCA's lambda_k/V."""
+    from spectral_collapse.analysis import start_check
+
+    committed = bundle.BUNDLE / "validation"
+    fresh = start_check.validate_bundle(bundle.BUNDLE, tmp_path)
+    assert json.loads((committed / "validation.json").read_text()) == json.loads((tmp_path / "validation.json").read_text())
+    tables = sorted(p.name for p in tmp_path.glob("*.csv"))
+    assert tables == sorted(p.name for p in committed.glob("*.csv"))
+    for name in tables:
+        pd.testing.assert_frame_equal(pd.read_csv(committed / name), pd.read_csv(tmp_path / name), obj=name)
+    oracle = fresh["linear_oracle"]
+    assert oracle["points_at_equilibrium"] > 0 and oracle["points_within"] == oracle["points_at_equilibrium"], oracle
+    assert oracle["resolved_ranks"] > 0 and oracle["ranks_within"] == oracle["resolved_ranks"], oracle
+    assert oracle["max_relative_error"] <= start_check.TC_TOL, oracle
