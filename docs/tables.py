@@ -97,7 +97,7 @@ def _per_seed_values(m: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 def _resolved_per_seed(m: Mapping[str, Any]) -> dict[str, int]:
     """Resolved thresholds per seed ({"pooled": n} too, and alone for a one-seed model), from analysis.json."""
-    pooled = int(sum(status == "fitted" for status in m["threshold_status"]))
+    pooled = int(m["thresholds_resolved"]["n_resolved"])
     return {"pooled": pooled, **{s: int(v) for s, v in _per_seed_values(m, "n_resolved").items() if v is not None}}
 
 
@@ -311,19 +311,42 @@ def _two_sided_point_costs(path: Path) -> list[str]:
     return out
 
 
-def _active_by_depth(evidence: Path, Ts: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)) -> list[str]:
-    """Does depth prune more, seed by seed and side by side? Active latents (training split) of every MLP pair's
-    hot and cold side at one T per decade, models side by side: the depth claim read from each side alone."""
+def _fails_own_checks(pair: Path, model: str) -> dict[str, set[str]]:
+    """Per side, the points (T labels) where that side fails its own checks (loss rule, drift, stability), from
+    the pair's assembly: the hot side's from two_sided.json's analysis (a first failed check other than "sides"),
+    the cold side's from two_sided_<model>.csv's ``cold_failed`` (start_check.confirm_cold_side). Empty where the
+    pair's assembly predates them."""
     import pandas as pd
 
     from spectral_collapse.scan import t_label
 
-    active: dict[tuple[str, str], dict[str, int | str]] = {}
+    out: dict[str, set[str]] = {"hot": set(), "cold": set()}
+    record, table = pair / "two_sided/two_sided.json", pair / f"two_sided/two_sided_{model}.csv"
+    if record.is_file():
+        analysis = json.loads(record.read_text()).get(model, {}).get("analysis", {})
+        out["hot"] = {t_label(r["T"]) for r in analysis.get("not_at_equilibrium", []) if r["check"] != "sides"}
+    if table.is_file():
+        rows = pd.read_csv(table)
+        if "cold_failed" in rows:
+            out["cold"] = {t_label(T) for T, failed in zip(rows["T"], rows["cold_failed"].fillna("")) if failed}
+    return out
+
+
+def _active_by_depth(evidence: Path, Ts: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)) -> list[str]:
+    """Does depth prune more, seed by seed and side by side? Active latents (training split) of every MLP pair's
+    hot and cold side at one T per decade, models side by side: the depth claim read from each side alone. A
+    count where that side fails its own checks is starred: it is not even one side's equilibrium."""
+    import pandas as pd
+
+    from spectral_collapse.scan import t_label
+
+    active: dict[tuple[str, str], dict[str, str]] = {}
     for record in sorted(evidence.glob("*/pair.json")):
         for model in json.loads(record.read_text())["models"]:
             if model == "linear":
                 continue
             seed = record.parent.name.rsplit("seed", 1)[-1]
+            failing = _fails_own_checks(record.parent, model)
             for side in ("hot", "cold"):
                 path = record.parent / side / model / "scan_runs.parquet"
                 if side == "hot" and not path.is_file():  # shipped: the marked runs table is the hot side's
@@ -331,7 +354,8 @@ def _active_by_depth(evidence: Path, Ts: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 
                 if not path.is_file():  # a side an earlier stop removed (reference/two_sided_run/README.md)
                     continue
                 runs = pd.read_parquet(path)
-                by_T = {t_label(T): int(n) for T, n in zip(runs["T"], runs["train_n_active"]) if pd.notna(n)}
+                by_T = {t_label(T): f"{int(n)}{'*' if t_label(T) in failing[side] else ''}"
+                        for T, n in zip(runs["T"], runs["train_n_active"]) if pd.notna(n)}
                 active.setdefault((model, side), {}).update(
                     {f"{t_label(T)}/{seed}": by_T.get(t_label(T), "-") for T in Ts})
     models = sorted({m for m, _ in active}, key=lambda m: int(m.split("-d")[-1]))
@@ -345,7 +369,7 @@ def _active_by_depth(evidence: Path, Ts: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 
             cells = [" / ".join(str(active.get((m, side), {}).get(f"{t_label(T)}/{s}", "-")) for s in seeds)
                      for m in models]
             out.append(f"| {T:.0e} | {side} | " + " | ".join(cells) + " |")
-    return out
+    return out + ["", "\\* that side fails its own checks there (loss rule, drift limit or stability)."]
 
 
 def _two_sided_model_costs(path: Path) -> list[str]:

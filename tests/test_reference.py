@@ -126,7 +126,7 @@ def test_paper_comparisons_leave_unresolved_what_the_accepted_points_cannot_say(
     def model(depth: int, resolved: dict[str, int], d_eff: dict[str, int | None], head: dict[str, float]) -> dict:
         spread = {"n_resolved": {"per_seed": resolved}, "d_eff_0.05": {"per_seed": d_eff},
                   "best_D_head": {"per_seed": head}}
-        return {"family": "mlp", "depth": depth, "threshold_status": ["fitted"] * max(resolved.values()),
+        return {"family": "mlp", "depth": depth, "thresholds_resolved": {"n_resolved": max(resolved.values())},
                 "best_D": [0.5] * 8, "d_eff": {"model": [None]}, "seed_spread": spread}
 
     many, few = HEAD_K + 2, 1
@@ -151,7 +151,7 @@ def test_paper_comparisons_leave_unresolved_what_the_accepted_points_cannot_say(
 def test_active_by_depth_and_model_costs_read_each_pair(tmp_path):
     """docs/tables.py: the depth-by-side table puts each MLP pair's active latents per side and seed side by side
     (a shipped pair without hot/ reads its marked runs table; a missing point or NaN prints "-"; linear is left
-    out), and the per-model cost table sums the pairs' jobs per model."""
+    out; a side failing its own checks there is starred), and the per-model cost table sums the pairs' jobs per model."""
     tables = _docs_tables()
     Ts = (1e-2, 1e-3)
     for model, seed, hot, cold in (("mlp-d2", 0, [4, 5], [4, 7]), ("mlp-d4", 0, [3, 4], [4, 7]),
@@ -164,12 +164,19 @@ def test_active_by_depth_and_model_costs_read_each_pair(tmp_path):
             folder.mkdir(parents=True, exist_ok=True)
             name = f"scan_runs_{model}.parquet" if folder.name == "two_sided" else "scan_runs.parquet"
             pd.DataFrame({"T": list(Ts), "train_n_active": active}).to_parquet(folder / name)
+    marks = tmp_path / "mlp-d4_seed0/two_sided"  # the pair's own checks: hot fails stability at 1e-2, the cold
+    marks.mkdir()  # side drifts at 1e-3; a point failing only the fourth check ("sides") is not starred
+    pd.DataFrame({"seed": [0, 0], "T": list(Ts), "cold_failed": [None, "drift"]}).to_csv(
+        marks / "two_sided_mlp-d4.csv", index=False)
+    (marks / "two_sided.json").write_text(json.dumps({"mlp-d4": {"analysis": {"not_at_equilibrium": [
+        {"seed": 0, "T": 1e-2, "check": "stability"}, {"seed": 0, "T": 1e-3, "check": "sides"}]}}}))
     (tmp_path / "linear_seed0").mkdir()
     (tmp_path / "linear_seed0/pair.json").write_text(json.dumps({"models": ["linear"]}))
     rows = tables._active_by_depth(tmp_path, Ts)
     assert rows[0] == "| T | side | mlp-d2: active, seed 0 / 1 | mlp-d4: active, seed 0 / 1 |"
-    assert rows[2:] == ["| 1e-02 | hot | 4 / - | 3 / 3 |", "| 1e-02 | cold | 4 / - | 4 / 4 |",
-                        "| 1e-03 | hot | 5 / - | 4 / - |", "| 1e-03 | cold | 7 / - | 7 / 7 |"]
+    assert rows[2:6] == ["| 1e-02 | hot | 4 / - | 3* / 3 |", "| 1e-02 | cold | 4 / - | 4 / 4 |",
+                         "| 1e-03 | hot | 5 / - | 4 / - |", "| 1e-03 | cold | 7 / - | 7* / 7 |"]
+    assert "fails its own checks" in rows[-1]
     jobs = pd.DataFrame([
         {"model": "mlp-d4", "seed": s, "side": side, "rule": rule, "cpu_s": cpu, "points": 31 if rule == "train" else None}
         for s in (0, 1) for side, rule, cpu in (("hot", "train", 100.0), ("cold", "train", 50.0), ("hot", "measure", 10.0),

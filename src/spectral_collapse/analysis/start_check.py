@@ -506,9 +506,10 @@ def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "
         table = two_sided_table(pd.read_parquet(hot / model / "scan_latents.parquet"),
                                 pd.read_parquet(cold / model / "scan_latents.parquet"),
                                 pca if model == "linear" else None, split)
+        cold_tables = _tables(cold / model) if model in scanned_models(cold) else None  # read once, used twice
         if model in scanned_models(cold, ("latents", "runs")):  # the cold side's own checks need no pruning table
-            table = confirm_cold_side(table, _tables(cold / model, ("latents", "runs")), float(cfg["max_m2_drift"]))
-        cold_tables = _tables(cold / model) if model in scanned_models(cold) else None
+            own = cold_tables if cold_tables is not None else _tables(cold / model, ("latents", "runs"))
+            table = confirm_cold_side(table, own, float(cfg["max_m2_drift"]))
         table.to_csv(out / f"two_sided_{model}.csv", index=False)
         summary[model] = two_sided_summary(table)
         if model in scanned_models(hot):
