@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = Path(args.run_dir).resolve()
     config, settings, data, single = finished_side(run, args.model)
-    held = {**TrainingSettings.from_mapping(settings["training"]).as_dict(), "max_updates": args.updates,
+    training = TrainingSettings.from_mapping(settings["training"])
+    held = {**training.as_dict(), "max_updates": args.updates,
             "tolerance": NEVER, "lr_drops": 0, "chain": False}
     pattern = f"*/seed{args.seed}/checkpoints/T{t_label(args.T)}/{POINT_FILE}"
     points = sorted((run / "results/runs" / args.model).glob(pattern))
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     result.model.eval()
     with torch.no_grad():
         end = validation_state(result.model, data, threshold, args.T)
-    summary = {"run": str(run), "model": args.model, "seed": args.seed, "T": args.T, "lr": held["lr"],
+    summary = {"run": str(run), "model": args.model, "seed": args.seed, "side": training.chain_from, "T": args.T,
+               "lr": held["lr"],
                "updates": int(result.record["updates"]), "wall_s": time.perf_counter() - clock,
                "start": start, "end": end,
                "chain_point": {"updates": saved["record"]["members"][0]["updates"],

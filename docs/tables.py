@@ -483,7 +483,8 @@ def two_sided_tables(evidence: str | os.PathLike = TWO_SIDED) -> str:
             start, end = (np.asarray(run[k]["M2_ranked"], float) for k in ("start", "end"))
             change = end - start
             k = int(np.argmax(np.abs(change)))
-            out.append(f"| {run['model']} seed {run['seed']}, {path.stem.split('_')[-2]} side | {run['T']:.0e} | "
+            side = run.get("side", path.stem.split("_")[-2])  # the stop-33 holds predate the recorded side
+            out.append(f"| {run['model']} seed {run['seed']}, {side} side | {run['T']:.0e} | "
                        f"{run['start']['active']} -> {run['end']['active']} | {start.sum():.2f} -> {end.sum():.2f} | "
                        f"{change[k]:+.2f} ({k + 1}) | {run['start']['loss']:.4f} -> {run['end']['loss']:.4f} | "
                        f"{run['updates']:,} |")
