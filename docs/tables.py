@@ -53,13 +53,31 @@ def _ranks(n: int) -> str:
     return f"{n} rank" + ("" if n == 1 else "s")
 
 
+def _ablation_cell(ab: Mapping[str, Any]) -> str:
+    """Kendall's tau of M^2 against single-latent ablation utility (analysis.json's ``ablation_order``)."""
+    if ab.get("status", "not measured").startswith("not measured"):
+        return "not measured"
+    if not ab["pooled"]["n_models"]:
+        return "not resolved (no model at equilibrium with >= 2 active latents)"
+    return f"{_fmt(ab['pooled']['mean'], '.2f')} (min {_fmt(ab['pooled']['min'], '.2f')}, {ab['pooled']['n_models']} models)"
+
+
+def _powerlaw_cell(m: Mapping[str, Any]) -> str:
+    """The D~_K ~ K^-p exponent, pooled and per seed, with the PCA's beside it, or why it is not resolved."""
+    pl, held = m["powerlaw"]["model"], m["powerlaw"].get("pca_heldout", {})
+    if pl["exponent"] is None:
+        return f"not resolved (the fit needs 3 resolved ranks from rank {pl['ranks'][0]} on; {pl.get('n_points', 0)} here)"
+    ci = f", 95% CI {_fmt(pl['ci95'][0], '.2f')}-{_fmt(pl['ci95'][1], '.2f')}" if pl.get("ci95") else ""
+    return (f"{_pooled_and_seeds(m, pl['exponent'], 'powerlaw_exponent', '.2f')}{ci} (ranks {pl['ranks'][0]}-"
+            f"{pl['ranks'][1]}; PCA train {_fmt(m['powerlaw']['pca']['exponent'], '.2f')}, PCA test "
+            f"{_fmt(held.get('exponent'), '.2f')})")
+
+
 def _headline(m: Mapping[str, Any]) -> dict[str, str]:
-    pl, cx, mf = m["powerlaw"]["model"], m["powerlaw"].get("crossover", {}), m["meanfield"]
+    cx, mf = m["powerlaw"].get("crossover", {}), m["meanfield"]
     ci = m.get("identity_r2_ci95") or [None, None]
     res = m.get("thresholds_resolved", {})
-    ab = m.get("ablation_order", {})
     splits = m.get("splits", {})
-    held = m["powerlaw"].get("pca_heldout", {})
     return {
         "splits": (f"thresholds: {splits.get('thresholds', m.get('split'))}"
                    + (" (fallback: no train split)" if splits.get("thresholds_note") else "")
@@ -74,16 +92,8 @@ def _headline(m: Mapping[str, Any]) -> dict[str, str]:
                            f"of {m['rank_agreement_ranks']}"),
         "kendall_tau": (f"{_pooled_and_seeds(m, m['kendall_tau'], 'kendall_tau', '.2f')} ({m['rank_inversions']} "
                         "inversions)") if m["kendall_tau"] is not None else "not resolved",
-        "ablation": ("not measured" if ab.get("status", "not measured").startswith("not measured") else
-                     "not resolved (no model at equilibrium with >= 2 active latents)" if not ab["pooled"]["n_models"]
-                     else f"{_fmt(ab['pooled']['mean'], '.2f')} (min {_fmt(ab['pooled']['min'], '.2f')}, "
-                     f"{ab['pooled']['n_models']} models)"),
-        "powerlaw": (f"{_pooled_and_seeds(m, pl['exponent'], 'powerlaw_exponent', '.2f')}"
-                     + (f", 95% CI {_fmt(pl['ci95'][0], '.2f')}-{_fmt(pl['ci95'][1], '.2f')}" if pl.get("ci95") else "")
-                     + f" (ranks {pl['ranks'][0]}-"
-                     f"{pl['ranks'][1]}; PCA train {_fmt(m['powerlaw']['pca']['exponent'], '.2f')}, PCA test "
-                     f"{_fmt(held.get('exponent'), '.2f')})") if pl["exponent"] is not None
-        else f"not resolved (the fit needs 3 resolved ranks from rank {pl['ranks'][0]} on; {pl.get('n_points', 0)} here)",
+        "ablation": _ablation_cell(m.get("ablation_order", {})),
+        "powerlaw": _powerlaw_cell(m),
         "crossover": (f"{cx['K']} (head {_fmt(cx['head_exponent'], '.2f')}, tail {_fmt(cx['tail_exponent'], '.2f')}; "
                       f"PCA {m['powerlaw'].get('pca_crossover', {}).get('K')})") if cx.get("K") else "-",
         "meanfield": _meanfield_cell(mf),

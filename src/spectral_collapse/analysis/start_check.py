@@ -382,8 +382,13 @@ def scanned_models(analysis: Path, tables: tuple[str, ...] = TABLES) -> list[str
                   if p.is_dir() and all((p / f"scan_{t}.parquet").is_file() for t in tables))
 
 
-def _tables(folder: Path, names: tuple[str, ...] = TABLES) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(folder / f"scan_{name}.parquet") for name in names}
+def _tables(folder: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(folder / f"scan_{name}.parquet") for name in TABLES}
+
+
+def _present_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    """The scan tables ``folder`` holds, of TABLES (a side may have been collected without all of them)."""
+    return {name: pd.read_parquet(path) for name in TABLES if (path := folder / f"scan_{name}.parquet").is_file()}
 
 
 def _same_run(a: Path, b: Path) -> bool:
@@ -503,21 +508,18 @@ def two_sided(hot: str | Path, cold: str | Path, out: str | Path, split: str = "
     if not models:
         raise FileNotFoundError(f"no model's scan_latents.parquet in both {hot} and {cold}: run both scans first")
     for model in models:
-        table = two_sided_table(pd.read_parquet(hot / model / "scan_latents.parquet"),
-                                pd.read_parquet(cold / model / "scan_latents.parquet"),
-                                pca if model == "linear" else None, split)
-        cold_tables = _tables(cold / model) if model in scanned_models(cold) else None  # read once, used twice
-        if model in scanned_models(cold, ("latents", "runs")):  # the cold side's own checks need no pruning table
-            own = cold_tables if cold_tables is not None else _tables(cold / model, ("latents", "runs"))
-            table = confirm_cold_side(table, own, float(cfg["max_m2_drift"]))
+        hot_tables, cold_tables = _present_tables(hot / model), _present_tables(cold / model)  # each read once
+        table = two_sided_table(hot_tables["latents"], cold_tables["latents"], pca if model == "linear" else None,
+                                split)
+        if "runs" in cold_tables:  # the cold side's own checks need no pruning table
+            table = confirm_cold_side(table, cold_tables, float(cfg["max_m2_drift"]))
         table.to_csv(out / f"two_sided_{model}.csv", index=False)
         summary[model] = two_sided_summary(table)
-        if model in scanned_models(hot):
-            tables = _tables(hot / model)
-            summary[model]["analysis"] = two_sided_analysis(tables, table, pca, cfg, model)
-            mark_sides(tables["runs"], table).to_parquet(out / f"scan_runs_{model}.parquet")
-            if cold_tables is not None:
-                summary[model]["disagreement"] = side_disagreement(tables, cold_tables, table, pca, cfg, model)
+        if len(hot_tables) == len(TABLES):
+            summary[model]["analysis"] = two_sided_analysis(hot_tables, table, pca, cfg, model)
+            mark_sides(hot_tables["runs"], table).to_parquet(out / f"scan_runs_{model}.parquet")
+            if len(cold_tables) == len(TABLES):
+                summary[model]["disagreement"] = side_disagreement(hot_tables, cold_tables, table, pca, cfg, model)
     (out / "two_sided.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     return summary
 
