@@ -376,7 +376,7 @@ def _active_by_depth(evidence: Path, Ts: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 
            "| --- | --- | " + " | ".join("---" for _ in models) + " |"]
     for T in Ts:
         for side in ("hot", "cold"):
-            cells = [" / ".join(str(active.get((m, side), {}).get(f"{t_label(T)}/{s}", "-")) for s in seeds)
+            cells = [" / ".join(active.get((m, side), {}).get(f"{t_label(T)}/{s}", "-") for s in seeds)
                      for m in models]
             out.append(f"| {T:.0e} | {side} | " + " | ".join(cells) + " |")
     return out + ["", "\\* that side fails its own checks there (loss rule, drift limit or stability)."]
@@ -396,9 +396,10 @@ def _two_sided_model_costs(path: Path) -> list[str]:
         train = g[g["rule"] == "train"]
         by_side = train.groupby("side")["cpu_s"].sum()
         points = float(train.groupby("seed")["points"].max().sum())  # scan points per seed, summed over seeds
+        cpu = float(g["cpu_s"].sum())
         out.append(f"| {model} | {g['seed'].nunique()} | {by_side.get('hot', 0.0):,.0f} / {by_side.get('cold', 0.0):,.0f} | "
-                   f"{g.loc[g['rule'] == 'measure', 'cpu_s'].sum():,.0f} | {g['cpu_s'].sum() / 3600:.2f} | "
-                   f"{g['cpu_s'].sum() / points:,.0f} | {g['cpu_s'].sum() / total:.0%} |")
+                   f"{g.loc[g['rule'] == 'measure', 'cpu_s'].sum():,.0f} | {cpu / 3600:.2f} | {cpu / points:,.0f} | "
+                   f"{cpu / total:.0%} |")
     return out
 
 

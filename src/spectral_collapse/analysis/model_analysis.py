@@ -282,12 +282,14 @@ def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set
     order = sorted(all_ids, key=lambda r: (first.at[r, "seed"], -first.at[r, "T"]))
     drifting = [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"]), "max_m2_drift": float(drift[r])}
                 for r in order if bool(first.at[r, "converged"]) and drift.get(r, np.nan) > max_drift]
-    stable = stability_flags(runs)
-    unstable = [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"])} for r in order
-                if stable.get(r, np.nan) == 0.0]
+
+    def failed(flags: pd.Series) -> list[dict[str, float | int]]:
+        """The points (in ``order``) whose check flag is 0.0: failed, not merely unchecked (NaN)."""
+        return [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"])} for r in order
+                if flags.get(r, np.nan) == 0.0]
+
+    unstable = failed(stability_flags(runs))
     sides = side_flags(runs)  # None: never compared with its other side
-    apart = [] if sides is None else [{"T": float(first.at[r, "T"]), "seed": int(first.at[r, "seed"])}
-                                      for r in order if sides.get(r, np.nan) == 0.0]
     return {
         "total": int(len(run_conv)) if len(run_conv) else int(len(all_ids)),
         "converged": int(run_conv.sum()) if len(run_conv) else int(len(conv)),
@@ -304,7 +306,7 @@ def _runs_section(lat: pd.DataFrame, runs: pd.DataFrame, all_ids: set, conv: set
         # a scan compared with its other side (issue 19): equilibrium points the other side lacked
         **({"sides_not_compared": eq_counts["sides_not_compared"]} if "sides_not_compared" in eq_counts else {}),
         # and the points where the sides disagree or the cold side is not at equilibrium (start_check.mark_sides)
-        **({"sides_failed_points": apart} if sides is not None else {}),
+        **({"sides_failed_points": failed(sides)} if sides is not None else {}),
         "equilibrium": len(conv) if not fallback else 0,
         "fits_use": eq_counts["rule"],
         "fits_use_unconverged": bool(fallback),
